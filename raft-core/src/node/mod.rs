@@ -1,0 +1,10 @@
+//! The async node: drives the [`crate::engine::Engine`] on tokio through the traits for the log
+//! store, the snapshot store, the transport and the user's state machine.
+
+mod state_machine;
+mod storage;
+mod transport;
+
+pub use state_machine::{StateMachine, StateMachineError};
+pub use storage::{LogState, LogStore, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError};
+pub use transport::{MessageHandler, Transport, TransportError};

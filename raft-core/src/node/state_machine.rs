@@ -1,0 +1,47 @@
+//! The user's state machine, as the node sees it.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::types::{Entry, SnapshotMeta};
+
+/// A failure of the user's state machine. The node treats it as fatal: a replicated state
+/// machine that cannot apply an entry can no longer be trusted to match its peers.
+#[derive(Debug, thiserror::Error)]
+#[error("state machine failed: {0}")]
+pub struct StateMachineError(pub String);
+
+/// The replicated state machine.
+///
+/// # Contract
+/// 1. `apply` receives committed entries in log order, each exactly once between snapshots
+///    restores, and returns exactly one response per entry (an empty `Bytes` for blank and
+///    membership entries). It must be deterministic: every replica applying the same entries
+///    must reach the same state.
+/// 2. `build_snapshot` writes the state as of the last applied entry; the node labels the
+///    snapshot with that entry's index and term.
+/// 3. `restore` replaces the whole state with the snapshot's.
+/// 4. `pre_commit` (optional) sees every entry when it is appended to the local log, on leader
+///    and followers alike; `rollback` (optional) sees, newest first, **every** pre-committed
+///    entry that a conflicting leader later truncated (fixes jraft bug 9).
+#[async_trait]
+pub trait StateMachine: Send + 'static {
+    /// Applies committed entries (rule 1).
+    async fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError>;
+    /// Streams a snapshot of the current state into `writer` (rule 2).
+    async fn build_snapshot(
+        &mut self,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), StateMachineError>;
+    /// Replaces the state with the snapshot read from `reader` (rule 3).
+    async fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(), StateMachineError>;
+    /// Called when an entry is appended to the local log (rule 4). Default: nothing.
+    fn pre_commit(&mut self, _entry: &Entry) {}
+    /// Called for each appended entry that was truncated before being committed (rule 4).
+    fn rollback(&mut self, _entry: &Entry) {}
+}

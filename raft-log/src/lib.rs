@@ -1,0 +1,1 @@
+//! raft-log: work in progress (see the open issue for this crate).

@@ -1,0 +1,1 @@
+//! raft-net-tcp: work in progress (see the open issue for this crate).

@@ -1,0 +1,1 @@
+//! raft-snapshot: work in progress (see the open issue for this crate).
