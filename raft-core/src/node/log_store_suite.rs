@@ -1,0 +1,1 @@
+//! A conformance suite that any [`super::LogStore`] implementation can run.

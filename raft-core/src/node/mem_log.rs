@@ -1,0 +1,1 @@
+//! An in-memory [`super::LogStore`] for tests and examples.
