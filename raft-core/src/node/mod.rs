@@ -7,6 +7,7 @@ mod state_machine;
 mod storage;
 mod transport;
 
+pub use mem_log::MemLogStore;
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage::{LogState, LogStore, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError};
 pub use transport::{MessageHandler, Transport, TransportError};
