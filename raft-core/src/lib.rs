@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod membership;
 pub mod message;
 #[cfg(feature = "node")]

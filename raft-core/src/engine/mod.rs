@@ -1,0 +1,815 @@
+//! The consensus engine: a deterministic state machine with no I/O, no clock and no threads.
+//!
+//! # Driving the engine
+//! Inputs are method calls: [`Engine::tick`] at a fixed interval, [`Engine::step`] for every
+//! message from a peer, [`Engine::propose`] for client commands, [`Engine::read_index`] for
+//! linearizable reads, [`Engine::change_membership`] and friends, [`Engine::transfer_leadership`].
+//! After any input, [`Engine::ready`] returns the work to do as a [`Ready`]. The caller must
+//! carry out its parts **in this order**:
+//!
+//! 1. Send [`Ready::messages`]. They depend on nothing unpersisted (a leader's AppendEntries, so
+//!    the leader writes its own log in parallel with replication).
+//! 2. If [`Ready::snapshot`] is set, install it: restore the state machine from it and purge the
+//!    log store up to it. Then, if [`Ready::truncate_from`] is set, truncate the log store from
+//!    there, then persist [`Ready::hard_state`] and append [`Ready::entries`]. Call
+//!    [`StateMachine::pre_commit`](crate::node::StateMachine::pre_commit) for each appended entry
+//!    and `rollback` for each of [`Ready::rolled_back`] if you use those hooks.
+//! 3. When all of step 2 is durable, call [`Engine::on_persisted`] with the last entry's id,
+//!    then send [`Ready::persisted_messages`] (votes and acknowledgements: never before the
+//!    state they promise is on disk).
+//! 4. Apply [`Ready::committed_entries`] in order; then call [`Engine::on_applied`].
+//! 5. Answer each of [`Ready::read_states`] once the applied index reaches its index; fail each
+//!    of [`Ready::failed_reads`].
+//! 6. Start a transfer of the latest snapshot to each peer in [`Ready::send_snapshots`] and
+//!    report the outcome with [`Engine::on_snapshot_sent`]; if [`Ready::build_snapshot`] is set,
+//!    build a snapshot of the state machine at that log id (after applying step 4) and report it
+//!    with [`Engine::on_snapshot_built`]; purge the log store up to [`Ready::purge_to`].
+//!
+//! A caller that pipelines may call [`Engine::take_messages`] while step 2 of an earlier
+//! `Ready` is still in flight: entries proposed meanwhile are then persisted together in the
+//! next `Ready` (group commit).
+
+mod config;
+mod election;
+mod log;
+mod membership_change;
+mod progress;
+mod reads;
+mod replication;
+mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+pub use self::config::{Config, ConfigError};
+use self::log::RaftLog;
+pub use self::progress::{Progress, ReplicationState};
+pub use self::reads::ReadState;
+pub use self::snapshot::SnapshotRequest;
+use crate::membership::Membership;
+use crate::message::{Message, MessageBody};
+use crate::types::{Entry, EntryKind, HardState, LogId, LogIndex, NodeId, SnapshotMeta, Term};
+
+/// A server's role (paper section 5.1, plus pre-candidate from thesis section 9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one). Learners and removed servers stay here.
+    Follower,
+    /// Asking for pre-votes; has not changed its term.
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Leads the cluster.
+    Leader,
+}
+
+/// Why the engine refused a request. None of these is fatal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Only the leader does this; `leader` is the one this server knows, if any.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The current leader as far as this server knows.
+        leader: Option<NodeId>,
+    },
+    /// A leadership transfer is in progress; proposals wait for the new leader.
+    #[error("leadership transfer to {0} in progress")]
+    TransferInProgress(NodeId),
+    /// Too many entries are uncommitted; retry later.
+    #[error("too many uncommitted entries ({0}); slow down")]
+    Backpressure(u64),
+    /// An entry's payload exceeds `entry_bytes_max`.
+    #[error("entry of {0} bytes is larger than the limit")]
+    EntryTooLarge(u64),
+    /// Another membership change has not finished yet (one change at a time).
+    #[error("a membership change is already in progress")]
+    ChangeInProgress,
+    /// The leader has not committed an entry of its own term yet (thesis section 4.1,
+    /// the fix of the single-server change bug); retry shortly.
+    #[error("the leader has not committed an entry of its term yet")]
+    NotReady,
+    /// The requested membership or transfer target is not acceptable.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Too many pending reads.
+    #[error("too many pending reads")]
+    TooManyReads,
+}
+
+/// The work an input produced. See the module documentation for the order of the steps.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Messages to send now.
+    pub messages: Vec<Message>,
+    /// A received snapshot to install before anything else is persisted.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Remove log entries from this index on.
+    pub truncate_from: Option<LogIndex>,
+    /// The hard state to persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to the log store.
+    pub entries: Vec<Entry>,
+    /// Entries removed by a conflicting leader (or a snapshot), newest first, for the state
+    /// machine's rollback hook (fixes jraft bug 9).
+    pub rolled_back: Vec<Entry>,
+    /// Messages to send once everything above is durable.
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Reads whose index is known; answer each once applied up to it.
+    pub read_states: Vec<ReadState>,
+    /// Reads that cannot be served here (leadership lost); the ids given to `read_index`.
+    pub failed_reads: Vec<u64>,
+    /// Peers that need the latest snapshot.
+    pub send_snapshots: Vec<NodeId>,
+    /// Build a snapshot of the state machine at this point.
+    pub build_snapshot: Option<SnapshotRequest>,
+    /// Purge the log store up to and including this id (a durable snapshot covers it).
+    pub purge_to: Option<LogId>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.rolled_back.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.failed_reads.is_empty()
+            && self.send_snapshots.is_empty()
+            && self.build_snapshot.is_none()
+            && self.purge_to.is_none()
+    }
+
+    /// Whether step 2 (durable writes) has anything to do.
+    pub fn needs_persist(&self) -> bool {
+        self.snapshot.is_some()
+            || self.truncate_from.is_some()
+            || self.hard_state.is_some()
+            || !self.entries.is_empty()
+    }
+}
+
+/// What a server restores from storage when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredState {
+    /// The persisted hard state.
+    pub hard_state: HardState,
+    /// The latest durable snapshot, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The last purged log id (`LogId::ZERO` if none). Entries follow it.
+    pub purged: LogId,
+    /// Every entry in the log store, in order.
+    pub entries: Vec<Entry>,
+    /// The configuration to use when neither the log nor a snapshot has one: the initial
+    /// voters of a new cluster, or an empty configuration for a server that waits to be added.
+    pub initial_membership: Membership,
+}
+
+/// A snapshot of the engine's observable state, for status and metrics.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// This server.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Current term.
+    pub term: Term,
+    /// Known leader.
+    pub leader: Option<NodeId>,
+    /// Commit index.
+    pub commit_index: LogIndex,
+    /// Applied index (handed out for applying).
+    pub applied_index: LogIndex,
+    /// Last log entry.
+    pub last_log_id: LogId,
+    /// Highest durable index.
+    pub persisted_index: LogIndex,
+    /// First index still in the log.
+    pub first_index: LogIndex,
+    /// Effective configuration (the latest in the log).
+    pub membership: Membership,
+    /// Per-peer replication state (leader only).
+    pub progress: BTreeMap<NodeId, Progress>,
+}
+
+/// A configuration entry that is in the log but not known committed.
+#[derive(Clone, Debug)]
+struct PendingConfig {
+    log_id: LogId,
+    membership: Membership,
+}
+
+/// The consensus engine of one server. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    id: NodeId,
+    config: Config,
+    rng: SplitMix64,
+
+    role: Role,
+    term: Term,
+    voted_for: Option<NodeId>,
+    leader: Option<NodeId>,
+    hard_state_dirty: bool,
+    log: RaftLog,
+
+    /// The configuration of the latest committed configuration entry (or snapshot / initial).
+    committed_membership: (LogId, Membership),
+    /// Configuration entries after the committed one, oldest first. The effective
+    /// configuration is the last of these, else the committed one (paper section 6).
+    pending_configs: Vec<PendingConfig>,
+
+    /// Ticks since: the last election timeout reset (followers: last heard from a leader).
+    election_elapsed: u64,
+    randomized_election_ticks: u64,
+    heartbeat_elapsed: u64,
+    /// Ticks since start, for in-flight timeouts and leases.
+    now_tick: u64,
+
+    /// Candidate / pre-candidate: votes received.
+    votes: BTreeMap<NodeId, bool>,
+
+    /// Leader: replication state of every other member.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Leader: index of the no-op entry that opened this term.
+    term_start_index: LogIndex,
+    /// Leader: send AppendEntries to peers before the next `Ready`.
+    broadcast_pending: bool,
+    /// Leader: leadership transfer in progress (target, ticks elapsed).
+    transfer: Option<(NodeId, u64)>,
+    /// Leader: a server being caught up as a learner before it becomes a voter.
+    catching_up: Option<NodeId>,
+
+    reads: reads::ReadQueue,
+    snapshots: snapshot::SnapshotState,
+
+    ready: Ready,
+}
+
+impl Engine {
+    /// Creates the engine of server `id` from what storage holds.
+    pub fn new(id: NodeId, config: Config, restored: RestoredState) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if id == 0 {
+            return Err(ConfigError("node id 0 is reserved"));
+        }
+        let RestoredState {
+            hard_state,
+            snapshot,
+            purged,
+            entries,
+            initial_membership,
+        } = restored;
+        let snapshot_id = snapshot
+            .as_ref()
+            .map(|s| s.last_log_id)
+            .unwrap_or(LogId::ZERO);
+        let committed = hard_state.commit.max(snapshot_id.index);
+        let mut log = RaftLog::restore(purged, entries, committed);
+        if snapshot_id.index > log.offset().index {
+            // The snapshot is newer than the purge point: the state machine restarts from it.
+            let (discarded, _) = log.install_snapshot(snapshot_id);
+            debug_assert!(
+                discarded.is_empty(),
+                "restart discarded uncommitted entries"
+            );
+        } else {
+            log.applied = snapshot_id.index.max(log.offset().index);
+        }
+        let committed_membership = match &snapshot {
+            Some(s) => (s.membership_log_id, s.membership.clone()),
+            None => (LogId::ZERO, initial_membership),
+        };
+        let rng = SplitMix64::new(config.random_seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let snapshots = snapshot::SnapshotState::new(snapshot_id, committed_membership.clone());
+        let mut engine = Engine {
+            id,
+            config,
+            rng,
+            role: Role::Follower,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            leader: None,
+            hard_state_dirty: false,
+            log,
+            committed_membership,
+            pending_configs: Vec::new(),
+            election_elapsed: 0,
+            randomized_election_ticks: 0,
+            heartbeat_elapsed: 0,
+            now_tick: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            term_start_index: 0,
+            broadcast_pending: false,
+            transfer: None,
+            catching_up: None,
+            reads: reads::ReadQueue::default(),
+            snapshots,
+            ready: Ready::default(),
+        };
+        engine.rebuild_configs_from_log();
+        engine.reset_election_timer();
+        Ok(engine)
+    }
+
+    // ----- observers -----
+
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader this server knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    /// Last log entry id.
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_log_id()
+    }
+
+    /// The effective configuration: the latest in the log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.pending_configs
+            .last()
+            .map(|p| &p.membership)
+            .unwrap_or(&self.committed_membership.1)
+    }
+
+    /// The latest committed configuration.
+    pub fn committed_membership(&self) -> &Membership {
+        &self.committed_membership.1
+    }
+
+    /// The entry at `index`, if it is still in memory (tests, debugging).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Status and per-peer progress.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+            last_log_id: self.log.last_log_id(),
+            persisted_index: self.log.persisted,
+            first_index: self.log.first_index(),
+            membership: self.membership().clone(),
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// The hard state as it is now (persisted or about to be).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            commit: self.log.committed,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.now_tick += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Handles a message from a peer. Bad, stale or misdirected messages are dropped with a
+    /// logged reason; nothing a peer sends can stop this server.
+    pub fn step(&mut self, msg: Message) {
+        if let Err(reason) = self.validate_message(&msg) {
+            warn!(
+                id = self.id,
+                from = msg.from,
+                kind = msg.body.name(),
+                reason,
+                "dropped message"
+            );
+            return;
+        }
+        if !self.handle_term(&msg) {
+            return;
+        }
+        let Message {
+            from, term, body, ..
+        } = msg;
+        match body {
+            MessageBody::VoteRequest {
+                last_log_id,
+                pre_vote,
+                transfer,
+            } => self.handle_vote_request(from, term, last_log_id, pre_vote, transfer),
+            MessageBody::VoteResponse { granted, pre_vote } => {
+                self.handle_vote_response(from, term, granted, pre_vote)
+            }
+            MessageBody::AppendEntries {
+                prev_log_id,
+                entries,
+                leader_commit,
+                round,
+            } => self.handle_append_entries(from, prev_log_id, entries, leader_commit, round),
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                conflict,
+                round,
+            } => self.handle_append_response(from, success, match_index, conflict, round),
+            MessageBody::InstallSnapshot { meta } => self.handle_install_snapshot(from, meta),
+            MessageBody::InstallSnapshotResponse {
+                last_log_id,
+                success,
+            } => self.handle_install_snapshot_response(from, last_log_id, success),
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::ReadIndexRequest { request_id } => {
+                self.handle_read_index_request(from, request_id)
+            }
+            MessageBody::ReadIndexResponse {
+                request_id,
+                read_index,
+            } => self.handle_read_index_response(from, request_id, read_index),
+        }
+    }
+
+    /// Appends a client command (leader only). Returns the entry's id; the command is applied
+    /// once that entry commits. If another entry ends up at that index, the command's outcome
+    /// is unknown to this server.
+    pub fn propose(&mut self, data: Bytes) -> Result<LogId, EngineError> {
+        let ids = self.propose_batch(vec![data])?;
+        Ok(ids)
+    }
+
+    /// Appends several commands at once; returns the id of the last one (they occupy
+    /// consecutive indexes ending there).
+    pub fn propose_batch(&mut self, batch: Vec<Bytes>) -> Result<LogId, EngineError> {
+        self.check_can_propose(batch.len() as u64)?;
+        if let Some(too_big) = batch
+            .iter()
+            .find(|d| d.len() as u64 > self.config.entry_bytes_max)
+        {
+            return Err(EngineError::EntryTooLarge(too_big.len() as u64));
+        }
+        let mut index = self.log.last_index();
+        let entries = batch.into_iter().map(|data| {
+            index += 1;
+            Entry {
+                term: self.term,
+                index,
+                kind: EntryKind::Normal,
+                data,
+            }
+        });
+        let entries: Vec<Entry> = entries.collect();
+        self.append_as_leader(entries);
+        Ok(self.log.last_log_id())
+    }
+
+    fn check_can_propose(&self, count: u64) -> Result<(), EngineError> {
+        if self.role != Role::Leader {
+            return Err(EngineError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some((target, _)) = self.transfer {
+            return Err(EngineError::TransferInProgress(target));
+        }
+        let uncommitted = self.log.last_index() - self.log.committed;
+        if uncommitted + count > self.config.uncommitted_entries_max {
+            return Err(EngineError::Backpressure(uncommitted));
+        }
+        Ok(())
+    }
+
+    /// Reports that everything the caller was asked to persist, up to the entry `last`, is
+    /// durable. Stale reports (the entry was since replaced) are ignored.
+    pub fn on_persisted(&mut self, last: LogId) {
+        if !self.log.matches(last) || last.index <= self.log.persisted {
+            return;
+        }
+        self.log.persisted = last.index.min(self.log.last_index());
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// Reports that the state machine applied everything handed out up to `index`.
+    pub fn on_applied(&mut self, index: LogIndex) {
+        self.snapshots.on_applied(index);
+    }
+
+    // ----- output -----
+
+    /// Whether [`Engine::ready`] would return work.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+            || self.hard_state_dirty
+            || self.broadcast_pending
+            || self.log.unstable_from <= self.log.last_index()
+            || self.log.applied < self.log.committed.min(self.log.persisted)
+            || self.snapshots.wants_build(&self.config, self.log.applied)
+            || self.reads_pending_output()
+    }
+
+    /// Takes the accumulated work. See the module documentation for the order of its steps.
+    pub fn ready(&mut self) -> Ready {
+        self.flush_broadcast();
+        if self.hard_state_dirty {
+            self.ready.hard_state = Some(self.hard_state());
+            self.hard_state_dirty = false;
+        }
+        self.ready.entries.extend(self.log.take_unstable());
+        let apply_batch_max = self.config.entries_per_message_max * 4;
+        let committed = self.log.take_committed(apply_batch_max);
+        self.ready.committed_entries.extend(committed);
+        self.maybe_request_snapshot();
+        self.log.check();
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Takes only the messages that may be sent before anything is persisted. For runtimes
+    /// that keep working while a persist is in flight.
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        self.flush_broadcast();
+        std::mem::take(&mut self.ready.messages)
+    }
+
+    // ----- shared helpers -----
+
+    fn validate_message(&self, msg: &Message) -> Result<(), &'static str> {
+        if msg.to != self.id {
+            return Err("addressed to another server");
+        }
+        if msg.from == self.id || msg.from == 0 {
+            return Err("bad sender id");
+        }
+        if let MessageBody::AppendEntries {
+            prev_log_id,
+            entries,
+            ..
+        } = &msg.body
+        {
+            let mut last = *prev_log_id;
+            for entry in entries {
+                if entry.index != last.index + 1 || entry.term < last.term || entry.term > msg.term
+                {
+                    return Err("entries are not a contiguous run following prev_log_id");
+                }
+                if entry.kind == EntryKind::Membership && Membership::decode(&entry.data).is_err() {
+                    return Err("undecodable membership entry");
+                }
+                last = entry.log_id();
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the term rules (paper section 5.1, thesis 4.2.3 and 9.6). Returns whether the
+    /// message should be processed further.
+    fn handle_term(&mut self, msg: &Message) -> bool {
+        use MessageBody::*;
+        if msg.term > self.term {
+            match &msg.body {
+                VoteRequest {
+                    pre_vote, transfer, ..
+                } => {
+                    if !transfer && self.in_leader_lease() {
+                        debug!(
+                            id = self.id,
+                            from = msg.from,
+                            "vote request ignored: leader lease"
+                        );
+                        return false;
+                    }
+                    if *pre_vote {
+                        return true; // A pre-vote never changes anyone's term.
+                    }
+                    self.become_follower(msg.term, None);
+                }
+                VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => return true,
+                AppendEntries { .. } | InstallSnapshot { .. } | TimeoutNow => {
+                    self.become_follower(msg.term, Some(msg.from))
+                }
+                _ => self.become_follower(msg.term, None),
+            }
+            return true;
+        }
+        if msg.term < self.term {
+            match &msg.body {
+                // Tell a stale leader about the new term so it steps down (check-quorum and
+                // pre-vote would otherwise leave it stuck, thesis 9.6).
+                AppendEntries { .. } | InstallSnapshot { .. } => {
+                    self.send_persisted(
+                        msg.from,
+                        MessageBody::AppendEntriesResponse {
+                            success: false,
+                            match_index: 0,
+                            conflict: None,
+                            round: 0,
+                        },
+                    );
+                }
+                VoteRequest { pre_vote, .. } => {
+                    let pre_vote = *pre_vote;
+                    self.send_persisted(
+                        msg.from,
+                        VoteResponse {
+                            granted: false,
+                            pre_vote,
+                        },
+                    );
+                }
+                _ => debug!(
+                    id = self.id,
+                    from = msg.from,
+                    kind = msg.body.name(),
+                    "stale term"
+                ),
+            }
+            return false;
+        }
+        true
+    }
+
+    /// A leader is known and was heard from within the minimum election timeout.
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_ticks_min
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let msg = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        self.ready.messages.push(msg);
+    }
+
+    fn send_persisted(&mut self, to: NodeId, body: MessageBody) {
+        let msg = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        self.ready.persisted_messages.push(msg);
+    }
+
+    fn set_hard_state(&mut self, term: Term, voted_for: Option<NodeId>) {
+        if term != self.term || voted_for != self.voted_for {
+            self.term = term;
+            self.voted_for = voted_for;
+            self.hard_state_dirty = true;
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was_leader = self.role == Role::Leader;
+        if term > self.term {
+            self.set_hard_state(term, None);
+        }
+        if self.role != Role::Follower || self.leader != leader {
+            info!(id = self.id, term, ?leader, "following");
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        if was_leader {
+            self.progress.clear();
+            self.transfer = None;
+            self.catching_up = None;
+            self.broadcast_pending = false;
+        }
+        let failed = self.reads.fail_all();
+        self.ready.failed_reads.extend(failed);
+        self.reset_election_timer();
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let span = self.config.election_ticks_max - self.config.election_ticks_min;
+        self.randomized_election_ticks = self.config.election_ticks_min + self.rng.below(span);
+    }
+
+    /// Whether this server may start an election: a voter of the effective configuration.
+    fn promotable(&self) -> bool {
+        self.membership().is_voter(self.id)
+    }
+
+    /// Recomputes the pending configurations from configuration entries in the log after the
+    /// committed one (at start, after truncation or snapshot install).
+    fn rebuild_configs_from_log(&mut self) {
+        self.pending_configs.clear();
+        let from = self.committed_membership.0.index + 1;
+        let mut found: Vec<PendingConfig> = Vec::new();
+        for entry in self.log.entries_from(from.max(self.log.first_index())) {
+            if entry.kind == EntryKind::Membership {
+                let membership = Membership::decode(&entry.data)
+                    .unwrap_or_else(|e| panic!("membership entry {} in log: {e}", entry.log_id()));
+                found.push(PendingConfig {
+                    log_id: entry.log_id(),
+                    membership,
+                });
+            }
+        }
+        self.pending_configs = found;
+        self.advance_committed_membership();
+    }
+
+    /// Moves configurations that are now committed out of the pending list. A leader that is
+    /// not part of a committed configuration steps down (thesis 4.2.2); a committed joint
+    /// configuration is followed by the leave-joint entry.
+    fn advance_committed_membership(&mut self) {
+        let committed = self.log.committed;
+        let mut changed = false;
+        while self
+            .pending_configs
+            .first()
+            .is_some_and(|p| p.log_id.index <= committed)
+        {
+            let p = self.pending_configs.remove(0);
+            self.committed_membership = (p.log_id, p.membership);
+            changed = true;
+        }
+        if changed && self.role == Role::Leader {
+            self.on_membership_committed();
+        }
+    }
+}
+
+/// The engine's deterministic random number generator (SplitMix64): tiny, seedable, and good
+/// enough for election jitter.
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[0, bound)`; 0 when `bound` is 0.
+    fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            0
+        } else {
+            self.next() % bound
+        }
+    }
+}
+
+/// Voters of both halves of a configuration, for counting votes.
+fn all_voters(m: &Membership) -> BTreeSet<NodeId> {
+    m.voters.union(&m.voters_outgoing).copied().collect()
+}

@@ -1,0 +1,244 @@
+//! Snapshots and log compaction (paper section 7): when to build one, compaction with
+//! trailing entries, sending one to a follower behind the log start, and installing one.
+
+use tracing::{debug, error, info};
+
+use super::{Config, Engine, Role};
+use crate::membership::Membership;
+use crate::message::MessageBody;
+use crate::types::{EntryKind, LogId, LogIndex, NodeId, SnapshotMeta};
+
+/// A request to snapshot the state machine at exactly `last_log_id` (the last applied entry):
+/// the snapshot must be labelled with this id (jraft labelled its snapshots one entry early,
+/// bug 7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// The last entry whose effect the snapshot contains.
+    pub last_log_id: LogId,
+    /// The configuration in effect at that entry.
+    pub membership: Membership,
+    /// The configuration entry that produced `membership`.
+    pub membership_log_id: LogId,
+}
+
+impl SnapshotRequest {
+    /// The metadata for the snapshot store (size, checksum and time are filled in by it).
+    pub fn to_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_log_id,
+            membership: self.membership.clone(),
+            membership_log_id: self.membership_log_id,
+            size_bytes: 0,
+            crc32: 0,
+            created_unix_ms: 0,
+        }
+    }
+}
+
+/// Snapshot bookkeeping.
+#[derive(Debug)]
+pub(super) struct SnapshotState {
+    /// The latest snapshot built or installed.
+    latest: LogId,
+    /// A build was requested and not reported yet.
+    building: bool,
+    /// A snapshot was asked for explicitly.
+    forced: bool,
+    /// The configuration as of the last entry handed out for applying.
+    pub(super) applied_membership: (LogId, Membership),
+}
+
+impl SnapshotState {
+    pub(super) fn new(latest: LogId, applied_membership: (LogId, Membership)) -> Self {
+        SnapshotState {
+            latest,
+            building: false,
+            forced: false,
+            applied_membership,
+        }
+    }
+
+    pub(super) fn on_applied(&mut self, _index: LogIndex) {}
+
+    pub(super) fn wants_build(&self, config: &Config, applied: LogIndex) -> bool {
+        if self.building || applied <= self.latest.index {
+            return false;
+        }
+        self.forced
+            || (config.snapshot_distance > 0
+                && applied - self.latest.index >= config.snapshot_distance)
+    }
+
+    pub(super) fn latest(&self) -> LogId {
+        self.latest
+    }
+}
+
+impl Engine {
+    /// Asks for a snapshot at the next opportunity, whatever the snapshot distance.
+    pub fn request_snapshot(&mut self) {
+        self.snapshots.forced = true;
+    }
+
+    /// The latest snapshot built or installed.
+    pub fn latest_snapshot(&self) -> LogId {
+        self.snapshots.latest()
+    }
+
+    /// Called from `ready()`: tracks the configuration of applied entries and asks for a
+    /// snapshot when due.
+    pub(super) fn maybe_request_snapshot(&mut self) {
+        for entry in &self.ready.committed_entries {
+            if entry.kind == EntryKind::Membership {
+                let m = Membership::decode(&entry.data).expect("validated when appended");
+                self.snapshots.applied_membership = (entry.log_id(), m);
+            }
+        }
+        let applied = self.log.applied;
+        if !self.snapshots.wants_build(&self.config, applied) {
+            return;
+        }
+        let last_log_id = self
+            .log
+            .log_id_at(applied)
+            .expect("applied entry is in the log");
+        let (membership_log_id, membership) = self.snapshots.applied_membership.clone();
+        self.snapshots.building = true;
+        self.snapshots.forced = false;
+        self.ready.build_snapshot = Some(SnapshotRequest {
+            last_log_id,
+            membership,
+            membership_log_id,
+        });
+    }
+
+    /// Reports a durable snapshot (built at a [`SnapshotRequest`]), or `None` if building
+    /// failed. Compacts the log, keeping `snapshot_trailing_entries` for slow followers.
+    pub fn on_snapshot_built(&mut self, built: Option<LogId>) {
+        self.snapshots.building = false;
+        let Some(last_log_id) = built else { return };
+        if last_log_id.index <= self.snapshots.latest.index {
+            return;
+        }
+        self.snapshots.latest = last_log_id;
+        let upto = last_log_id
+            .index
+            .saturating_sub(self.config.snapshot_trailing_entries);
+        if upto > self.log.offset().index {
+            self.log.compact(upto);
+            self.ready.purge_to = Some(self.log.offset());
+            info!(id = self.id, snapshot = %last_log_id, purged = %self.log.offset(), "compacted");
+        }
+    }
+
+    /// Leader: the peer's next entry was compacted away; it needs the latest snapshot.
+    pub(super) fn start_snapshot_transfer(&mut self, peer: NodeId) {
+        let p = self.progress.get_mut(&peer).expect("peer listed");
+        p.become_snapshot();
+        info!(id = self.id, peer, snapshot = %self.snapshots.latest, "sending snapshot");
+        self.ready.send_snapshots.push(peer);
+    }
+
+    /// Reports the end of a snapshot transfer to `peer`: `true` when the receiver has the
+    /// whole snapshot (its InstallSnapshotResponse follows), `false` on failure (retried from
+    /// the next heartbeat).
+    pub fn on_snapshot_sent(&mut self, peer: NodeId, success: bool) {
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if p.state != super::ReplicationState::Snapshot {
+            return;
+        }
+        if success {
+            p.snapshot_wait_ticks = Some(0);
+        } else {
+            p.become_probe();
+        }
+    }
+
+    /// Leader: gives up waiting for an InstallSnapshotResponse after an election timeout.
+    pub(super) fn tick_snapshot_waits(&mut self) {
+        let limit = self.config.election_ticks_min;
+        for p in self.progress.values_mut() {
+            if let Some(waited) = p.snapshot_wait_ticks.as_mut() {
+                *waited += 1;
+                if *waited >= limit {
+                    p.become_probe();
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        last_log_id: LogId,
+        success: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        if success && last_log_id.index <= last_index {
+            p.on_match(last_log_id.index);
+        }
+        p.become_probe();
+        self.maybe_commit();
+        self.send_append(from, true);
+    }
+
+    /// Follower: installs a snapshot whose chunks the runtime has fully received.
+    pub(super) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        if self.role == Role::Leader {
+            error!(
+                id = self.id,
+                from,
+                term = self.term,
+                "InstallSnapshot from another leader"
+            );
+            return;
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.election_elapsed = 0;
+        let snapshot = meta.last_log_id;
+        let respond = MessageBody::InstallSnapshotResponse {
+            last_log_id: snapshot,
+            success: true,
+        };
+        if snapshot.index <= self.log.committed {
+            debug!(id = self.id, %snapshot, "snapshot already covered by the commit index");
+            self.send_persisted(from, respond);
+            return;
+        }
+        if meta.membership.validate().is_err() {
+            error!(id = self.id, from, %snapshot, "snapshot with invalid membership");
+            return;
+        }
+        info!(id = self.id, from, %snapshot, "installing snapshot");
+        let (discarded, kept_suffix) = self.log.install_snapshot(snapshot);
+        self.ready.rolled_back.extend(discarded);
+        self.ready.truncate_from = if kept_suffix {
+            self.ready
+                .truncate_from
+                .filter(|from| *from > snapshot.index)
+        } else {
+            Some(snapshot.index + 1)
+        };
+        // Staged entries of earlier messages are superseded by the snapshot.
+        self.ready
+            .committed_entries
+            .retain(|e| e.index > snapshot.index);
+        self.committed_membership = (meta.membership_log_id, meta.membership.clone());
+        self.snapshots.applied_membership = (meta.membership_log_id, meta.membership.clone());
+        self.snapshots.latest = snapshot;
+        self.rebuild_configs_from_log();
+        self.ready.snapshot = Some(meta);
+        self.send_persisted(from, respond);
+    }
+}
