@@ -1,0 +1,224 @@
+//! The values that travel in frames: Raft messages, snapshot chunks and their acknowledgements,
+//! native client requests and responses, and error notices.
+//!
+//! A frame body is a MessagePack array of three elements, `[kind, id, payload]` (see the crate
+//! documentation for the table of kinds). The payload is decoded according to `kind`; a kind
+//! this version does not know decodes to [`Frame::Unknown`] with its payload skipped, so the
+//! receiver can answer "unknown message type" instead of tearing the connection down.
+
+use std::fmt;
+
+use bytes::Bytes;
+use raft_core::{Message, NodeId, SnapshotChunk, SnapshotChunkAck};
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Frame kind of a [`Frame::Raft`].
+pub const KIND_RAFT: u8 = 1;
+/// Frame kind of a [`Frame::SnapshotChunk`].
+pub const KIND_SNAPSHOT_CHUNK: u8 = 2;
+/// Frame kind of a [`Frame::SnapshotAck`].
+pub const KIND_SNAPSHOT_ACK: u8 = 3;
+/// Frame kind of a [`Frame::ClientRequest`].
+pub const KIND_CLIENT_REQUEST: u8 = 4;
+/// Frame kind of a [`Frame::ClientResponse`].
+pub const KIND_CLIENT_RESPONSE: u8 = 5;
+/// Frame kind of a [`Frame::Error`].
+pub const KIND_ERROR: u8 = 6;
+
+/// Number of elements of the array that forms every frame body.
+const FRAME_FIELDS: usize = 3;
+
+/// A request of the native client protocol. The payload is opaque to this crate: the binary
+/// defines what commands look like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The request id, chosen by the client and echoed in the response. Ids are unique among
+    /// the requests in flight on one connection.
+    pub id: u64,
+    /// The encoded command.
+    pub payload: Bytes,
+}
+
+/// The answer to a [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The request was executed; the payload is the encoded result.
+    Ok(Bytes),
+    /// This server is not the leader; retry at the leader if one is known.
+    NotLeader {
+        /// The leader's node id, if this server knows it.
+        leader_id: Option<NodeId>,
+        /// The leader's client address, if this server knows it.
+        leader_addr: Option<String>,
+    },
+    /// The request failed; the message says why.
+    Error(String),
+}
+
+/// One frame of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A Raft message (one-way; answers travel as Raft messages the other way). Id 0.
+    Raft(Message),
+    /// A snapshot chunk, answered by a [`Frame::SnapshotAck`] with the same id.
+    SnapshotChunk {
+        /// Request id.
+        id: u64,
+        /// The chunk.
+        chunk: SnapshotChunk,
+    },
+    /// The answer to a [`Frame::SnapshotChunk`].
+    SnapshotAck {
+        /// The id of the chunk's frame.
+        id: u64,
+        /// The receiver's acknowledgement.
+        ack: SnapshotChunkAck,
+    },
+    /// A native client request (the request's id is the frame's id).
+    ClientRequest(ClientRequest),
+    /// The answer to a [`Frame::ClientRequest`].
+    ClientResponse {
+        /// The id of the request.
+        id: u64,
+        /// The answer.
+        response: ClientResponse,
+    },
+    /// The receiver could not process the frame with this id (0: not about a request).
+    Error {
+        /// The id of the frame the error is about.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A frame of a kind this version does not know; produced by decoding only (encoding one
+    /// writes a nil payload, which is useful in tests).
+    Unknown {
+        /// The unknown kind.
+        kind: u8,
+        /// The frame's id.
+        id: u64,
+    },
+}
+
+impl Frame {
+    /// The kind byte written on the wire.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Raft(_) => KIND_RAFT,
+            Frame::SnapshotChunk { .. } => KIND_SNAPSHOT_CHUNK,
+            Frame::SnapshotAck { .. } => KIND_SNAPSHOT_ACK,
+            Frame::ClientRequest(_) => KIND_CLIENT_REQUEST,
+            Frame::ClientResponse { .. } => KIND_CLIENT_RESPONSE,
+            Frame::Error { .. } => KIND_ERROR,
+            Frame::Unknown { kind, .. } => *kind,
+        }
+    }
+
+    /// The request id (0 for frames that are not about a request).
+    pub fn id(&self) -> u64 {
+        match self {
+            Frame::Raft(_) => 0,
+            Frame::ClientRequest(request) => request.id,
+            Frame::SnapshotChunk { id, .. }
+            | Frame::SnapshotAck { id, .. }
+            | Frame::ClientResponse { id, .. }
+            | Frame::Error { id, .. }
+            | Frame::Unknown { id, .. } => *id,
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Raft(_) => "Raft",
+            Frame::SnapshotChunk { .. } => "SnapshotChunk",
+            Frame::SnapshotAck { .. } => "SnapshotAck",
+            Frame::ClientRequest(_) => "ClientRequest",
+            Frame::ClientResponse { .. } => "ClientResponse",
+            Frame::Error { .. } => "Error",
+            Frame::Unknown { .. } => "Unknown",
+        }
+    }
+}
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(FRAME_FIELDS)?;
+        tuple.serialize_element(&self.kind())?;
+        tuple.serialize_element(&self.id())?;
+        match self {
+            Frame::Raft(message) => tuple.serialize_element(message)?,
+            Frame::SnapshotChunk { chunk, .. } => tuple.serialize_element(chunk)?,
+            Frame::SnapshotAck { ack, .. } => tuple.serialize_element(ack)?,
+            Frame::ClientRequest(request) => tuple.serialize_element(&request.payload)?,
+            Frame::ClientResponse { response, .. } => tuple.serialize_element(response)?,
+            Frame::Error { reason, .. } => tuple.serialize_element(reason)?,
+            Frame::Unknown { .. } => tuple.serialize_element(&())?,
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Frame, D::Error> {
+        deserializer.deserialize_tuple(FRAME_FIELDS, FrameVisitor)
+    }
+}
+
+struct FrameVisitor;
+
+impl FrameVisitor {
+    fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+        &self,
+        seq: &mut A,
+        index: usize,
+    ) -> Result<T, A::Error> {
+        seq.next_element()?
+            .ok_or_else(|| de::Error::invalid_length(index, self))
+    }
+}
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Frame;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a frame: an array of [kind, id, payload]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+        let kind: u8 = self.next(&mut seq, 0)?;
+        let id: u64 = self.next(&mut seq, 1)?;
+        let frame = match kind {
+            KIND_RAFT => Frame::Raft(self.next(&mut seq, 2)?),
+            KIND_SNAPSHOT_CHUNK => Frame::SnapshotChunk {
+                id,
+                chunk: self.next(&mut seq, 2)?,
+            },
+            KIND_SNAPSHOT_ACK => Frame::SnapshotAck {
+                id,
+                ack: self.next(&mut seq, 2)?,
+            },
+            KIND_CLIENT_REQUEST => Frame::ClientRequest(ClientRequest {
+                id,
+                payload: self.next(&mut seq, 2)?,
+            }),
+            KIND_CLIENT_RESPONSE => Frame::ClientResponse {
+                id,
+                response: self.next(&mut seq, 2)?,
+            },
+            KIND_ERROR => Frame::Error {
+                id,
+                reason: self.next(&mut seq, 2)?,
+            },
+            _ => {
+                // A newer peer's frame: skip its payload so the connection stays usable and
+                // the receiver can say which kind it did not understand.
+                let _: IgnoredAny = self.next(&mut seq, 2)?;
+                Frame::Unknown { kind, id }
+            }
+        };
+        Ok(frame)
+    }
+}

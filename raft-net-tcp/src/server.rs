@@ -1,0 +1,462 @@
+//! The server side: [`TcpServer`] accepts connections from peers and native clients.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use raft_core::node::MessageHandler;
+use raft_core::{Message, NodeId};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{sleep, timeout};
+use tracing::{debug, error, info, warn};
+
+use crate::config::TcpConfig;
+use crate::connection::{self, FrameReader, FrameWriter};
+use crate::error::{Error, Result};
+use crate::frame::{ClientRequest, ClientResponse, Frame};
+use crate::handshake::Channel;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves the native client protocol: turns a request's opaque payload into a response.
+///
+/// Requests of one connection are handled concurrently (at most `inflight_requests_max` at
+/// once), and each is bounded by `request_timeout_ms`; responses go out as they complete.
+#[async_trait]
+pub trait ClientHandler: Send + Sync + 'static {
+    /// Handles one request.
+    async fn handle(&self, request: ClientRequest) -> ClientResponse;
+}
+
+/// Counters of a server, as returned by [`TcpServer::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted from the listener.
+    pub connections_accepted: u64,
+    /// Connections currently being served (handshake included).
+    pub connections_open: u64,
+    /// Connections closed because their handshake failed.
+    pub handshakes_failed: u64,
+    /// Connections closed because of a protocol error or a timeout.
+    pub connections_failed: u64,
+    /// Frames answered with an error frame (unknown kind, wrong channel, wrong sender).
+    pub frames_rejected: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections_accepted: AtomicU64,
+    connections_open: AtomicU64,
+    handshakes_failed: AtomicU64,
+    connections_failed: AtomicU64,
+    frames_rejected: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Decrements `connections_open` when a connection task ends, however it ends.
+struct OpenGuard(Arc<Counters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    config: TcpConfig,
+    raft: Arc<dyn MessageHandler>,
+    client: Option<Arc<dyn ClientHandler>>,
+    counters: Arc<Counters>,
+}
+
+/// A running server: an accept loop with a connection limit and one task per connection.
+///
+/// Each connection starts with the handshake (see [`crate::handshake`]), then serves the
+/// channel it asked for:
+/// - **raft**: each message is handed to the [`MessageHandler`]; a message whose `from` is not
+///   the node of the handshake, or whose `to` is not this node, is dropped with a warning.
+/// - **snapshot**: chunks are handed to the handler one at a time, in order; each is answered
+///   with its acknowledgement.
+/// - **client** (only with a [`ClientHandler`]): requests are handled concurrently and answered
+///   in completion order.
+///
+/// A frame of an unknown kind, or of a kind that does not belong on the channel, is answered
+/// with an error frame and the connection goes on. A malformed frame, an idle connection
+/// (`idle_timeout_ms`) or a frame trickling in (`frame_timeout_ms`) closes that connection
+/// only. At most `connections_max` connections are served at once; more wait in the listen
+/// backlog.
+///
+/// Dropping the server aborts everything at once; [`TcpServer::shutdown`] is graceful.
+#[derive(Debug)]
+pub struct TcpServer {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    shutdown_grace: Duration,
+}
+
+impl TcpServer {
+    /// Binds `addr` and serves it (see [`TcpServer::serve`]).
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: TcpConfig,
+        raft: Arc<dyn MessageHandler>,
+        client: Option<Arc<dyn ClientHandler>>,
+    ) -> Result<TcpServer> {
+        let listener = TcpListener::bind(addr).await?;
+        TcpServer::serve(listener, config, raft, client)
+    }
+
+    /// Serves an already bound listener (handy when the address must be known before the
+    /// handlers exist, e.g. with port 0). Must be called inside a tokio runtime.
+    pub fn serve(
+        listener: TcpListener,
+        config: TcpConfig,
+        raft: Arc<dyn MessageHandler>,
+        client: Option<Arc<dyn ClientHandler>>,
+    ) -> Result<TcpServer> {
+        config.validate_node()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let local_addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown_grace = config.shutdown_grace();
+        info!(node = config.node_id, %local_addr, "server listening");
+        let shared = Arc::new(Shared {
+            config,
+            raft,
+            client,
+            counters: counters.clone(),
+        });
+        let task = runtime.spawn(accept_loop(listener, shared, shutdown_rx));
+        Ok(TcpServer {
+            local_addr,
+            shutdown,
+            task: Some(task),
+            counters,
+            shutdown_grace,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let counters = &self.counters;
+        ServerStats {
+            connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
+            connections_open: counters.connections_open.load(Ordering::Relaxed),
+            handshakes_failed: counters.handshakes_failed.load(Ordering::Relaxed),
+            connections_failed: counters.connections_failed.load(Ordering::Relaxed),
+            frames_rejected: counters.frames_rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting, lets every connection finish the requests it already read (their
+    /// responses are sent), closes the connections and returns. Requests still running after
+    /// `shutdown_grace_ms` are aborted.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        match timeout(self.shutdown_grace, &mut task).await {
+            Ok(_) => info!(addr = %self.local_addr, "server shut down"),
+            Err(_) => {
+                warn!(addr = %self.local_addr, grace_ms = self.shutdown_grace.as_millis() as u64,
+                    "requests still running after the grace period; aborting them");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Resolves once shutdown was requested (or the server handle is gone).
+async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.connections_max as usize));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        // Wait for a free slot before accepting, so excess connections stay in the backlog.
+        let permit = tokio::select! {
+            _ = wait_shutdown(&mut shutdown) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer_addr) = tokio::select! {
+            _ = wait_shutdown(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        Counters::add(&shared.counters.connections_accepted);
+        shared
+            .counters
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let guard = OpenGuard(shared.counters.clone());
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            serve_connection(stream, peer_addr, &shared, shutdown).await;
+            drop(guard);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    debug!(
+        open = connections.len(),
+        "stopped accepting; waiting for connections"
+    );
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer_addr: SocketAddr,
+    shared: &Shared,
+    shutdown: watch::Receiver<bool>,
+) {
+    let config = &shared.config;
+    let accepted = connection::accept(&mut stream, config, shared.client.is_some()).await;
+    let (hello, channel) = match accepted {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            Counters::add(&shared.counters.handshakes_failed);
+            warn!(%peer_addr, %error, "handshake failed; connection closed");
+            return;
+        }
+    };
+    let peer = hello.node_id;
+    debug!(%peer_addr, peer, %channel, "connection accepted");
+    let (reader, writer) = connection::split(stream, config, Some(config.idle_timeout()));
+    let mut link = Link {
+        reader,
+        writer,
+        shared,
+        shutdown,
+        peer,
+    };
+    let result = match (channel, &shared.client) {
+        (Channel::Raft, _) => link.serve_raft().await,
+        (Channel::Snapshot, _) => link.serve_snapshot().await,
+        (Channel::Client, Some(handler)) => link.serve_client(handler.clone()).await,
+        // The handshake refuses the client channel without a handler.
+        (Channel::Client, None) => Ok(()),
+    };
+    match result {
+        Ok(()) => debug!(%peer_addr, peer, %channel, "connection closed"),
+        Err(error @ Error::IdleTimeout { .. }) => {
+            debug!(%peer_addr, peer, %channel, %error, "idle connection closed");
+        }
+        Err(error) => {
+            Counters::add(&shared.counters.connections_failed);
+            warn!(%peer_addr, peer, %channel, %error, "connection closed after an error");
+        }
+    }
+}
+
+/// One accepted connection after its handshake.
+struct Link<'a> {
+    reader: FrameReader,
+    writer: FrameWriter,
+    shared: &'a Shared,
+    shutdown: watch::Receiver<bool>,
+    /// The node id the other side gave in its handshake (0 for a client).
+    peer: NodeId,
+}
+
+impl Link<'_> {
+    /// The next frame, or `None` when the peer closed or shutdown began.
+    async fn next_frame(&mut self) -> Result<Option<Frame>> {
+        tokio::select! {
+            _ = wait_shutdown(&mut self.shutdown) => Ok(None),
+            frame = self.reader.read_frame() => frame,
+        }
+    }
+
+    async fn serve_raft(&mut self) -> Result<()> {
+        while let Some(frame) = self.next_frame().await? {
+            match frame {
+                Frame::Raft(message) => self.deliver(message),
+                frame => self.reject(&frame, Channel::Raft).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, message: Message) {
+        let own_id = self.shared.config.node_id;
+        if message.from != self.peer {
+            warn!(
+                peer = self.peer,
+                from = message.from,
+                kind = message.body.name(),
+                "message from another node than the connection's; dropped"
+            );
+            return;
+        }
+        if message.to != own_id {
+            warn!(
+                peer = self.peer,
+                to = message.to,
+                node = own_id,
+                kind = message.body.name(),
+                "message for another node; dropped"
+            );
+            return;
+        }
+        self.shared.raft.deliver(message);
+    }
+
+    async fn serve_snapshot(&mut self) -> Result<()> {
+        while let Some(frame) = self.next_frame().await? {
+            match frame {
+                Frame::SnapshotChunk { id, chunk } if chunk.from == self.peer => {
+                    // One chunk at a time: chunks of a snapshot must be written in order.
+                    let ack = self.shared.raft.deliver_snapshot_chunk(chunk).await;
+                    self.writer.send(&Frame::SnapshotAck { id, ack }).await?;
+                }
+                frame => self.reject(&frame, Channel::Snapshot).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn serve_client(&mut self, handler: Arc<dyn ClientHandler>) -> Result<()> {
+        let inflight_max = self.shared.config.inflight_requests_max as usize;
+        let request_timeout = self.shared.config.request_timeout();
+        let mut inflight = JoinSet::new();
+        // Task id -> request id, to answer a request whose handler panicked.
+        let mut request_ids = HashMap::new();
+        let mut reading = true;
+        loop {
+            if !reading && inflight.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                Some(joined) = inflight.join_next_with_id() => {
+                    let frame = match joined {
+                        Ok((task_id, frame)) => {
+                            request_ids.remove(&task_id);
+                            frame
+                        }
+                        Err(join_error) => {
+                            let id = request_ids.remove(&join_error.id()).unwrap_or(0);
+                            error!(id, "client handler panicked");
+                            let response = ClientResponse::Error("internal error".into());
+                            Frame::ClientResponse { id, response }
+                        }
+                    };
+                    self.respond(frame).await?;
+                }
+                frame = self.next_frame(), if reading && inflight.len() < inflight_max => {
+                    match frame? {
+                        None => reading = false,
+                        Some(Frame::ClientRequest(request)) => {
+                            let id = request.id;
+                            let handler = handler.clone();
+                            let task = inflight.spawn(async move {
+                                let response = match timeout(request_timeout, handler.handle(request)).await {
+                                    Ok(response) => response,
+                                    Err(_) => ClientResponse::Error(format!(
+                                        "request timed out after {} ms", request_timeout.as_millis()
+                                    )),
+                                };
+                                Frame::ClientResponse { id, response }
+                            });
+                            request_ids.insert(task.id(), id);
+                        }
+                        Some(frame) => self.reject(&frame, Channel::Client).await?,
+                    }
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends a response; one that is too large to encode is replaced by an error frame.
+    async fn respond(&mut self, frame: Frame) -> Result<()> {
+        match self.writer.queue(&frame) {
+            Ok(()) => self.writer.flush().await,
+            Err(error) => {
+                warn!(id = frame.id(), %error, "response cannot be sent");
+                let reason = format!("response cannot be sent: {error}");
+                self.writer
+                    .send(&Frame::Error {
+                        id: frame.id(),
+                        reason,
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Answers a frame that does not belong here with an error frame; the connection goes on.
+    async fn reject(&mut self, frame: &Frame, channel: Channel) -> Result<()> {
+        Counters::add(&self.shared.counters.frames_rejected);
+        let reason = match frame {
+            Frame::Unknown { kind, .. } => format!("unknown message type {kind}"),
+            Frame::SnapshotChunk { chunk, .. } if channel == Channel::Snapshot => format!(
+                "chunk from node {} on the connection of node {}",
+                chunk.from, self.peer
+            ),
+            frame => format!(
+                "{} frame not expected on the {channel} channel",
+                frame.name()
+            ),
+        };
+        warn!(
+            peer = self.peer,
+            kind = frame.kind(),
+            id = frame.id(),
+            reason,
+            "frame rejected"
+        );
+        self.writer
+            .send(&Frame::Error {
+                id: frame.id(),
+                reason,
+            })
+            .await
+    }
+}
