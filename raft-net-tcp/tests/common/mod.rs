@@ -48,6 +48,20 @@ pub struct Recorder {
     pub chunk_delay: Duration,
 }
 
+impl Recorder {
+    /// A recorder and the receiving end of what it records.
+    pub fn new(chunk_delay: Duration) -> (Arc<Recorder>, mpsc::Receiver<Message>) {
+        let (messages, received) = mpsc::channel(10_000);
+        (
+            Arc::new(Recorder {
+                messages,
+                chunk_delay,
+            }),
+            received,
+        )
+    }
+}
+
 #[async_trait]
 impl MessageHandler for Recorder {
     fn deliver(&self, msg: Message) {
