@@ -1,0 +1,671 @@
+//! A deterministic simulated cluster that drives real engines: a network that loses,
+//! duplicates, delays and reorders messages and can be partitioned (also asymmetrically);
+//! disks whose writes become durable only after a delay and are lost on a crash; a key-value
+//! state machine per node; and invariant checks after every step.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use raft_core::engine::{Config, Engine, Ready, RestoredState, Role};
+use raft_core::{Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta};
+
+/// Small deterministic PRNG (SplitMix64) so the test needs no extra crate.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0xd1b5_4a32_d192_ed03)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(items[self.below(items.len() as u64) as usize])
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key-value state machine
+// ---------------------------------------------------------------------------------------------
+
+/// A command of the replicated key-value store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Put { key: u64, value: u64 },
+    Cas { key: u64, expected: Option<u64>, new: u64 },
+}
+
+impl Command {
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(26);
+        match *self {
+            Command::Put { key, value } => {
+                out.push(1);
+                out.extend_from_slice(&key.to_le_bytes());
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            Command::Cas { key, expected, new } => {
+                out.push(2);
+                out.extend_from_slice(&key.to_le_bytes());
+                out.push(expected.is_some() as u8);
+                out.extend_from_slice(&expected.unwrap_or(0).to_le_bytes());
+                out.extend_from_slice(&new.to_le_bytes());
+            }
+        }
+        Bytes::from(out)
+    }
+
+    pub fn decode(b: &[u8]) -> Command {
+        let u = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        match b[0] {
+            1 => Command::Put { key: u(1), value: u(9) },
+            2 => Command::Cas { key: u(1), expected: (b[9] == 1).then(|| u(10)), new: u(18) },
+            tag => panic!("unknown command tag {tag}"),
+        }
+    }
+}
+
+/// The state machine: a map plus the id of the last applied entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kv {
+    pub map: BTreeMap<u64, u64>,
+    pub applied: LogId,
+}
+
+impl Kv {
+    /// Applies an entry; returns the CAS outcome for CAS commands.
+    pub fn apply(&mut self, entry: &Entry) -> Option<bool> {
+        assert_eq!(entry.index, self.applied.index + 1, "apply out of order");
+        self.applied = entry.log_id();
+        if entry.kind != EntryKind::Normal {
+            return None;
+        }
+        match Command::decode(&entry.data) {
+            Command::Put { key, value } => {
+                self.map.insert(key, value);
+                None
+            }
+            Command::Cas { key, expected, new } => {
+                let ok = self.map.get(&key).copied() == expected;
+                if ok {
+                    self.map.insert(key, new);
+                }
+                Some(ok)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disks and nodes
+// ---------------------------------------------------------------------------------------------
+
+/// What survives a crash.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub purged: LogId,
+    pub entries: Vec<Entry>,
+    pub snapshot: Option<(SnapshotMeta, Kv)>,
+}
+
+impl Disk {
+    fn last_index(&self) -> LogIndex {
+        self.purged.index + self.entries.len() as u64
+    }
+
+    fn truncate(&mut self, from: LogIndex) {
+        if from <= self.last_index() {
+            assert!(from > self.purged.index, "truncate into the purged prefix");
+            self.entries.truncate((from - self.purged.index - 1) as usize);
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        for e in entries {
+            assert_eq!(e.index, self.last_index() + 1, "disk append leaves a hole");
+            self.entries.push(e.clone());
+        }
+    }
+
+    fn purge(&mut self, upto: LogId) {
+        if upto.index <= self.purged.index {
+            return;
+        }
+        let drop = ((upto.index - self.purged.index) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.purged = upto;
+    }
+}
+
+/// The part of a `Ready` that runs after the persist delay, in order.
+#[derive(Debug)]
+struct PendingWrite {
+    due_step: u64,
+    ready: Ready,
+}
+
+/// A client operation waiting for its entry to be applied on a node.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitingWrite {
+    pub op: usize,
+    pub log_id: LogId,
+}
+
+pub struct SimNode {
+    pub id: NodeId,
+    pub engine: Option<Engine>,
+    pub disk: Disk,
+    pub kv: Kv,
+    writes: VecDeque<PendingWrite>,
+    /// Received snapshot data waiting for its InstallSnapshot message.
+    staged_snapshots: BTreeMap<LogId, Kv>,
+    /// Reads whose index is known: (read id, index).
+    pub read_states: Vec<(u64, LogIndex)>,
+    pub failed_reads: Vec<u64>,
+    /// Results of applied entries for client bookkeeping: index -> (term, cas outcome).
+    pub applied_results: BTreeMap<LogIndex, (u64, Option<bool>)>,
+    /// Highest commit index seen in this incarnation (monotonic commit check).
+    commit_seen: LogIndex,
+    pub initial_membership: Membership,
+}
+
+impl SimNode {
+    pub fn is_up(&self) -> bool {
+        self.engine.is_some()
+    }
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("node is up")
+    }
+}
+
+/// Network and fault knobs, in per-mille.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub loss: u64,
+    pub duplicate: u64,
+    pub delay_steps_max: u64,
+    pub persist_delay_steps_max: u64,
+    /// Probability that a node's clock skips a tick in a step (clock skew).
+    pub tick_skip: u64,
+}
+
+impl Faults {
+    pub fn none() -> Self {
+        Faults { loss: 0, duplicate: 0, delay_steps_max: 1, persist_delay_steps_max: 0, tick_skip: 0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    deliver_at: u64,
+    msg: Message,
+    /// Snapshot data travelling with an InstallSnapshot.
+    snapshot: Option<Kv>,
+}
+
+/// Counters for the summary line.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub steps: u64,
+    pub messages: u64,
+    pub elections: u64,
+    pub crashes: u64,
+    pub snapshots_installed: u64,
+    pub snapshots_built: u64,
+    pub config_changes: u64,
+    pub transfers: u64,
+    pub ops_completed: u64,
+    pub ops_unknown: u64,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, SimNode>,
+    pub config: Config,
+    pub faults: Faults,
+    pub rng: Rng,
+    pub step_no: u64,
+    network: Vec<InFlight>,
+    /// Directed links that drop everything: (from, to).
+    pub blocked: BTreeSet<(NodeId, NodeId)>,
+    pub stats: Stats,
+    // ---- global knowledge for the invariants ----
+    /// term -> the leader elected in it.
+    leaders_by_term: BTreeMap<u64, NodeId>,
+    /// index -> id of the committed entry there (as far as any node knows).
+    committed: BTreeMap<LogIndex, LogId>,
+    /// index -> id of the entry applied there by any node.
+    applied: BTreeMap<LogIndex, LogId>,
+    /// (index, term) -> (term at index - 1, payload) for log matching.
+    seen_entries: BTreeMap<(LogIndex, u64), (Option<u64>, Bytes)>,
+}
+
+impl Cluster {
+    /// A cluster of `voters` initial voters plus `spares` servers that start outside the
+    /// configuration (they can be added later).
+    pub fn new(seed: u64, voters: u64, spares: u64, config: Config, faults: Faults) -> Self {
+        let initial = Membership::new_voters(1..=voters);
+        let mut nodes = BTreeMap::new();
+        for id in 1..=voters + spares {
+            let membership = if id <= voters { initial.clone() } else { Membership::default() };
+            let node = SimNode {
+                id,
+                engine: None,
+                disk: Disk::default(),
+                kv: Kv::default(),
+                writes: VecDeque::new(),
+                staged_snapshots: BTreeMap::new(),
+                read_states: Vec::new(),
+                failed_reads: Vec::new(),
+                applied_results: BTreeMap::new(),
+                commit_seen: 0,
+                initial_membership: membership,
+            };
+            nodes.insert(id, node);
+        }
+        let mut cluster = Cluster {
+            nodes,
+            config: Config { random_seed: seed, ..config },
+            faults,
+            rng: Rng::new(seed),
+            step_no: 0,
+            network: Vec::new(),
+            blocked: BTreeSet::new(),
+            stats: Stats::default(),
+            leaders_by_term: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            seen_entries: BTreeMap::new(),
+        };
+        let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.nodes.values().filter(|n| n.is_up()).map(|n| n.id).collect()
+    }
+
+    /// The leader with the highest term among live nodes.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.engine.as_ref())
+            .filter(|e| e.role() == Role::Leader)
+            .max_by_key(|e| e.term())
+            .map(|e| e.id())
+    }
+
+    /// Starts (or restarts) a node from its disk.
+    pub fn start(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        assert!(node.engine.is_none());
+        let restored = RestoredState {
+            hard_state: node.disk.hard_state,
+            snapshot: node.disk.snapshot.as_ref().map(|(m, _)| m.clone()),
+            purged: node.disk.purged,
+            entries: node.disk.entries.clone(),
+            initial_membership: node.initial_membership.clone(),
+        };
+        node.kv = node.disk.snapshot.as_ref().map(|(_, kv)| kv.clone()).unwrap_or_default();
+        node.engine = Some(Engine::new(id, self.config.clone(), restored).expect("valid config"));
+        node.commit_seen = 0;
+        node.applied_results.clear();
+    }
+
+    /// Crashes a node: its engine, pending writes and in-memory state are gone.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.engine = None;
+        node.writes.clear();
+        node.staged_snapshots.clear();
+        node.read_states.clear();
+        node.failed_reads.clear();
+        self.stats.crashes += 1;
+    }
+
+    /// One step of simulated time: tick clocks, deliver messages, complete writes, process
+    /// output, check invariants.
+    pub fn step(&mut self) {
+        self.step_no += 1;
+        self.stats.steps += 1;
+        for id in self.up_ids() {
+            if !self.rng.chance(self.faults.tick_skip) {
+                self.nodes.get_mut(&id).unwrap().engine.as_mut().unwrap().tick();
+            }
+        }
+        self.deliver_messages();
+        self.complete_writes();
+        for id in self.up_ids() {
+            self.process_ready(id);
+        }
+        self.check_invariants();
+    }
+
+    fn deliver_messages(&mut self) {
+        let now = self.step_no;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut i = 0;
+        while i < self.network.len() {
+            if self.network[i].deliver_at <= now {
+                due.push(self.network.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        // Reordering: deliver in a random order.
+        for k in (1..due.len()).rev() {
+            let j = self.rng.below(k as u64 + 1) as usize;
+            due.swap(k, j);
+        }
+        for flight in due {
+            self.deliver(flight);
+        }
+    }
+
+    fn deliver(&mut self, flight: InFlight) {
+        let to = flight.msg.to;
+        let Some(node) = self.nodes.get_mut(&to) else { return };
+        let Some(engine) = node.engine.as_mut() else { return };
+        if let Some(kv) = flight.snapshot {
+            node.staged_snapshots.insert(kv.applied, kv);
+        }
+        self.stats.messages += 1;
+        engine.step(flight.msg);
+    }
+
+    fn send(&mut self, msg: Message, snapshot: Option<Kv>) {
+        if self.blocked.contains(&(msg.from, msg.to)) || self.rng.chance(self.faults.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = 1 + self.rng.below(self.faults.delay_steps_max);
+            let flight =
+                InFlight { deliver_at: self.step_no + delay, msg: msg.clone(), snapshot: snapshot.clone() };
+            self.network.push(flight);
+        }
+    }
+
+    /// Takes the engine's output; messages leave now, the rest waits for the disk.
+    pub fn process_ready(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let engine = node.engine.as_mut().unwrap();
+        if !engine.has_ready() {
+            return;
+        }
+        let mut ready = engine.ready();
+        let messages = std::mem::take(&mut ready.messages);
+        let delay = self.rng.below(self.faults.persist_delay_steps_max + 1);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.writes.push_back(PendingWrite { due_step: self.step_no + delay, ready });
+        for msg in messages {
+            self.send(msg, None);
+        }
+        if delay == 0 {
+            self.complete_writes_of(id);
+        }
+    }
+
+    fn complete_writes(&mut self) {
+        for id in self.up_ids() {
+            self.complete_writes_of(id);
+        }
+    }
+
+    /// Makes due writes durable, in order, and runs the steps that follow them.
+    fn complete_writes_of(&mut self, id: NodeId) {
+        loop {
+            let node = self.nodes.get_mut(&id).unwrap();
+            if node.writes.front().is_none_or(|w| w.due_step > self.step_no) {
+                return;
+            }
+            let write = node.writes.pop_front().unwrap();
+            self.finish_ready(id, write.ready);
+            if !self.nodes[&id].is_up() {
+                return;
+            }
+        }
+    }
+
+    fn finish_ready(&mut self, id: NodeId, ready: Ready) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        // Step 2: durable writes.
+        if let Some(meta) = &ready.snapshot {
+            let kv = node
+                .staged_snapshots
+                .remove(&meta.last_log_id)
+                .unwrap_or_else(|| panic!("node {id}: snapshot {} was never received", meta.last_log_id));
+            assert_eq!(kv.applied, meta.last_log_id, "snapshot data labelled differently");
+            node.disk.purge(meta.last_log_id);
+            node.disk.snapshot = Some((meta.clone(), kv.clone()));
+            node.kv = kv;
+            self.stats.snapshots_installed += 1;
+        }
+        if let Some(from) = ready.truncate_from {
+            node.disk.truncate(from);
+        }
+        if let Some(hs) = ready.hard_state {
+            node.disk.hard_state = hs;
+        }
+        node.disk.append(&ready.entries);
+        let engine = node.engine.as_mut().unwrap();
+        if let Some(last) = ready.entries.last() {
+            engine.on_persisted(last.log_id());
+        } else if let Some(meta) = &ready.snapshot {
+            engine.on_persisted(meta.last_log_id);
+        }
+        // Step 3: messages that promise durable state.
+        for msg in ready.persisted_messages {
+            self.send(msg, None);
+        }
+        // Step 4: apply.
+        self.apply(id, &ready.committed_entries);
+        // Step 5: reads.
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.read_states.extend(ready.read_states.iter().map(|r| (r.id, r.index)));
+        node.failed_reads.extend(ready.failed_reads);
+        // Step 6: snapshots.
+        for peer in ready.send_snapshots {
+            self.send_snapshot(id, peer);
+        }
+        if let Some(request) = ready.build_snapshot {
+            let node = self.nodes.get_mut(&id).unwrap();
+            assert_eq!(node.kv.applied, request.last_log_id, "snapshot label differs from the state");
+            let meta = request.to_meta();
+            node.disk.snapshot = Some((meta, node.kv.clone()));
+            node.engine.as_mut().unwrap().on_snapshot_built(Some(request.last_log_id));
+            self.stats.snapshots_built += 1;
+        }
+        if let Some(upto) = ready.purge_to {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let snap = node.disk.snapshot.as_ref().map(|(m, _)| m.last_log_id.index).unwrap_or(0);
+            assert!(upto.index <= snap, "purging {upto} beyond the durable snapshot {snap}");
+            node.disk.purge(upto);
+        }
+    }
+
+    fn send_snapshot(&mut self, from: NodeId, to: NodeId) {
+        let node = &self.nodes[&from];
+        let Some((meta, kv)) = node.disk.snapshot.clone() else {
+            panic!("node {from} asked to send a snapshot it does not have");
+        };
+        let term = node.engine().term();
+        let msg = Message { from, to, term, body: raft_core::MessageBody::InstallSnapshot { meta } };
+        let lost = self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss);
+        if !lost {
+            self.send(msg, Some(kv));
+        }
+        let engine = self.nodes.get_mut(&from).unwrap().engine.as_mut().unwrap();
+        engine.on_snapshot_sent(to, !lost);
+    }
+
+    fn apply(&mut self, id: NodeId, entries: &[Entry]) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        for entry in entries {
+            let outcome = node.kv.apply(entry);
+            node.applied_results.insert(entry.index, (entry.term, outcome));
+            // State machine safety (paper Figure 3): no two servers apply different entries at
+            // the same index.
+            match self.applied.get(&entry.index) {
+                Some(other) => assert_eq!(
+                    *other,
+                    entry.log_id(),
+                    "state machine safety: node {id} applied {} where another applied {other}",
+                    entry.log_id()
+                ),
+                None => {
+                    self.applied.insert(entry.index, entry.log_id());
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            node.engine.as_mut().unwrap().on_applied(last.index);
+        }
+    }
+
+    /// Election safety, log matching, leader completeness, monotonic commit and durability of
+    /// committed entries. Panics with details on a violation.
+    pub fn check_invariants(&mut self) {
+        for id in self.up_ids() {
+            let engine = self.nodes[&id].engine.as_ref().unwrap();
+            let (term, role, commit) = (engine.term(), engine.role(), engine.commit_index());
+            // Election safety (paper Figure 3): at most one leader per term.
+            if role == Role::Leader {
+                match self.leaders_by_term.get(&term) {
+                    Some(other) if *other != id => {
+                        panic!("election safety: nodes {other} and {id} both lead term {term}")
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders_by_term.insert(term, id);
+                        self.stats.elections += 1;
+                        self.check_leader_completeness(id);
+                    }
+                }
+            }
+            // Monotonic commit within one incarnation.
+            let node = self.nodes.get_mut(&id).unwrap();
+            assert!(commit >= node.commit_seen, "node {id}: commit went back from {} to {commit}", node.commit_seen);
+            node.commit_seen = commit;
+            self.record_committed(id);
+            self.check_log_matching(id);
+        }
+    }
+
+    fn record_committed(&mut self, id: NodeId) {
+        let engine = self.nodes[&id].engine.as_ref().unwrap();
+        let commit = engine.commit_index();
+        let from = self.committed.keys().next_back().map_or(1, |last| last + 1);
+        for index in from..=commit {
+            if let Some(entry) = engine.entry(index) {
+                self.committed.insert(index, entry.log_id());
+            } else {
+                break;
+            }
+        }
+        // Every committed entry this node still holds must be the committed one.
+        let low = commit.saturating_sub(64).max(1);
+        for index in low..=commit {
+            if let (Some(entry), Some(known)) = (engine.entry(index), self.committed.get(&index)) {
+                assert_eq!(
+                    entry.log_id(),
+                    *known,
+                    "node {id} holds {} at committed index {index}, committed was {known}",
+                    entry.log_id()
+                );
+            }
+        }
+    }
+
+    /// Leader completeness (paper section 5.4): a new leader holds every committed entry.
+    fn check_leader_completeness(&self, id: NodeId) {
+        let engine = self.nodes[&id].engine.as_ref().unwrap();
+        for (index, log_id) in self.committed.iter().rev().take(256) {
+            if let Some(entry) = engine.entry(*index) {
+                assert_eq!(entry.log_id(), *log_id, "leader completeness: leader {id} at {index}");
+            } else {
+                assert!(
+                    *index <= engine.status().first_index || *index <= engine.latest_snapshot().index,
+                    "leader completeness: leader {id} (term {}) lacks committed entry {log_id}",
+                    engine.term()
+                );
+            }
+        }
+    }
+
+    /// Log matching (paper section 5.3): entries with the same index and term have the same
+    /// payload and the same predecessor term.
+    fn check_log_matching(&mut self, id: NodeId) {
+        let engine = self.nodes[&id].engine.as_ref().unwrap();
+        let last = engine.last_log_id().index;
+        let first = engine.status().first_index;
+        let low = last.saturating_sub(32).max(first);
+        for index in low..=last {
+            let Some(entry) = engine.entry(index) else { continue };
+            let prev_term = engine.entry(index - 1).map(|e| e.term);
+            let key = (index, entry.term);
+            match self.seen_entries.get(&key) {
+                Some((seen_prev, data)) => {
+                    assert_eq!(*data, entry.data, "log matching: payload differs at {key:?} on node {id}");
+                    if let (Some(a), Some(b)) = (seen_prev, prev_term) {
+                        assert_eq!(*a, b, "log matching: predecessor term differs at {key:?} on node {id}");
+                    }
+                }
+                None => {
+                    self.seen_entries.insert(key, (prev_term, entry.data.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs until `done` holds or `steps_max` steps passed; returns whether it held.
+    pub fn run_until(&mut self, steps_max: u64, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        for _ in 0..steps_max {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+
+    /// Removes partitions and faults, restarts crashed nodes.
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+        self.faults = Faults::none();
+        for id in self.ids() {
+            if !self.nodes[&id].is_up() {
+                self.start(id);
+            }
+        }
+    }
+}
