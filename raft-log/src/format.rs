@@ -1,0 +1,410 @@
+//! The bytes on disk. `FORMAT.md` draws the same layout; offsets here are derived from sizes.
+//!
+//! All integers are little-endian. Every record starts at an offset that is a multiple of
+//! [`RECORD_ALIGN_BYTES`].
+//!
+//! ```text
+//! Segment file `<first_index:020>.seg`, `segment_bytes` long, zero-filled when created:
+//!
+//!   offset  size  field
+//!   0       8     magic           b"RAFTLOG\0"
+//!   8       4     version         u32, = 1
+//!   12      4     reserved        u32, = 0
+//!   16      8     first_index     u64, index of the first record (also the file name)
+//!   24      4     reserved        u32, = 0
+//!   28      4     header_crc      u32, CRC32 of bytes 0..28
+//!   32      ...   records, back to back, each padded with zeros to a multiple of 8 bytes;
+//!                 the bytes after the last record are zero
+//!
+//! Record (header 32 bytes, then the payload, then 0..7 zero bytes of padding):
+//!
+//!   offset  size  field
+//!   0       4     crc             u32, CRC32 of bytes 4..32 + payload_len
+//!   4       4     payload_len     u32
+//!   8       8     index           u64
+//!   16      8     term            u64
+//!   24      4     durable_bytes   u32, offset in this segment below which every byte was
+//!                                 synced when this record was written (tells a torn tail,
+//!                                 which was never synced, from corruption of synced bytes)
+//!   28      1     kind            u8, raft_core::EntryKind (0 blank, 1 normal, 2 membership)
+//!   29      3     reserved        = 0
+//!   32      n     payload
+//!
+//! Hard state file `hard_state` (48 bytes), replaced by write + sync + rename + directory sync:
+//!
+//!   0  8  magic b"RAFTHST\0" | 8  4 version = 1 | 12 4 flags (bit 0: a vote is recorded)
+//!   16 8  term               | 24 8 voted_for  | 32 8 commit
+//!   40 4  crc of bytes 0..40 | 44 4 reserved = 0
+//!
+//! Purge point file `purged` (40 bytes), replaced the same way:
+//!
+//!   0  8  magic b"RAFTPRG\0" | 8  4 version = 1 | 12 4 reserved = 0
+//!   16 8  term               | 24 8 index
+//!   32 4  crc of bytes 0..32 | 36 4 reserved = 0
+//! ```
+
+use raft_core::{EntryKind, HardState, LogId};
+
+/// Version written in every header; a file with another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTLOG\0";
+/// Magic at the start of the hard state file.
+pub const HARD_STATE_MAGIC: [u8; 8] = *b"RAFTHST\0";
+/// Magic at the start of the purge point file.
+pub const PURGED_MAGIC: [u8; 8] = *b"RAFTPRG\0";
+
+// Segment header fields, each offset derived from the one before.
+const SEG_MAGIC_AT: usize = 0;
+const SEG_VERSION_AT: usize = SEG_MAGIC_AT + 8;
+const SEG_RESERVED_A_AT: usize = SEG_VERSION_AT + 4;
+const SEG_FIRST_INDEX_AT: usize = SEG_RESERVED_A_AT + 4;
+const SEG_RESERVED_B_AT: usize = SEG_FIRST_INDEX_AT + 8;
+const SEG_CRC_AT: usize = SEG_RESERVED_B_AT + 4;
+/// Size of the segment header; the first record starts here.
+pub const SEGMENT_HEADER_BYTES: usize = SEG_CRC_AT + 4;
+
+// Record header fields.
+const REC_CRC_AT: usize = 0;
+const REC_LEN_AT: usize = REC_CRC_AT + 4;
+const REC_INDEX_AT: usize = REC_LEN_AT + 4;
+const REC_TERM_AT: usize = REC_INDEX_AT + 8;
+const REC_DURABLE_AT: usize = REC_TERM_AT + 8;
+const REC_KIND_AT: usize = REC_DURABLE_AT + 4;
+const REC_RESERVED_AT: usize = REC_KIND_AT + 1;
+/// Size of a record header; the payload follows it.
+pub const RECORD_HEADER_BYTES: usize = REC_RESERVED_AT + 3;
+/// Every record starts at a multiple of this many bytes.
+pub const RECORD_ALIGN_BYTES: usize = 8;
+
+// Hard state file fields.
+const HS_VERSION_AT: usize = 8;
+const HS_FLAGS_AT: usize = HS_VERSION_AT + 4;
+const HS_TERM_AT: usize = HS_FLAGS_AT + 4;
+const HS_VOTE_AT: usize = HS_TERM_AT + 8;
+const HS_COMMIT_AT: usize = HS_VOTE_AT + 8;
+const HS_CRC_AT: usize = HS_COMMIT_AT + 8;
+/// Exact size of the hard state file.
+pub const HARD_STATE_FILE_BYTES: usize = HS_CRC_AT + 8;
+/// Flag bit: `voted_for` is `Some`.
+const HS_FLAG_VOTED: u32 = 1;
+
+// Purge point file fields.
+const PG_VERSION_AT: usize = 8;
+const PG_TERM_AT: usize = PG_VERSION_AT + 8;
+const PG_INDEX_AT: usize = PG_TERM_AT + 8;
+const PG_CRC_AT: usize = PG_INDEX_AT + 8;
+/// Exact size of the purge point file.
+pub const PURGED_FILE_BYTES: usize = PG_CRC_AT + 8;
+
+const _: () = assert!(SEGMENT_HEADER_BYTES == 32 && RECORD_HEADER_BYTES == 32);
+const _: () = assert!(HARD_STATE_FILE_BYTES == 48 && PURGED_FILE_BYTES == 40);
+const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Rounds `len` up to the record alignment.
+pub const fn align_up(len: usize) -> usize {
+    len.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
+}
+
+/// Bytes a record with an `payload_bytes`-byte payload takes on disk, padding included.
+pub const fn record_bytes(payload_bytes: usize) -> usize {
+    align_up(RECORD_HEADER_BYTES + payload_bytes)
+}
+
+/// Encodes a segment header for a segment whose first record has index `first_index`.
+pub fn encode_segment_header(first_index: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    header[SEG_MAGIC_AT..SEG_VERSION_AT].copy_from_slice(&SEGMENT_MAGIC);
+    header[SEG_VERSION_AT..SEG_RESERVED_A_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[SEG_FIRST_INDEX_AT..SEG_RESERVED_B_AT].copy_from_slice(&first_index.to_le_bytes());
+    let crc = crc32fast::hash(&header[..SEG_CRC_AT]);
+    header[SEG_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Decodes a segment header; returns its first index, or why the header is invalid.
+pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, &'static str> {
+    if bytes.len() < SEGMENT_HEADER_BYTES {
+        return Err("segment shorter than its header");
+    }
+    let header = &bytes[..SEGMENT_HEADER_BYTES];
+    if crc32fast::hash(&header[..SEG_CRC_AT]) != u32_at(header, SEG_CRC_AT) {
+        return Err("segment header checksum mismatch");
+    }
+    if header[SEG_MAGIC_AT..SEG_VERSION_AT] != SEGMENT_MAGIC {
+        return Err("not a raft-log segment (bad magic)");
+    }
+    if u32_at(header, SEG_VERSION_AT) != FORMAT_VERSION {
+        return Err("unsupported segment format version");
+    }
+    if u32_at(header, SEG_RESERVED_A_AT) != 0 || u32_at(header, SEG_RESERVED_B_AT) != 0 {
+        return Err("reserved segment header bytes are not zero");
+    }
+    Ok(u64_at(header, SEG_FIRST_INDEX_AT))
+}
+
+/// The fields of one record, borrowed from the bytes it was decoded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Log index of the entry.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// Entry kind.
+    pub kind: EntryKind,
+    /// Segment offset below which every byte was durable when the record was written.
+    pub durable_bytes: u32,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// Bytes the record takes on disk, padding included.
+    pub total_bytes: usize,
+}
+
+/// What lies at an offset of a segment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A complete record whose checksum matches.
+    Record(RecordRef<'a>),
+    /// A header of zero bytes: nothing was ever written here (the end of the records).
+    Zero,
+    /// A record that runs past the segment or whose checksum fails (torn or corrupt).
+    Bad(&'static str),
+    /// A record whose checksum matches but whose fields are impossible: always corruption
+    /// (or a newer format), never a torn write.
+    Invalid(&'static str),
+}
+
+/// Writes the record for `entry` into `out` (header, payload, padding). `durable_bytes` is the
+/// segment offset below which every byte is known to be synced.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    index: u64,
+    term: u64,
+    kind: EntryKind,
+    payload: &[u8],
+    durable_bytes: u32,
+) {
+    let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    let start = out.len();
+    out.resize(start + RECORD_HEADER_BYTES, 0);
+    let header = &mut out[start..];
+    header[REC_LEN_AT..REC_INDEX_AT].copy_from_slice(&payload_len.to_le_bytes());
+    header[REC_INDEX_AT..REC_TERM_AT].copy_from_slice(&index.to_le_bytes());
+    header[REC_TERM_AT..REC_DURABLE_AT].copy_from_slice(&term.to_le_bytes());
+    header[REC_DURABLE_AT..REC_KIND_AT].copy_from_slice(&durable_bytes.to_le_bytes());
+    header[REC_KIND_AT] = kind as u8;
+    out.extend_from_slice(payload);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&out[start + REC_LEN_AT..]);
+    let crc = hasher.finalize();
+    out[start + REC_CRC_AT..start + REC_LEN_AT].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + record_bytes(payload.len()), 0);
+}
+
+/// Decodes the record at `offset` of `segment`. Never panics and never allocates: the length
+/// read from disk is checked against the bytes that exist before it is used.
+pub fn decode_record(segment: &[u8], offset: usize) -> Decoded<'_> {
+    let Some(header) = segment.get(offset..offset.saturating_add(RECORD_HEADER_BYTES)) else {
+        return if segment
+            .get(offset..)
+            .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+        {
+            Decoded::Zero
+        } else {
+            Decoded::Bad("record header runs past the end of the segment")
+        };
+    };
+    if header.iter().all(|&b| b == 0) {
+        return Decoded::Zero;
+    }
+    let payload_len = u32_at(header, REC_LEN_AT) as usize;
+    let body_end = offset + RECORD_HEADER_BYTES;
+    let available = segment.len() - body_end;
+    if payload_len > available {
+        return Decoded::Bad("record length runs past the end of the segment");
+    }
+    let payload = &segment[body_end..body_end + payload_len];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[REC_LEN_AT..]);
+    hasher.update(payload);
+    if hasher.finalize() != u32_at(header, REC_CRC_AT) {
+        return Decoded::Bad("record checksum mismatch");
+    }
+    let Some(kind) = EntryKind::from_u8(header[REC_KIND_AT]) else {
+        return Decoded::Invalid("unknown entry kind");
+    };
+    if header[REC_RESERVED_AT..].iter().any(|&b| b != 0) {
+        return Decoded::Invalid("reserved record bytes are not zero");
+    }
+    let total_bytes = record_bytes(payload_len);
+    if segment.len() - offset < total_bytes {
+        return Decoded::Invalid("record padding runs past the end of the segment");
+    }
+    Decoded::Record(RecordRef {
+        index: u64_at(header, REC_INDEX_AT),
+        term: u64_at(header, REC_TERM_AT),
+        kind,
+        durable_bytes: u32_at(header, REC_DURABLE_AT),
+        payload,
+        total_bytes,
+    })
+}
+
+/// Encodes the hard state file.
+pub fn encode_hard_state(hard_state: &HardState) -> [u8; HARD_STATE_FILE_BYTES] {
+    let mut bytes = [0u8; HARD_STATE_FILE_BYTES];
+    bytes[..HS_VERSION_AT].copy_from_slice(&HARD_STATE_MAGIC);
+    bytes[HS_VERSION_AT..HS_FLAGS_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let flags = if hard_state.voted_for.is_some() {
+        HS_FLAG_VOTED
+    } else {
+        0
+    };
+    bytes[HS_FLAGS_AT..HS_TERM_AT].copy_from_slice(&flags.to_le_bytes());
+    bytes[HS_TERM_AT..HS_VOTE_AT].copy_from_slice(&hard_state.term.to_le_bytes());
+    let vote = hard_state.voted_for.unwrap_or(0);
+    bytes[HS_VOTE_AT..HS_COMMIT_AT].copy_from_slice(&vote.to_le_bytes());
+    bytes[HS_COMMIT_AT..HS_CRC_AT].copy_from_slice(&hard_state.commit.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..HS_CRC_AT]);
+    bytes[HS_CRC_AT..HS_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Decodes the hard state file, or says why it is invalid.
+pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, &'static str> {
+    if bytes.len() != HARD_STATE_FILE_BYTES {
+        return Err("hard state file has the wrong size");
+    }
+    if crc32fast::hash(&bytes[..HS_CRC_AT]) != u32_at(bytes, HS_CRC_AT) {
+        return Err("hard state checksum mismatch");
+    }
+    if bytes[..HS_VERSION_AT] != HARD_STATE_MAGIC || u32_at(bytes, HS_VERSION_AT) != FORMAT_VERSION
+    {
+        return Err("hard state file has a bad magic or version");
+    }
+    let flags = u32_at(bytes, HS_FLAGS_AT);
+    if flags & !HS_FLAG_VOTED != 0 || u32_at(bytes, HS_CRC_AT + 4) != 0 {
+        return Err("hard state file has unknown flags or reserved bytes set");
+    }
+    let vote = u64_at(bytes, HS_VOTE_AT);
+    Ok(HardState {
+        term: u64_at(bytes, HS_TERM_AT),
+        voted_for: (flags & HS_FLAG_VOTED != 0).then_some(vote),
+        commit: u64_at(bytes, HS_COMMIT_AT),
+    })
+}
+
+/// Encodes the purge point file.
+pub fn encode_purged(purged: LogId) -> [u8; PURGED_FILE_BYTES] {
+    let mut bytes = [0u8; PURGED_FILE_BYTES];
+    bytes[..PG_VERSION_AT].copy_from_slice(&PURGED_MAGIC);
+    bytes[PG_VERSION_AT..PG_VERSION_AT + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[PG_TERM_AT..PG_INDEX_AT].copy_from_slice(&purged.term.to_le_bytes());
+    bytes[PG_INDEX_AT..PG_CRC_AT].copy_from_slice(&purged.index.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..PG_CRC_AT]);
+    bytes[PG_CRC_AT..PG_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Decodes the purge point file, or says why it is invalid.
+pub fn decode_purged(bytes: &[u8]) -> Result<LogId, &'static str> {
+    if bytes.len() != PURGED_FILE_BYTES {
+        return Err("purge point file has the wrong size");
+    }
+    if crc32fast::hash(&bytes[..PG_CRC_AT]) != u32_at(bytes, PG_CRC_AT) {
+        return Err("purge point checksum mismatch");
+    }
+    if bytes[..PG_VERSION_AT] != PURGED_MAGIC || u32_at(bytes, PG_VERSION_AT) != FORMAT_VERSION {
+        return Err("purge point file has a bad magic or version");
+    }
+    if u32_at(bytes, PG_VERSION_AT + 4) != 0 || u32_at(bytes, PG_CRC_AT + 4) != 0 {
+        return Err("purge point file has reserved bytes set");
+    }
+    Ok(LogId::new(
+        u64_at(bytes, PG_TERM_AT),
+        u64_at(bytes, PG_INDEX_AT),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_every_truncation_is_rejected() {
+        let mut out = Vec::new();
+        encode_record(&mut out, 7, 3, EntryKind::Normal, b"hello", 32);
+        assert_eq!(out.len(), record_bytes(5));
+        assert_eq!(out.len() % RECORD_ALIGN_BYTES, 0);
+        let Decoded::Record(record) = decode_record(&out, 0) else {
+            panic!("not decoded")
+        };
+        assert_eq!(
+            (record.index, record.term, record.payload),
+            (7, 3, &b"hello"[..])
+        );
+        assert_eq!((record.kind, record.durable_bytes), (EntryKind::Normal, 32));
+        for len in 1..RECORD_HEADER_BYTES + 5 {
+            assert!(
+                matches!(decode_record(&out[..len], 0), Decoded::Bad(_)),
+                "cut at {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_in_a_record_is_detected() {
+        let mut out = Vec::new();
+        encode_record(&mut out, 1, 1, EntryKind::Blank, b"xyz", 0);
+        for bit in 0..(RECORD_HEADER_BYTES + 3) * 8 {
+            let mut copy = out.clone();
+            copy[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                !matches!(decode_record(&copy, 0), Decoded::Record(_)),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_length_is_rejected_without_allocating() {
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        header[REC_LEN_AT..REC_INDEX_AT].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_record(&header, 0), Decoded::Bad(_)));
+    }
+
+    #[test]
+    fn small_files_round_trip_and_reject_flips() {
+        let hs = HardState {
+            term: 9,
+            voted_for: Some(0),
+            commit: 4,
+        };
+        assert_eq!(decode_hard_state(&encode_hard_state(&hs)), Ok(hs));
+        let purged = LogId::new(5, 77);
+        assert_eq!(decode_purged(&encode_purged(purged)), Ok(purged));
+        assert_eq!(decode_segment_header(&encode_segment_header(12)), Ok(12));
+        for byte in 0..HARD_STATE_FILE_BYTES {
+            let mut bytes = encode_hard_state(&hs);
+            bytes[byte] ^= 0x10;
+            assert!(decode_hard_state(&bytes).is_err(), "hard state byte {byte}");
+        }
+        for byte in 0..SEGMENT_HEADER_BYTES {
+            let mut bytes = encode_segment_header(12);
+            bytes[byte] ^= 0x01;
+            assert!(
+                decode_segment_header(&bytes).is_err(),
+                "segment header byte {byte}"
+            );
+        }
+    }
+}

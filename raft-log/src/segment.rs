@@ -1,0 +1,289 @@
+//! One segment file: creation by zero-filling, opening with a full CRC scan, and reads through
+//! its memory map.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+use raft_core::{Entry, LogId};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_record, decode_segment_header, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
+use crate::SEGMENT_BYTES_MAX;
+
+/// Size of the zero buffer used to fill new segments and to zero cut tails.
+pub(crate) const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+
+/// Suffix of segment file names.
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+
+/// The file name of the segment whose first record has index `first_index`.
+pub(crate) fn segment_name(first_index: u64) -> String {
+    format!("{first_index:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses a segment file name back into its first index.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Writes zeros over `[from, to)` of `file`.
+pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..len], at)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `path` and fills it with `segment_bytes` zeros, synced. Writing the
+/// zeros, instead of `fallocate`, makes later syncs into these blocks cheap: the file system
+/// does not have to convert unwritten extents on every `fdatasync`.
+pub(crate) fn create_zeroed(path: &Path, segment_bytes: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    zero_range(&file, 0, segment_bytes)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// A segment of the log: its file, its map and where each of its records starts.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Index of the first record (also in the header and the file name).
+    pub first_index: u64,
+    /// The file's path, for error messages and deletion.
+    pub path: PathBuf,
+    /// The open file, written with `pwrite` and synced with `fdatasync`.
+    pub file: Arc<File>,
+    /// A read-only map of the whole file.
+    pub map: Mmap,
+    /// Offset of record `first_index + i` at position `i`.
+    pub offsets: Vec<u32>,
+    /// Offset one past the last record: where the next record goes.
+    pub end: u64,
+}
+
+impl Segment {
+    /// Maps `file`, which already holds a valid header for `first_index`.
+    pub fn new(first_index: u64, path: PathBuf, file: File) -> Result<Segment> {
+        // SAFETY: the map is read-only and this process owns the log directory; bytes under a
+        // record that readers can reach are never rewritten while that record is indexed
+        // (truncation removes records from the index before it zeroes their bytes).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map segment", &path, e))?;
+        let end = SEGMENT_HEADER_BYTES as u64;
+        Ok(Segment {
+            first_index,
+            path,
+            file: Arc::new(file),
+            map,
+            offsets: Vec::new(),
+            end,
+        })
+    }
+
+    /// Bytes the segment can hold, header included.
+    pub fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Index one past the last record of this segment.
+    pub fn next_index(&self) -> u64 {
+        self.first_index + self.offsets.len() as u64
+    }
+
+    /// The id of the record at `index`, which must be in this segment.
+    pub fn log_id(&self, index: u64) -> Result<LogId> {
+        self.read(index).map(|entry| entry.log_id())
+    }
+
+    /// Reads the record at `index`, which must be in this segment, checking its CRC again.
+    pub fn read(&self, index: u64) -> Result<Entry> {
+        let offset = self.offsets[(index - self.first_index) as usize] as usize;
+        match decode_record(&self.map, offset) {
+            Decoded::Record(record) if record.index == index => Ok(Entry {
+                term: record.term,
+                index,
+                kind: record.kind,
+                data: Bytes::copy_from_slice(record.payload),
+            }),
+            other => Err(Error::corrupt(
+                &self.path,
+                offset as u64,
+                format!("record {index} changed on disk after it was checked: {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Opens the segment at `path` (named after `first_index`) and scans every record.
+///
+/// In the last segment (`is_last`) a bad record is a torn write when no later record says the
+/// bytes under it had been synced (`durable_bytes`): the tail from there on is zeroed and
+/// synced. A bad record anywhere else is corruption.
+pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Result<Segment> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open segment", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", &path, e))?
+        .len();
+    if len > SEGMENT_BYTES_MAX {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            format!("segment of {len} bytes is too large"),
+        ));
+    }
+    if len < SEGMENT_HEADER_BYTES as u64 {
+        return Err(Error::corrupt(&path, 0, "segment shorter than its header"));
+    }
+    let mut segment = Segment::new(first_index, path, file)?;
+    match decode_segment_header(&segment.map) {
+        Ok(found) if found == first_index => {}
+        Ok(found) => {
+            let reason = format!("header says first index {found}, file name says {first_index}");
+            return Err(Error::corrupt(&segment.path, 0, reason));
+        }
+        Err(reason) => return Err(Error::corrupt(&segment.path, 0, reason)),
+    }
+    let scan = scan_records(&segment.map, first_index);
+    if let Some((offset, reason)) = scan.invalid {
+        return Err(Error::corrupt(&segment.path, offset as u64, reason));
+    }
+    let tail = scan_tail(&segment.map, scan.end);
+    let stopped = scan
+        .stop_reason
+        .unwrap_or("zeroed bytes where a record should be");
+    if !is_last && (scan.stop_reason.is_some() || tail.nonzero_end > scan.end) {
+        // Segments before the last are synced completely before the next one is created:
+        // nothing in them can be torn.
+        return Err(Error::corrupt(&segment.path, scan.end as u64, stopped));
+    }
+    if tail.durable_bytes_max > scan.end as u64 {
+        // A later record was written after these bytes were synced: they were acknowledged.
+        return Err(Error::corrupt(&segment.path, scan.end as u64, stopped));
+    }
+    if tail.nonzero_end > scan.end {
+        tracing::warn!(
+            path = %segment.path.display(),
+            offset = scan.end,
+            reason = stopped,
+            "cutting the torn tail of the log"
+        );
+        zero_range(&segment.file, scan.end as u64, tail.nonzero_end as u64)
+            .and_then(|()| segment.file.sync_data())
+            .map_err(|e| Error::io("zero torn tail", &segment.path, e))?;
+        debug_assert!(segment.map[scan.end..tail.nonzero_end]
+            .iter()
+            .all(|&b| b == 0));
+    }
+    segment.offsets = scan.offsets;
+    segment.end = scan.end as u64;
+    Ok(segment)
+}
+
+/// What a scan of the valid records found.
+struct RecordScan {
+    offsets: Vec<u32>,
+    /// Offset one past the last valid record.
+    end: usize,
+    /// Why the scan stopped, unless it stopped at zero bytes.
+    stop_reason: Option<&'static str>,
+    /// A record with a good CRC but impossible fields: corruption wherever it is.
+    invalid: Option<(usize, &'static str)>,
+}
+
+fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
+    let mut offsets = Vec::new();
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut expected = first_index;
+    loop {
+        let stop_reason = match decode_record(map, at) {
+            Decoded::Record(record) if record.index == expected => {
+                offsets.push(at as u32);
+                at += record.total_bytes;
+                expected += 1;
+                continue;
+            }
+            Decoded::Record(_) => Some("record index out of sequence"),
+            Decoded::Zero => None,
+            Decoded::Bad(reason) => Some(reason),
+            Decoded::Invalid(reason) => {
+                return RecordScan {
+                    offsets,
+                    end: at,
+                    stop_reason: None,
+                    invalid: Some((at, reason)),
+                }
+            }
+        };
+        return RecordScan {
+            offsets,
+            end: at,
+            stop_reason,
+            invalid: None,
+        };
+    }
+}
+
+/// What lies after the valid records.
+struct TailScan {
+    /// The largest `durable_bytes` claimed by any intact record found after the valid ones.
+    durable_bytes_max: u64,
+    /// An offset at or past the last non-zero byte (`from` when everything is zero).
+    nonzero_end: usize,
+}
+
+/// Looks at every aligned offset from `from` to the end for an intact record, skipping zero
+/// runs quickly. Never allocates.
+fn scan_tail(map: &[u8], from: usize) -> TailScan {
+    /// Bytes checked at once for being zero; a zero block lets the scan skip every header
+    /// that starts inside it (all of whose bytes are zero).
+    const BLOCK_BYTES: usize = 256;
+    let mut tail = TailScan {
+        durable_bytes_max: 0,
+        nonzero_end: from,
+    };
+    let mut at = from;
+    while at < map.len() {
+        let block_end = (at + BLOCK_BYTES).min(map.len());
+        if map[at..block_end].iter().fold(0u8, |acc, &b| acc | b) == 0 {
+            if block_end == map.len() {
+                break;
+            }
+            at += BLOCK_BYTES - RECORD_HEADER_BYTES + RECORD_ALIGN_BYTES;
+            continue;
+        }
+        tail.nonzero_end = tail.nonzero_end.max(block_end);
+        match decode_record(map, at) {
+            Decoded::Record(record) => {
+                tail.durable_bytes_max = tail.durable_bytes_max.max(record.durable_bytes.into());
+                tail.nonzero_end = tail.nonzero_end.max(at + record.total_bytes);
+                at += record.total_bytes;
+            }
+            _ => at += RECORD_ALIGN_BYTES,
+        }
+    }
+    tail
+}
