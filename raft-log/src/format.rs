@@ -246,8 +246,12 @@ pub fn decode_record(segment: &[u8], offset: usize) -> Decoded<'_> {
         return Decoded::Invalid("reserved record bytes are not zero");
     }
     let total_bytes = record_bytes(payload_len);
-    if segment.len() - offset < total_bytes {
-        return Decoded::Invalid("record padding runs past the end of the segment");
+    let Some(padding) = segment.get(body_end + payload_len..offset + total_bytes) else {
+        return Decoded::Bad("record padding runs past the end of the segment");
+    };
+    if padding.iter().any(|&b| b != 0) {
+        // Padding is outside the CRC; it is written with the record, so it must be zero.
+        return Decoded::Bad("record padding is not zero");
     }
     Decoded::Record(RecordRef {
         index: u64_at(header, REC_INDEX_AT),

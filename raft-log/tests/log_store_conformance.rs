@@ -21,7 +21,12 @@ impl StoreFactory for Factory {
 
     fn create(&mut self) -> Result<RaftLogStore, StorageError> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tempdir", e))?;
-        let store = RaftLogStore::open(dir.path(), Options { segment_bytes: SEGMENT_BYTES })?;
+        let store = RaftLogStore::open(
+            dir.path(),
+            Options {
+                segment_bytes: SEGMENT_BYTES,
+            },
+        )?;
         self.dirs.push(dir);
         Ok(store)
     }
@@ -29,7 +34,12 @@ impl StoreFactory for Factory {
     fn reopen(&mut self, store: RaftLogStore) -> Result<RaftLogStore, StorageError> {
         let dir: PathBuf = store.log().dir().to_path_buf();
         drop(store);
-        Ok(RaftLogStore::open(dir, Options { segment_bytes: SEGMENT_BYTES })?)
+        Ok(RaftLogStore::open(
+            dir,
+            Options {
+                segment_bytes: SEGMENT_BYTES,
+            },
+        )?)
     }
 
     fn fail_next_write(&mut self, store: &RaftLogStore) -> bool {
@@ -41,6 +51,10 @@ impl StoreFactory for Factory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_log_store_passes_the_conformance_suite() {
     let report = run_all(&mut Factory { dirs: Vec::new() }).await;
-    assert!(report.skipped.is_empty(), "checks skipped: {:?}", report.skipped);
+    assert!(
+        report.skipped.is_empty(),
+        "checks skipped: {:?}",
+        report.skipped
+    );
     assert_eq!(report.passed.len(), 14, "checks run: {:?}", report.passed);
 }
