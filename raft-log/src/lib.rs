@@ -65,7 +65,7 @@ mod segment;
 mod store;
 
 pub use error::{Error, Result};
-pub use log::{RaftLog, HARD_STATE_FILE, PURGED_FILE};
+pub use log::{RaftLog, Ticket, HARD_STATE_FILE, PURGED_FILE};
 pub use store::RaftLogStore;
 
 /// Default segment size: 64 MiB, large enough that rolling (a sync, a rename and a directory

@@ -75,6 +75,10 @@ impl std::fmt::Debug for RaftLog {
     }
 }
 
+/// A batch written by [`RaftLog::submit`], to wait for with [`RaftLog::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
 /// What readers see: the bounds of the log and every segment.
 #[derive(Debug)]
 struct Index {
@@ -124,6 +128,8 @@ struct Writer {
     synced_ticket: u64,
     /// A syncer is running `fdatasync` without the lock.
     syncing: bool,
+    /// Group syncs run since open.
+    sync_count: u64,
     /// Offset in the current segment below which every byte is synced.
     durable_bytes: u64,
     /// The next segment being zero-filled in the background.
@@ -207,6 +213,7 @@ impl RaftLog {
             written_ticket: 0,
             synced_ticket: 0,
             syncing: false,
+            sync_count: 0,
             durable_bytes: 0,
             spare: None,
             buf: Vec::new(),
@@ -325,6 +332,32 @@ impl RaftLog {
     /// Appends `entries`, which must continue the log without a hole, and returns once they are
     /// durable. Concurrent callers share one `fdatasync`.
     pub fn append(&self, entries: &[Entry]) -> Result<()> {
+        let (writer, ticket) = self.submit_locked(entries)?;
+        self.wait_durable(writer, ticket.0)
+    }
+
+    /// Writes `entries` (which must continue the log without a hole) and returns at once with
+    /// a [`Ticket`]; the entries are readable now and durable once [`RaftLog::wait`] on the
+    /// ticket returns `Ok`. Lets a caller keep appending while earlier batches sync: every
+    /// ticket submitted before a sync starts is covered by that one sync.
+    pub fn submit(&self, entries: &[Entry]) -> Result<Ticket> {
+        self.submit_locked(entries).map(|(_, ticket)| ticket)
+    }
+
+    /// Returns once the batch of `ticket` (from [`RaftLog::submit`] on this log) is durable,
+    /// running the sync if no other caller is; fails if the sync failed.
+    pub fn wait(&self, ticket: Ticket) -> Result<()> {
+        let writer = self.lock_writer();
+        self.wait_durable(writer, ticket.0)
+    }
+
+    /// How many `fdatasync` calls made appended records durable since the log was opened
+    /// (group commit makes this smaller than the number of appends under concurrency).
+    pub fn sync_count(&self) -> u64 {
+        self.lock_writer().sync_count
+    }
+
+    fn submit_locked(&self, entries: &[Entry]) -> Result<(MutexGuard<'_, Writer>, Ticket)> {
         let mut writer = self.lock_writer();
         if let Some(cause) = &writer.poisoned {
             return Err(Error::Poisoned {
@@ -332,7 +365,9 @@ impl RaftLog {
             });
         }
         if entries.is_empty() {
-            return Ok(());
+            // Nothing to make durable: the ticket of the last batch covers everything so far.
+            let ticket = writer.written_ticket;
+            return Ok((writer, Ticket(ticket)));
         }
         self.check_batch(entries)?;
         writer.check_writable("append", &self.dir)?;
@@ -343,7 +378,7 @@ impl RaftLog {
         }
         writer.written_ticket += 1;
         let ticket = writer.written_ticket;
-        self.wait_durable(writer, ticket)
+        Ok((writer, Ticket(ticket)))
     }
 
     /// Removes every entry with index `>= from`, durably. `from` must be above the purged
@@ -557,6 +592,7 @@ impl RaftLog {
             let result = file.sync_data();
             writer = self.lock_writer();
             writer.syncing = false;
+            writer.sync_count += 1;
             match result {
                 Ok(()) => {
                     writer.synced_ticket = writer.synced_ticket.max(target);

@@ -1,0 +1,82 @@
+//! File surgery helpers shared by the crash and corruption tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft_core::Entry;
+use raft_log::format::{decode_record, Decoded, SEGMENT_HEADER_BYTES};
+
+/// Every file of a log directory (except `*.tmp`, which recovery deletes), by name.
+pub type Image = BTreeMap<String, Vec<u8>>;
+
+/// Reads the files of a log directory.
+pub fn snapshot(dir: &Path) -> Image {
+    let mut image = Image::new();
+    for item in std::fs::read_dir(dir).unwrap() {
+        let item = item.unwrap();
+        let name = item.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".tmp") {
+            image.insert(name, std::fs::read(item.path()).unwrap());
+        }
+    }
+    image
+}
+
+/// Writes `image` into a new temporary directory.
+pub fn restore(image: &Image) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in image {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    dir
+}
+
+/// Names of the segment files of an image, in log order.
+pub fn segment_names(image: &Image) -> Vec<String> {
+    image
+        .keys()
+        .filter(|name| name.ends_with(".seg"))
+        .cloned()
+        .collect()
+}
+
+/// One record found in a segment.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordAt {
+    pub offset: usize,
+    pub total_bytes: usize,
+    pub index: u64,
+    pub durable_bytes: u64,
+}
+
+/// The records of a segment's bytes, in order, up to the first that does not decode.
+pub fn records(segment: &[u8]) -> Vec<RecordAt> {
+    let mut out = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while let Decoded::Record(record) = decode_record(segment, offset) {
+        out.push(RecordAt {
+            offset,
+            total_bytes: record.total_bytes,
+            index: record.index,
+            durable_bytes: record.durable_bytes.into(),
+        });
+        offset += record.total_bytes;
+    }
+    out
+}
+
+/// A normal entry whose payload depends on its index and a salt.
+pub fn entry(term: u64, index: u64, len: usize, salt: u8) -> Entry {
+    let data: Bytes = (0..len)
+        .map(|i| (index as usize * 7 + i) as u8 ^ salt)
+        .collect();
+    Entry::normal(term, index, data)
+}
+
+/// The path of `name` inside `dir`.
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
