@@ -12,6 +12,7 @@
 //! After any error the byte stream is out of sync and the connection must be closed.
 
 use bytes::{Buf, BufMut, BytesMut};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -67,12 +68,16 @@ pub fn decode_body(body: &[u8]) -> Result<Frame> {
     if body.is_empty() {
         return Err(Error::FrameEmpty);
     }
-    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
-    let frame = Frame::deserialize(&mut deserializer)
-        .map_err(|error| Error::Decode { reason: error.to_string() })?;
-    let trailing = body.len() as u64 - deserializer.position();
-    if trailing != 0 {
-        return Err(Error::TrailingBytes { count: trailing });
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(body);
+    let frame = Frame::deserialize(&mut deserializer).map_err(|error| Error::Decode {
+        reason: error.to_string(),
+    })?;
+    // The borrowing deserializer (no copy of the body) does not tell how much it consumed, so
+    // try to read one more value: only running out of input proves there are no extra bytes.
+    match IgnoredAny::deserialize(&mut deserializer) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(error))
+            if error.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        _ => return Err(Error::TrailingBytes),
     }
     Ok(frame)
 }
@@ -280,7 +285,7 @@ mod tests {
         let mut trailing = BytesMut::from(&[0u8, 0, 0, 6, 0x93, 6, 0, 0xa1, b'a', 0x00][..]);
         assert!(matches!(
             decode_frame(&mut trailing, MAX),
-            Err(Error::TrailingBytes { count: 1 })
+            Err(Error::TrailingBytes)
         ));
         // A frame array with four elements instead of three.
         let mut long = BytesMut::from(&[0u8, 0, 0, 6, 0x94, 6, 0, 0xa1, b'a', 0x00][..]);

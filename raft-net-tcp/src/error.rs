@@ -31,12 +31,9 @@ pub enum Error {
         /// The decoder's explanation.
         reason: String,
     },
-    /// A frame body decoded but left bytes unread.
-    #[error("frame has {count} trailing bytes")]
-    TrailingBytes {
-        /// Bytes left after the frame value.
-        count: u64,
-    },
+    /// A frame body decoded but bytes were left after the frame's value.
+    #[error("frame has trailing bytes after its value")]
+    TrailingBytes,
     /// A value could not be encoded.
     #[error("cannot encode frame: {reason}")]
     Encode {
@@ -151,7 +148,7 @@ impl Error {
             error @ (Error::FrameEmpty
             | Error::FrameTooLarge { .. }
             | Error::Decode { .. }
-            | Error::TrailingBytes { .. }
+            | Error::TrailingBytes
             | Error::Encode { .. }
             | Error::Handshake(_)
             | Error::Remote { .. }
