@@ -50,6 +50,7 @@ fn codec(c: &mut Criterion) {
     let mut encoded = BytesMut::new();
     encode_frame(&frame, FRAME_BYTES_MAX, &mut encoded).unwrap();
     let frame_bytes = encoded.len() as u64;
+    println!("net_tcp_codec: append_entries_64x256 frame_bytes={frame_bytes}");
 
     let mut group = c.benchmark_group("net_tcp_codec");
     group.throughput(Throughput::Bytes(frame_bytes));

@@ -219,3 +219,32 @@ async fn a_server_impersonating_another_cluster_is_refused_by_the_client() {
         "{refused:?}"
     );
 }
+
+/// Panics on the payload "boom", echoes anything else.
+struct Fragile;
+
+#[async_trait]
+impl ClientHandler for Fragile {
+    async fn handle(&self, request: ClientRequest) -> ClientResponse {
+        assert_ne!(
+            &request.payload[..],
+            b"boom",
+            "handler bug triggered on purpose"
+        );
+        ClientResponse::Ok(request.payload)
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_request_only() {
+    let (node, _messages) = Recorder::new(Duration::ZERO);
+    let server = TcpServer::bind("127.0.0.1:0", config(1), node, Some(Arc::new(Fragile)))
+        .await
+        .unwrap();
+    let client = TcpClient::new(server.local_addr().to_string(), config(0)).unwrap();
+    let failed = client.request(Bytes::from_static(b"boom")).await.unwrap();
+    assert_eq!(failed, ClientResponse::Error("internal error".into()));
+    let fine = client.request(Bytes::from_static(b"fine")).await.unwrap();
+    assert_eq!(fine, ClientResponse::Ok(Bytes::from_static(b"fine")));
+    assert_eq!(server.stats().connections_accepted, 1, "same connection");
+}
