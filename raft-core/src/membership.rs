@@ -53,7 +53,10 @@ pub enum MembershipError {
 impl Membership {
     /// A configuration of the given voters, no learners, no addresses.
     pub fn new_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Membership { voters: voters.into_iter().collect(), ..Default::default() }
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     /// Checks the structural rules: at least one voter, no id 0, no node both voter and learner.
@@ -67,8 +70,10 @@ impl Membership {
         if self.all_members().any(|id| id == 0) {
             return Err(MembershipError::ReservedId);
         }
-        if let Some(id) =
-            self.learners.iter().find(|id| self.voters.contains(id) || self.voters_outgoing.contains(id))
+        if let Some(id) = self
+            .learners
+            .iter()
+            .find(|id| self.voters.contains(id) || self.voters_outgoing.contains(id))
         {
             return Err(MembershipError::VoterAndLearner(*id));
         }
@@ -128,8 +133,11 @@ impl Membership {
     /// The configuration that leaves joint consensus: only the new voters remain.
     pub fn leave_joint(&self) -> Membership {
         let mut next = self.clone();
-        let removed: Vec<NodeId> =
-            self.voters_outgoing.difference(&self.voters).copied().collect();
+        let removed: Vec<NodeId> = self
+            .voters_outgoing
+            .difference(&self.voters)
+            .copied()
+            .collect();
         next.voters_outgoing.clear();
         for id in removed {
             if !next.learners.contains(&id) {
@@ -178,8 +186,8 @@ impl Membership {
                 return Err(MembershipError::Malformed("address length"));
             }
             let (addr, rest) = bytes.split_at(len);
-            let addr =
-                std::str::from_utf8(addr).map_err(|_| MembershipError::Malformed("address utf-8"))?;
+            let addr = std::str::from_utf8(addr)
+                .map_err(|_| MembershipError::Malformed("address utf-8"))?;
             addresses.insert(id, addr.to_owned());
             bytes = rest;
         }
@@ -187,7 +195,12 @@ impl Membership {
             return Err(MembershipError::Malformed("trailing bytes"));
         }
         let [voters, voters_outgoing, learners] = sets;
-        let membership = Membership { voters, voters_outgoing, learners, addresses };
+        let membership = Membership {
+            voters,
+            voters_outgoing,
+            learners,
+            addresses,
+        };
         membership.validate()?;
         Ok(membership)
     }
@@ -223,15 +236,17 @@ fn quorum_index(voters: &BTreeSet<NodeId>, matched: &impl Fn(NodeId) -> LogIndex
 }
 
 fn take_u64(bytes: &mut &[u8]) -> Result<u64, MembershipError> {
-    let (head, rest) =
-        bytes.split_first_chunk::<8>().ok_or(MembershipError::Malformed("truncated id"))?;
+    let (head, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or(MembershipError::Malformed("truncated id"))?;
     *bytes = rest;
     Ok(u64::from_le_bytes(*head))
 }
 
 fn take_u32(bytes: &mut &[u8]) -> Result<u32, MembershipError> {
-    let (head, rest) =
-        bytes.split_first_chunk::<4>().ok_or(MembershipError::Malformed("truncated length"))?;
+    let (head, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or(MembershipError::Malformed("truncated length"))?;
     *bytes = rest;
     Ok(u32::from_le_bytes(*head))
 }
@@ -259,22 +274,46 @@ mod tests {
     /// Golden table for majority commit (paper section 5.3, 5.4.2) and joint commit (section 6).
     #[test]
     fn committed_index_golden_table() {
-        let cases: &[(&[NodeId], &[NodeId], &[(NodeId, LogIndex)], LogIndex)] = &[
+        /// (voters, outgoing voters, matched index per node, expected commit index)
+        type Case<'a> = (&'a [NodeId], &'a [NodeId], &'a [(NodeId, LogIndex)], LogIndex);
+        let cases: &[Case<'_>] = &[
             (&[1], &[], &[(1, 5)], 5),
             (&[1, 2], &[], &[(1, 5), (2, 3)], 3),
             (&[1, 2, 3], &[], &[(1, 5), (2, 3), (3, 1)], 3),
             (&[1, 2, 3, 4], &[], &[(1, 5), (2, 3), (3, 1), (4, 9)], 3),
-            (&[1, 2, 3, 4, 5], &[], &[(1, 5), (2, 3), (3, 1), (4, 9), (5, 0)], 3),
-            (&[4, 5, 6], &[1, 2, 3], &[(1, 9), (2, 9), (3, 9), (4, 1), (5, 2), (6, 0)], 1),
-            (&[4, 5, 6], &[1, 2, 3], &[(1, 9), (2, 0), (3, 0), (4, 9), (5, 9), (6, 9)], 0),
+            (
+                &[1, 2, 3, 4, 5],
+                &[],
+                &[(1, 5), (2, 3), (3, 1), (4, 9), (5, 0)],
+                3,
+            ),
+            (
+                &[4, 5, 6],
+                &[1, 2, 3],
+                &[(1, 9), (2, 9), (3, 9), (4, 1), (5, 2), (6, 0)],
+                1,
+            ),
+            (
+                &[4, 5, 6],
+                &[1, 2, 3],
+                &[(1, 9), (2, 0), (3, 0), (4, 9), (5, 9), (6, 9)],
+                0,
+            ),
             (&[1, 2, 3], &[1, 2], &[(1, 7), (2, 4), (3, 7)], 4),
         ];
         for (new, old, matched, want) in cases {
             let m = joint(new, old);
             let got = m.committed_index(|id| {
-                matched.iter().find(|(n, _)| *n == id).map(|(_, i)| *i).unwrap_or(0)
+                matched
+                    .iter()
+                    .find(|(n, _)| *n == id)
+                    .map(|(_, i)| *i)
+                    .unwrap_or(0)
             });
-            assert_eq!(got, *want, "voters={new:?} outgoing={old:?} matched={matched:?}");
+            assert_eq!(
+                got, *want,
+                "voters={new:?} outgoing={old:?} matched={matched:?}"
+            );
         }
     }
 
@@ -294,10 +333,16 @@ mod tests {
         let bytes = m.encode();
         assert_eq!(Membership::decode(&bytes).unwrap(), m);
         for cut in 0..bytes.len() {
-            assert!(Membership::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+            assert!(
+                Membership::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
         }
         let huge_count = [0xff, 0xff, 0xff, 0xff];
-        assert_eq!(Membership::decode(&huge_count), Err(MembershipError::TooManyMembers));
+        assert_eq!(
+            Membership::decode(&huge_count),
+            Err(MembershipError::TooManyMembers)
+        );
     }
 
     #[test]
@@ -305,6 +350,9 @@ mod tests {
         let mut m = Membership::new_voters([1, 2]);
         m.learners.insert(2);
         assert_eq!(m.validate(), Err(MembershipError::VoterAndLearner(2)));
-        assert_eq!(Membership::default().validate(), Err(MembershipError::NoVoters));
+        assert_eq!(
+            Membership::default().validate(),
+            Err(MembershipError::NoVoters)
+        );
     }
 }

@@ -87,22 +87,40 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 impl Entry {
     /// A normal entry carrying a user command.
     pub fn normal(term: Term, index: LogIndex, data: impl Into<Bytes>) -> Self {
-        Entry { term, index, kind: EntryKind::Normal, data: data.into() }
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: data.into(),
+        }
     }
 
     /// A blank entry (the no-op of a new leader).
     pub fn blank(term: Term, index: LogIndex) -> Self {
-        Entry { term, index, kind: EntryKind::Blank, data: Bytes::new() }
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Blank,
+            data: Bytes::new(),
+        }
     }
 
     /// A configuration entry.
     pub fn membership(term: Term, index: LogIndex, membership: &Membership) -> Self {
-        Entry { term, index, kind: EntryKind::Membership, data: membership.encode() }
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Membership,
+            data: membership.encode(),
+        }
     }
 
     /// This entry's position.
     pub fn log_id(&self) -> LogId {
-        LogId { term: self.term, index: self.index }
+        LogId {
+            term: self.term,
+            index: self.index,
+        }
     }
 
     /// The size this entry is charged for by batching and flow-control limits.
@@ -147,7 +165,10 @@ impl SnapshotMeta {
     /// A stable name for the snapshot: `<term>-<index>` of its last included entry, padded so
     /// names sort in log order.
     pub fn id(&self) -> String {
-        format!("{:020}-{:020}", self.last_log_id.term, self.last_log_id.index)
+        format!(
+            "{:020}-{:020}",
+            self.last_log_id.term, self.last_log_id.index
+        )
     }
 }
 

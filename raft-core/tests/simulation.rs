@@ -38,8 +38,23 @@ const OP_TIMEOUT_STEPS: u64 = 150;
 #[derive(Clone, Copy, Debug)]
 enum Waiting {
     Idle,
-    Write { op: OpId, node: NodeId, incarnation: u64, log_id: LogId, since: u64, cas: bool },
-    Read { op: OpId, node: NodeId, incarnation: u64, read_id: u64, index: Option<LogIndex>, since: u64, key: u64 },
+    Write {
+        op: OpId,
+        node: NodeId,
+        incarnation: u64,
+        log_id: LogId,
+        since: u64,
+        cas: bool,
+    },
+    Read {
+        op: OpId,
+        node: NodeId,
+        incarnation: u64,
+        read_id: u64,
+        index: Option<LogIndex>,
+        since: u64,
+        key: u64,
+    },
 }
 
 struct Driver {
@@ -52,11 +67,15 @@ struct Driver {
     next_read_id: u64,
     incarnations: BTreeMap<NodeId, u64>,
     max_nodes_down: usize,
+    /// How violent the faults are: 0 calm, 1 stormy, 2 chaotic (leader-hunting crashes,
+    /// frequent partitions, one entry per message).
+    storm: u64,
 }
 
 impl Driver {
     fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(7));
+        let storm = seed % 3;
         let voters = 3 + rng.below(3); // 3..=5
         let spares = rng.below(3).min(7 - voters); // up to 7 servers in all
         let snapshot_distance = [0, 25, 60, 150][rng.below(4) as usize];
@@ -66,7 +85,11 @@ impl Driver {
             heartbeat_ticks: 2,
             pre_vote: rng.below(5) != 0,
             check_quorum: rng.below(5) != 0,
-            entries_per_message_max: 1 + rng.below(16) as usize,
+            entries_per_message_max: if storm == 2 {
+                1
+            } else {
+                1 + rng.below(16) as usize
+            },
             inflight_messages_max: 1 + rng.below(8) as usize,
             replication_timeout_ticks: 10,
             uncommitted_entries_max: 200,
@@ -76,7 +99,7 @@ impl Driver {
             ..Config::default()
         };
         let faults = Faults {
-            loss: [0, 20, 100][rng.below(3) as usize],
+            loss: [0, 20, 100, 250][rng.below(3 + (storm == 2) as u64) as usize],
             duplicate: [0, 20, 50][rng.below(3) as usize],
             delay_steps_max: 1 + rng.below(4),
             persist_delay_steps_max: rng.below(4),
@@ -94,6 +117,7 @@ impl Driver {
             next_read_id: 1,
             incarnations,
             max_nodes_down: (voters as usize - 1) / 2,
+            storm,
         }
     }
 
@@ -104,13 +128,18 @@ impl Driver {
             self.cluster.step();
         }
         self.heal_and_check_liveness()?;
-        self.history.check().map_err(|e| format!("linearizability: {e}"))
+        self.history
+            .check()
+            .map_err(|e| format!("linearizability: {e}"))
     }
 
     // ----- faults -----
 
     fn inject_faults(&mut self) {
-        let r = self.rng.below(1000);
+        let r = self.rng.below(1000 - 350 * self.storm);
+        if self.storm == 2 && self.rng.chance(8) {
+            self.crash_leader();
+        }
         match r {
             0..=2 => self.crash_one(),
             3..=22 => self.restart_one(),
@@ -135,9 +164,22 @@ impl Driver {
         }
     }
 
+    /// Crashes the current leader, ignoring the minority limit: the chaotic seeds hunt
+    /// leaders to force the elections in which Figure 8 style bugs live.
+    fn crash_leader(&mut self) {
+        if let Some(id) = self.cluster.leader() {
+            self.cluster.crash(id);
+            *self.incarnations.get_mut(&id).unwrap() += 1;
+        }
+    }
+
     fn restart_one(&mut self) {
-        let down: Vec<NodeId> =
-            self.cluster.ids().into_iter().filter(|id| !self.cluster.nodes[id].is_up()).collect();
+        let down: Vec<NodeId> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|id| !self.cluster.nodes[id].is_up())
+            .collect();
         if let Some(id) = self.rng.pick(&down) {
             self.cluster.start(id);
         }
@@ -158,18 +200,33 @@ impl Driver {
 
     fn block_one_way(&mut self) {
         let ids = self.cluster.ids();
-        let (Some(a), Some(b)) = (self.rng.pick(&ids), self.rng.pick(&ids)) else { return };
+        let (Some(a), Some(b)) = (self.rng.pick(&ids), self.rng.pick(&ids)) else {
+            return;
+        };
         if a != b {
             self.cluster.blocked.insert((a, b));
         }
     }
 
     fn change_membership(&mut self) {
-        let Some(leader) = self.cluster.leader() else { return };
+        let Some(leader) = self.cluster.leader() else {
+            return;
+        };
         let ids = self.cluster.ids();
-        let engine = self.cluster.nodes.get_mut(&leader).unwrap().engine.as_mut().unwrap();
+        let engine = self
+            .cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .engine
+            .as_mut()
+            .unwrap();
         let current = engine.membership().clone();
-        let outsiders: Vec<NodeId> = ids.iter().copied().filter(|id| !current.contains(*id)).collect();
+        let outsiders: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !current.contains(*id))
+            .collect();
         let voters: Vec<NodeId> = current.voters.iter().copied().collect();
         let choice = self.rng.below(5);
         let result = match choice {
@@ -178,16 +235,23 @@ impl Driver {
                 None => Ok(()),
             },
             1 => {
-                let candidates: Vec<NodeId> =
-                    ids.iter().copied().filter(|id| !current.is_voter(*id)).collect();
+                let candidates: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !current.is_voter(*id))
+                    .collect();
                 match self.rng.pick(&candidates) {
-                    Some(id) if current.voters.len() < 5 => engine.add_voter(id, String::new()).map(|_| ()),
+                    Some(id) if current.voters.len() < 5 => {
+                        engine.add_voter(id, String::new()).map(|_| ())
+                    }
                     _ => Ok(()),
                 }
             }
             2 => {
-                let removable: Vec<NodeId> =
-                    current.all_members().filter(|_| current.voters.len() > 3).collect();
+                let removable: Vec<NodeId> = current
+                    .all_members()
+                    .filter(|_| current.voters.len() > 3)
+                    .collect();
                 match self.rng.pick(&removable) {
                     Some(id) => engine.remove_server(id).map(|_| ()),
                     None => Ok(()),
@@ -215,8 +279,17 @@ impl Driver {
     }
 
     fn transfer_leadership(&mut self) {
-        let Some(leader) = self.cluster.leader() else { return };
-        let engine = self.cluster.nodes.get_mut(&leader).unwrap().engine.as_mut().unwrap();
+        let Some(leader) = self.cluster.leader() else {
+            return;
+        };
+        let engine = self
+            .cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .engine
+            .as_mut()
+            .unwrap();
         let voters: Vec<NodeId> = engine.membership().voters.iter().copied().collect();
         if let Some(target) = self.rng.pick(&voters) {
             if engine.transfer_leadership(target).is_ok() {
@@ -227,7 +300,14 @@ impl Driver {
 
     fn request_snapshot(&mut self) {
         if let Some(id) = self.rng.pick(&self.cluster.up_ids()) {
-            self.cluster.nodes.get_mut(&id).unwrap().engine.as_mut().unwrap().request_snapshot();
+            self.cluster
+                .nodes
+                .get_mut(&id)
+                .unwrap()
+                .engine
+                .as_mut()
+                .unwrap()
+                .request_snapshot();
         }
     }
 
@@ -250,13 +330,25 @@ impl Driver {
         let now = self.cluster.step_no;
         match w {
             Waiting::Idle => Waiting::Idle,
-            Waiting::Write { op, node, incarnation, log_id, since, cas, .. } => {
+            Waiting::Write {
+                op,
+                node,
+                incarnation,
+                log_id,
+                since,
+                cas,
+                ..
+            } => {
                 if !self.node_alive(node, incarnation) || now - since > OP_TIMEOUT_STEPS {
                     return Waiting::Idle; // Outcome unknown.
                 }
                 match self.cluster.nodes[&node].applied_results.get(&log_id.index) {
                     Some((term, outcome)) if *term == log_id.term => {
-                        let result = if cas { KvResult::CasOk(outcome.expect("cas outcome")) } else { KvResult::PutOk };
+                        let result = if cas {
+                            KvResult::CasOk(outcome.expect("cas outcome"))
+                        } else {
+                            KvResult::PutOk
+                        };
                         self.history.complete(op, result);
                         Waiting::Idle
                     }
@@ -264,7 +356,15 @@ impl Driver {
                     None => w,
                 }
             }
-            Waiting::Read { op, node, incarnation, read_id, index, since, key } => {
+            Waiting::Read {
+                op,
+                node,
+                incarnation,
+                read_id,
+                index,
+                since,
+                key,
+            } => {
                 if !self.node_alive(node, incarnation) || now - since > OP_TIMEOUT_STEPS {
                     return Waiting::Idle;
                 }
@@ -283,7 +383,15 @@ impl Driver {
                         self.history.complete(op, KvResult::GetOk(value));
                         Waiting::Idle
                     }
-                    _ => Waiting::Read { op, node, incarnation, read_id, index, since, key },
+                    _ => Waiting::Read {
+                        op,
+                        node,
+                        incarnation,
+                        read_id,
+                        index,
+                        since,
+                        key,
+                    },
                 }
             }
         }
@@ -304,7 +412,14 @@ impl Driver {
         let key = self.rng.below(KEYS);
         let since = self.cluster.step_no;
         let incarnation = self.incarnations[&target];
-        let engine = self.cluster.nodes.get_mut(&target).unwrap().engine.as_mut().unwrap();
+        let engine = self
+            .cluster
+            .nodes
+            .get_mut(&target)
+            .unwrap()
+            .engine
+            .as_mut()
+            .unwrap();
         match self.rng.below(3) {
             0 => {
                 let read_id = self.next_read_id;
@@ -314,24 +429,47 @@ impl Driver {
                 }
                 self.ops += 1;
                 let op = self.history.invoke(client, KvOp::Get { key });
-                Waiting::Read { op, node: target, incarnation, read_id, index: None, since, key }
+                Waiting::Read {
+                    op,
+                    node: target,
+                    incarnation,
+                    read_id,
+                    index: None,
+                    since,
+                    key,
+                }
             }
             kind => {
                 let new = self.next_value;
                 self.next_value += 1;
                 let (command, kv_op) = if kind == 1 {
-                    (Command::Put { key, value: new }, KvOp::Put { key, value: new })
+                    (
+                        Command::Put { key, value: new },
+                        KvOp::Put { key, value: new },
+                    )
                 } else {
                     let expected = match self.rng.below(3) {
                         0 => None,
                         _ => Some(self.rng.below(self.next_value)),
                     };
-                    (Command::Cas { key, expected, new }, KvOp::Cas { key, expected, new })
+                    (
+                        Command::Cas { key, expected, new },
+                        KvOp::Cas { key, expected, new },
+                    )
                 };
-                let Ok(log_id) = engine.propose(command.encode()) else { return Waiting::Idle };
+                let Ok(log_id) = engine.propose(command.encode()) else {
+                    return Waiting::Idle;
+                };
                 self.ops += 1;
                 let op = self.history.invoke(client, kv_op);
-                Waiting::Write { op, node: target, incarnation, log_id, since, cas: kind == 2 }
+                Waiting::Write {
+                    op,
+                    node: target,
+                    incarnation,
+                    log_id,
+                    since,
+                    cas: kind == 2,
+                }
             }
         }
     }
@@ -343,9 +481,13 @@ impl Driver {
         for inc in self.incarnations.values_mut() {
             *inc += 0;
         }
-        let elected = self.cluster.run_until(HEAL_STEPS_MAX, |c| c.leader().is_some());
+        let elected = self
+            .cluster
+            .run_until(HEAL_STEPS_MAX, |c| c.leader().is_some());
         if !elected {
-            return Err(format!("liveness: no leader {HEAL_STEPS_MAX} steps after healing"));
+            return Err(format!(
+                "liveness: no leader {HEAL_STEPS_MAX} steps after healing"
+            ));
         }
         // Let every client finish (or time out), then a fresh write must commit.
         for _ in 0..OP_TIMEOUT_STEPS + 1 {
@@ -355,14 +497,34 @@ impl Driver {
         let mut committed = false;
         for _ in 0..HEAL_STEPS_MAX {
             self.cluster.step();
-            let Some(leader) = self.cluster.leader() else { continue };
-            let engine = self.cluster.nodes.get_mut(&leader).unwrap().engine.as_mut().unwrap();
+            let Some(leader) = self.cluster.leader() else {
+                continue;
+            };
+            let engine = self
+                .cluster
+                .nodes
+                .get_mut(&leader)
+                .unwrap()
+                .engine
+                .as_mut()
+                .unwrap();
             if engine.role() != Role::Leader {
                 continue;
             }
-            let Ok(log_id) = engine.propose(Command::Put { key: KEYS, value: 0 }.encode()) else { continue };
+            let Ok(log_id) = engine.propose(
+                Command::Put {
+                    key: KEYS,
+                    value: 0,
+                }
+                .encode(),
+            ) else {
+                continue;
+            };
             let done = self.cluster.run_until(HEAL_STEPS_MAX / 4, |c| {
-                c.nodes[&leader].applied_results.get(&log_id.index).is_some_and(|(t, _)| *t == log_id.term)
+                c.nodes[&leader]
+                    .applied_results
+                    .get(&log_id.index)
+                    .is_some_and(|(t, _)| *t == log_id.term)
             });
             if done {
                 committed = true;
@@ -387,7 +549,10 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
 }
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
 }
 
 #[test]

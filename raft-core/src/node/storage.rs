@@ -67,7 +67,8 @@ pub struct LogState {
 /// 4. After any failed write the store returns [`StorageError::Poisoned`] for every later write
 ///    until it is reopened.
 /// 5. `truncate(from)` removes every entry with index `>= from`; `from` is always greater than
-///    the purged index.
+///    the purged index (anything else is [`StorageError::Invalid`]); a `from` past the last
+///    index removes nothing.
 /// 6. `purge(upto)` removes every entry with index `<= upto.index` and records `upto` as the
 ///    purged id. If `upto.index` is at or beyond the last index the log becomes empty and the next
 ///    append starts at `upto.index + 1` (installing a snapshot).
@@ -140,5 +141,8 @@ pub trait SnapshotStore: Send + Sync + 'static {
     ) -> Result<Bytes, StorageError>;
     /// Takes one chunk of an incoming snapshot (rules 2 and 3); returns what happened and the
     /// offset expected next.
-    async fn receive_chunk(&self, chunk: &SnapshotChunk) -> Result<(ChunkStatus, u64), StorageError>;
+    async fn receive_chunk(
+        &self,
+        chunk: &SnapshotChunk,
+    ) -> Result<(ChunkStatus, u64), StorageError>;
 }

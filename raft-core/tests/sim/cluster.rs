@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use raft_core::engine::{Config, Engine, Ready, RestoredState, Role};
-use raft_core::{Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta};
+use raft_core::{
+    Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta,
+};
 
 /// Small deterministic PRNG (SplitMix64) so the test needs no extra crate.
 #[derive(Clone, Debug)]
@@ -53,8 +55,15 @@ impl Rng {
 /// A command of the replicated key-value store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    Put { key: u64, value: u64 },
-    Cas { key: u64, expected: Option<u64>, new: u64 },
+    Put {
+        key: u64,
+        value: u64,
+    },
+    Cas {
+        key: u64,
+        expected: Option<u64>,
+        new: u64,
+    },
 }
 
 impl Command {
@@ -80,8 +89,15 @@ impl Command {
     pub fn decode(b: &[u8]) -> Command {
         let u = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
         match b[0] {
-            1 => Command::Put { key: u(1), value: u(9) },
-            2 => Command::Cas { key: u(1), expected: (b[9] == 1).then(|| u(10)), new: u(18) },
+            1 => Command::Put {
+                key: u(1),
+                value: u(9),
+            },
+            2 => Command::Cas {
+                key: u(1),
+                expected: (b[9] == 1).then(|| u(10)),
+                new: u(18),
+            },
             tag => panic!("unknown command tag {tag}"),
         }
     }
@@ -139,7 +155,8 @@ impl Disk {
     fn truncate(&mut self, from: LogIndex) {
         if from <= self.last_index() {
             assert!(from > self.purged.index, "truncate into the purged prefix");
-            self.entries.truncate((from - self.purged.index - 1) as usize);
+            self.entries
+                .truncate((from - self.purged.index - 1) as usize);
         }
     }
 
@@ -214,7 +231,13 @@ pub struct Faults {
 
 impl Faults {
     pub fn none() -> Self {
-        Faults { loss: 0, duplicate: 0, delay_steps_max: 1, persist_delay_steps_max: 0, tick_skip: 0 }
+        Faults {
+            loss: 0,
+            duplicate: 0,
+            delay_steps_max: 1,
+            persist_delay_steps_max: 0,
+            tick_skip: 0,
+        }
     }
 }
 
@@ -269,7 +292,11 @@ impl Cluster {
         let initial = Membership::new_voters(1..=voters);
         let mut nodes = BTreeMap::new();
         for id in 1..=voters + spares {
-            let membership = if id <= voters { initial.clone() } else { Membership::default() };
+            let membership = if id <= voters {
+                initial.clone()
+            } else {
+                Membership::default()
+            };
             let node = SimNode {
                 id,
                 engine: None,
@@ -287,7 +314,10 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             nodes,
-            config: Config { random_seed: seed, ..config },
+            config: Config {
+                random_seed: seed,
+                ..config
+            },
             faults,
             rng: Rng::new(seed),
             step_no: 0,
@@ -311,7 +341,11 @@ impl Cluster {
     }
 
     pub fn up_ids(&self) -> Vec<NodeId> {
-        self.nodes.values().filter(|n| n.is_up()).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.is_up())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The leader with the highest term among live nodes.
@@ -335,7 +369,12 @@ impl Cluster {
             entries: node.disk.entries.clone(),
             initial_membership: node.initial_membership.clone(),
         };
-        node.kv = node.disk.snapshot.as_ref().map(|(_, kv)| kv.clone()).unwrap_or_default();
+        node.kv = node
+            .disk
+            .snapshot
+            .as_ref()
+            .map(|(_, kv)| kv.clone())
+            .unwrap_or_default();
         node.engine = Some(Engine::new(id, self.config.clone(), restored).expect("valid config"));
         node.commit_seen = 0;
         node.applied_results.clear();
@@ -359,7 +398,13 @@ impl Cluster {
         self.stats.steps += 1;
         for id in self.up_ids() {
             if !self.rng.chance(self.faults.tick_skip) {
-                self.nodes.get_mut(&id).unwrap().engine.as_mut().unwrap().tick();
+                self.nodes
+                    .get_mut(&id)
+                    .unwrap()
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .tick();
             }
         }
         self.deliver_messages();
@@ -393,8 +438,12 @@ impl Cluster {
 
     fn deliver(&mut self, flight: InFlight) {
         let to = flight.msg.to;
-        let Some(node) = self.nodes.get_mut(&to) else { return };
-        let Some(engine) = node.engine.as_mut() else { return };
+        let Some(node) = self.nodes.get_mut(&to) else {
+            return;
+        };
+        let Some(engine) = node.engine.as_mut() else {
+            return;
+        };
         if let Some(kv) = flight.snapshot {
             node.staged_snapshots.insert(kv.applied, kv);
         }
@@ -406,11 +455,18 @@ impl Cluster {
         if self.blocked.contains(&(msg.from, msg.to)) || self.rng.chance(self.faults.loss) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.faults.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = 1 + self.rng.below(self.faults.delay_steps_max);
-            let flight =
-                InFlight { deliver_at: self.step_no + delay, msg: msg.clone(), snapshot: snapshot.clone() };
+            let flight = InFlight {
+                deliver_at: self.step_no + delay,
+                msg: msg.clone(),
+                snapshot: snapshot.clone(),
+            };
             self.network.push(flight);
         }
     }
@@ -426,7 +482,10 @@ impl Cluster {
         let messages = std::mem::take(&mut ready.messages);
         let delay = self.rng.below(self.faults.persist_delay_steps_max + 1);
         let node = self.nodes.get_mut(&id).unwrap();
-        node.writes.push_back(PendingWrite { due_step: self.step_no + delay, ready });
+        node.writes.push_back(PendingWrite {
+            due_step: self.step_no + delay,
+            ready,
+        });
         for msg in messages {
             self.send(msg, None);
         }
@@ -445,7 +504,11 @@ impl Cluster {
     fn complete_writes_of(&mut self, id: NodeId) {
         loop {
             let node = self.nodes.get_mut(&id).unwrap();
-            if node.writes.front().is_none_or(|w| w.due_step > self.step_no) {
+            if node
+                .writes
+                .front()
+                .is_none_or(|w| w.due_step > self.step_no)
+            {
                 return;
             }
             let write = node.writes.pop_front().unwrap();
@@ -463,8 +526,16 @@ impl Cluster {
             let kv = node
                 .staged_snapshots
                 .remove(&meta.last_log_id)
-                .unwrap_or_else(|| panic!("node {id}: snapshot {} was never received", meta.last_log_id));
-            assert_eq!(kv.applied, meta.last_log_id, "snapshot data labelled differently");
+                .unwrap_or_else(|| {
+                    panic!(
+                        "node {id}: snapshot {} was never received",
+                        meta.last_log_id
+                    )
+                });
+            assert_eq!(
+                kv.applied, meta.last_log_id,
+                "snapshot data labelled differently"
+            );
             node.disk.purge(meta.last_log_id);
             node.disk.snapshot = Some((meta.clone(), kv.clone()));
             node.kv = kv;
@@ -491,7 +562,8 @@ impl Cluster {
         self.apply(id, &ready.committed_entries);
         // Step 5: reads.
         let node = self.nodes.get_mut(&id).unwrap();
-        node.read_states.extend(ready.read_states.iter().map(|r| (r.id, r.index)));
+        node.read_states
+            .extend(ready.read_states.iter().map(|r| (r.id, r.index)));
         node.failed_reads.extend(ready.failed_reads);
         // Step 6: snapshots.
         for peer in ready.send_snapshots {
@@ -499,16 +571,30 @@ impl Cluster {
         }
         if let Some(request) = ready.build_snapshot {
             let node = self.nodes.get_mut(&id).unwrap();
-            assert_eq!(node.kv.applied, request.last_log_id, "snapshot label differs from the state");
+            assert_eq!(
+                node.kv.applied, request.last_log_id,
+                "snapshot label differs from the state"
+            );
             let meta = request.to_meta();
             node.disk.snapshot = Some((meta, node.kv.clone()));
-            node.engine.as_mut().unwrap().on_snapshot_built(Some(request.last_log_id));
+            node.engine
+                .as_mut()
+                .unwrap()
+                .on_snapshot_built(Some(request.last_log_id));
             self.stats.snapshots_built += 1;
         }
         if let Some(upto) = ready.purge_to {
             let node = self.nodes.get_mut(&id).unwrap();
-            let snap = node.disk.snapshot.as_ref().map(|(m, _)| m.last_log_id.index).unwrap_or(0);
-            assert!(upto.index <= snap, "purging {upto} beyond the durable snapshot {snap}");
+            let snap = node
+                .disk
+                .snapshot
+                .as_ref()
+                .map(|(m, _)| m.last_log_id.index)
+                .unwrap_or(0);
+            assert!(
+                upto.index <= snap,
+                "purging {upto} beyond the durable snapshot {snap}"
+            );
             node.disk.purge(upto);
         }
     }
@@ -519,7 +605,12 @@ impl Cluster {
             panic!("node {from} asked to send a snapshot it does not have");
         };
         let term = node.engine().term();
-        let msg = Message { from, to, term, body: raft_core::MessageBody::InstallSnapshot { meta } };
+        let msg = Message {
+            from,
+            to,
+            term,
+            body: raft_core::MessageBody::InstallSnapshot { meta },
+        };
         let lost = self.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss);
         if !lost {
             self.send(msg, Some(kv));
@@ -532,7 +623,8 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).unwrap();
         for entry in entries {
             let outcome = node.kv.apply(entry);
-            node.applied_results.insert(entry.index, (entry.term, outcome));
+            node.applied_results
+                .insert(entry.index, (entry.term, outcome));
             // State machine safety (paper Figure 3): no two servers apply different entries at
             // the same index.
             match self.applied.get(&entry.index) {
@@ -574,7 +666,11 @@ impl Cluster {
             }
             // Monotonic commit within one incarnation.
             let node = self.nodes.get_mut(&id).unwrap();
-            assert!(commit >= node.commit_seen, "node {id}: commit went back from {} to {commit}", node.commit_seen);
+            assert!(
+                commit >= node.commit_seen,
+                "node {id}: commit went back from {} to {commit}",
+                node.commit_seen
+            );
             node.commit_seen = commit;
             self.record_committed(id);
             self.check_log_matching(id);
@@ -611,10 +707,15 @@ impl Cluster {
         let engine = self.nodes[&id].engine.as_ref().unwrap();
         for (index, log_id) in self.committed.iter().rev().take(256) {
             if let Some(entry) = engine.entry(*index) {
-                assert_eq!(entry.log_id(), *log_id, "leader completeness: leader {id} at {index}");
+                assert_eq!(
+                    entry.log_id(),
+                    *log_id,
+                    "leader completeness: leader {id} at {index}"
+                );
             } else {
                 assert!(
-                    *index <= engine.status().first_index || *index <= engine.latest_snapshot().index,
+                    *index <= engine.status().first_index
+                        || *index <= engine.latest_snapshot().index,
                     "leader completeness: leader {id} (term {}) lacks committed entry {log_id}",
                     engine.term()
                 );
@@ -630,18 +731,27 @@ impl Cluster {
         let first = engine.status().first_index;
         let low = last.saturating_sub(32).max(first);
         for index in low..=last {
-            let Some(entry) = engine.entry(index) else { continue };
+            let Some(entry) = engine.entry(index) else {
+                continue;
+            };
             let prev_term = engine.entry(index - 1).map(|e| e.term);
             let key = (index, entry.term);
             match self.seen_entries.get(&key) {
                 Some((seen_prev, data)) => {
-                    assert_eq!(*data, entry.data, "log matching: payload differs at {key:?} on node {id}");
+                    assert_eq!(
+                        *data, entry.data,
+                        "log matching: payload differs at {key:?} on node {id}"
+                    );
                     if let (Some(a), Some(b)) = (seen_prev, prev_term) {
-                        assert_eq!(*a, b, "log matching: predecessor term differs at {key:?} on node {id}");
+                        assert_eq!(
+                            *a, b,
+                            "log matching: predecessor term differs at {key:?} on node {id}"
+                        );
                     }
                 }
                 None => {
-                    self.seen_entries.insert(key, (prev_term, entry.data.clone()));
+                    self.seen_entries
+                        .insert(key, (prev_term, entry.data.clone()));
                 }
             }
         }

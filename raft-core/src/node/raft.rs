@@ -1,0 +1,492 @@
+//! The public face of the node: configuration, errors, status, and the cloneable handle.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::debug;
+
+use super::runtime::{self, Command};
+use super::storage::{LogStore, SnapshotStore};
+use super::transport::{MessageHandler, Transport};
+use super::StateMachine;
+use crate::engine::{Config, EngineError, ReplicationState, Role};
+use crate::membership::Membership;
+use crate::message::{Message, MessageBody};
+use crate::types::{ChunkStatus, LogId, LogIndex, NodeId, SnapshotChunk, SnapshotChunkAck, Term};
+
+/// Parameters of the async node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This server's id (never 0).
+    pub id: NodeId,
+    /// The engine's parameters (in ticks).
+    pub engine: Config,
+    /// Milliseconds per engine tick. With the engine defaults (15-30 ticks election timeout,
+    /// 3 ticks heartbeat) 10 ms gives 150-300 ms elections and 30 ms heartbeats.
+    pub tick_ms: u64,
+    /// Requests from handles waiting for the node, at most; more wait in `send`.
+    pub command_queue_len_max: usize,
+    /// Inbound messages waiting for the node, at most; more are dropped (Raft retries).
+    pub inbound_queue_len_max: usize,
+    /// Batches waiting for the state machine, at most; the node waits when it is full.
+    pub apply_queue_len_max: usize,
+    /// Bytes per snapshot chunk sent to a follower.
+    pub snapshot_chunk_bytes: u32,
+    /// A handle call (propose, read, membership change) gives up after this long. A proposal
+    /// that times out has an unknown outcome.
+    pub request_timeout_ms: u64,
+    /// Membership changes that catch a server up may take longer: their own timeout.
+    pub membership_timeout_ms: u64,
+    /// Call the state machine's `pre_commit` and `rollback` hooks.
+    pub state_machine_hooks: bool,
+}
+
+impl NodeConfig {
+    /// Defaults for server `id`.
+    pub fn new(id: NodeId) -> Self {
+        NodeConfig {
+            id,
+            engine: Config::default(),
+            tick_ms: 10,
+            command_queue_len_max: 16_384,
+            inbound_queue_len_max: 16_384,
+            apply_queue_len_max: 64,
+            snapshot_chunk_bytes: 1 << 20,
+            request_timeout_ms: 5_000,
+            membership_timeout_ms: 60_000,
+            state_machine_hooks: false,
+        }
+    }
+}
+
+/// Why a request to the node failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaftError {
+    /// This server is not the leader; try `leader` (at `address`) if known.
+    #[error("not the leader; leader is {leader:?} at {address:?}")]
+    NotLeader {
+        /// The leader as far as this server knows.
+        leader: Option<NodeId>,
+        /// Its address from the configuration, if known.
+        address: Option<String>,
+    },
+    /// The command was appended but this server cannot tell whether it was committed (leader
+    /// change, timeout). It may or may not take effect: never report it as done.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The engine refused the request (back-pressure, change in progress, invalid request).
+    #[error("refused: {0}")]
+    Refused(EngineError),
+    /// No answer in time; nothing was changed by this request (reads, admin calls).
+    #[error("timed out")]
+    Timeout,
+    /// The node was shut down.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The node stopped after a storage or state machine failure: it is dead.
+    #[error("the node failed: {0}")]
+    Fatal(String),
+}
+
+impl RaftError {
+    /// Whether retrying the same request on another server (or later) may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RaftError::NotLeader { .. } | RaftError::Refused(_) | RaftError::Timeout
+        )
+    }
+}
+
+/// Whether the node runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Serving.
+    Running,
+    /// Shut down on request.
+    Stopped,
+    /// Stopped by a fatal error.
+    Failed(String),
+}
+
+/// One peer's replication state, as seen by the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: NodeId,
+    /// Highest index known replicated there.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    /// Replication mode.
+    pub state: ReplicationState,
+}
+
+/// Status and metrics of a node. Refreshed every tick and on role changes.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// This server.
+    pub id: NodeId,
+    /// Running or not.
+    pub state: NodeState,
+    /// Role.
+    pub role: Role,
+    /// Current term.
+    pub term: Term,
+    /// Known leader.
+    pub leader: Option<NodeId>,
+    /// Commit index.
+    pub commit_index: LogIndex,
+    /// Index the state machine has applied.
+    pub applied_index: LogIndex,
+    /// Last log entry.
+    pub last_log_id: LogId,
+    /// First index still in the log.
+    pub first_index: LogIndex,
+    /// Latest snapshot.
+    pub snapshot: LogId,
+    /// Effective configuration.
+    pub membership: Membership,
+    /// Per-peer progress (leader only).
+    pub peers: Vec<PeerStatus>,
+    /// Proposals accepted since start.
+    pub proposals_total: u64,
+    /// Entries applied since start.
+    pub applied_total: u64,
+}
+
+impl NodeStatus {
+    pub(crate) fn initial(id: NodeId) -> Self {
+        NodeStatus {
+            id,
+            state: NodeState::Running,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_id: LogId::ZERO,
+            first_index: 1,
+            snapshot: LogId::ZERO,
+            membership: Membership::default(),
+            peers: Vec::new(),
+            proposals_total: 0,
+            applied_total: 0,
+        }
+    }
+
+    /// The leader's address from the configuration, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        self.leader
+            .and_then(|l| self.membership.addresses.get(&l).cloned())
+    }
+}
+
+/// Starts nodes. See [`RaftNode::start`].
+#[derive(Debug)]
+pub struct RaftNode;
+
+impl RaftNode {
+    /// Starts a node from what `log` and `snapshots` hold and returns its handle.
+    ///
+    /// `initial_membership` is used only while neither the log nor a snapshot holds a
+    /// configuration: give every server of a new cluster the same initial voters, and a server
+    /// that will be added later an empty configuration. Pass the same value on every restart.
+    pub async fn start<L, S, T, M>(
+        config: NodeConfig,
+        log: Arc<L>,
+        snapshots: Arc<S>,
+        transport: Arc<T>,
+        state_machine: M,
+        initial_membership: Membership,
+    ) -> Result<RaftHandle, RaftError>
+    where
+        L: LogStore,
+        S: SnapshotStore,
+        T: Transport,
+        M: StateMachine,
+    {
+        runtime::start(
+            config,
+            log,
+            snapshots,
+            transport,
+            state_machine,
+            initial_membership,
+        )
+        .await
+    }
+}
+
+pub(crate) struct HandleInner {
+    pub(crate) id: NodeId,
+    pub(crate) config: NodeConfig,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) inbound: mpsc::Sender<Message>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+}
+
+/// A cloneable handle to a running node. Also the [`MessageHandler`] a transport server
+/// delivers inbound traffic to.
+#[derive(Clone)]
+pub struct RaftHandle {
+    pub(crate) inner: Arc<HandleInner>,
+}
+
+impl std::fmt::Debug for RaftHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftHandle")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl RaftHandle {
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Status and metrics (refreshed every tick).
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status update.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.inner.status.clone()
+    }
+
+    fn dead_error(&self) -> RaftError {
+        match &self.inner.status.borrow().state {
+            NodeState::Failed(reason) => RaftError::Fatal(reason.clone()),
+            _ => RaftError::Shutdown,
+        }
+    }
+
+    async fn call<R>(
+        &self,
+        timeout_ms: u64,
+        make: impl FnOnce(oneshot::Sender<Result<R, RaftError>>) -> Command,
+        on_timeout: RaftError,
+    ) -> Result<R, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(make(tx)).await.is_err() {
+            return Err(self.dead_error());
+        }
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.dead_error()),
+            Err(_) => Err(on_timeout),
+        }
+    }
+
+    /// Replicates `command` and returns the state machine's response once it is applied on
+    /// this server (the leader).
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, RaftError> {
+        let unknown = RaftError::OutcomeUnknown("no answer within the request timeout".into());
+        let timeout = self.inner.config.request_timeout_ms;
+        self.call(
+            timeout,
+            |tx| Command::Propose { data: command, tx },
+            unknown,
+        )
+        .await
+    }
+
+    /// A linearizable read barrier (ReadIndex, thesis 6.4): resolves once this server's state
+    /// machine has applied everything committed before the call, so reading the state machine
+    /// afterwards observes every write acknowledged before the call. Works on followers too.
+    pub async fn read_barrier(&self) -> Result<LogIndex, RaftError> {
+        let timeout = self.inner.config.request_timeout_ms;
+        self.call(timeout, |tx| Command::Read { tx }, RaftError::Timeout)
+            .await
+    }
+
+    /// Adds a learner; resolves when the configuration entry is committed.
+    pub async fn add_learner(&self, id: NodeId, address: String) -> Result<(), RaftError> {
+        let change = MembershipChange::AddLearner(id, address);
+        self.change(change).await
+    }
+
+    /// Adds a voter: caught up as a learner first, promoted automatically; resolves when a
+    /// committed configuration lists it as a voter.
+    pub async fn add_voter(&self, id: NodeId, address: String) -> Result<(), RaftError> {
+        self.change(MembershipChange::AddVoter(id, address)).await
+    }
+
+    /// Removes a server (voter, learner, or the leader itself); resolves when committed.
+    pub async fn remove_server(&self, id: NodeId) -> Result<(), RaftError> {
+        self.change(MembershipChange::Remove(id)).await
+    }
+
+    /// Moves to an arbitrary configuration (joint consensus when more than one voter
+    /// changes); resolves when the final configuration is committed.
+    pub async fn change_membership(&self, target: Membership) -> Result<(), RaftError> {
+        self.change(MembershipChange::Replace(target)).await
+    }
+
+    async fn change(&self, change: MembershipChange) -> Result<(), RaftError> {
+        let timeout = self.inner.config.membership_timeout_ms;
+        self.call(
+            timeout,
+            |tx| Command::Membership { change, tx },
+            RaftError::Timeout,
+        )
+        .await
+    }
+
+    /// Hands leadership to `target`; resolves once this server sees it lead.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), RaftError> {
+        let timeout = self.inner.config.request_timeout_ms;
+        self.call(
+            timeout,
+            |tx| Command::Transfer { target, tx },
+            RaftError::Timeout,
+        )
+        .await
+    }
+
+    /// Builds a snapshot now; resolves with its last log id once it is durable.
+    pub async fn trigger_snapshot(&self) -> Result<LogId, RaftError> {
+        let timeout = self.inner.config.membership_timeout_ms;
+        self.call(timeout, |tx| Command::Snapshot { tx }, RaftError::Timeout)
+            .await
+    }
+
+    /// Stops the node: finishes the write in flight, lets the state machine finish its queue,
+    /// fails every waiting request with [`RaftError::Shutdown`]. Idempotent.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Shutdown { tx })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let mut status = self.inner.status.clone();
+        let _ = status.wait_for(|s| s.state != NodeState::Running).await;
+    }
+}
+
+/// A membership change request.
+#[derive(Clone, Debug)]
+pub(crate) enum MembershipChange {
+    AddLearner(NodeId, String),
+    AddVoter(NodeId, String),
+    Remove(NodeId),
+    Replace(Membership),
+}
+
+impl MembershipChange {
+    /// Whether a committed configuration shows this change done.
+    pub(crate) fn is_done(&self, committed: &Membership) -> bool {
+        if committed.is_joint() {
+            return false;
+        }
+        match self {
+            MembershipChange::AddLearner(id, _) => committed.is_learner(*id),
+            MembershipChange::AddVoter(id, _) => committed.voters.contains(id),
+            MembershipChange::Remove(id) => !committed.contains(*id),
+            MembershipChange::Replace(target) => {
+                committed.voters == target.voters && committed.learners == target.learners
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl MessageHandler for RaftHandle {
+    fn deliver(&self, msg: Message) {
+        if self.inner.inbound.try_send(msg).is_err() {
+            debug!(
+                id = self.inner.id,
+                "inbound queue full or node stopped; message dropped"
+            );
+        }
+    }
+
+    async fn deliver_snapshot_chunk(&self, chunk: SnapshotChunk) -> SnapshotChunkAck {
+        let (status, next_offset) = self.receive_chunk(&chunk).await;
+        let term = self.inner.status.borrow().term;
+        SnapshotChunkAck {
+            from: self.inner.id,
+            term,
+            snapshot: chunk.meta.last_log_id,
+            status,
+            next_offset,
+        }
+    }
+}
+
+impl RaftHandle {
+    async fn receive_chunk(&self, chunk: &SnapshotChunk) -> (ChunkStatus, u64) {
+        let (term, commit, running) = {
+            let s = self.inner.status.borrow();
+            (s.term, s.commit_index, s.state == NodeState::Running)
+        };
+        if !running {
+            return (ChunkStatus::Retry("node not running".into()), 0);
+        }
+        if chunk.to != self.inner.id {
+            return (
+                ChunkStatus::Refused("addressed to another server".into()),
+                0,
+            );
+        }
+        if chunk.term < term {
+            return (
+                ChunkStatus::Refused(format!("stale term {} < {term}", chunk.term)),
+                0,
+            );
+        }
+        let snapshot = chunk.meta.last_log_id;
+        if snapshot.index <= commit {
+            return (
+                ChunkStatus::Refused("older than this server's state".into()),
+                0,
+            );
+        }
+        // A snapshot received completely before whose install message was lost: hand it over again.
+        if let Ok(Some(latest)) = self.inner.snapshots.latest().await {
+            if latest.last_log_id == snapshot {
+                self.deliver_install(chunk);
+                return (ChunkStatus::Complete, latest.size_bytes);
+            }
+        }
+        match self.inner.snapshots.receive_chunk(chunk).await {
+            Ok((ChunkStatus::Complete, next)) => {
+                self.deliver_install(chunk);
+                (ChunkStatus::Complete, next)
+            }
+            Ok(outcome) => outcome,
+            Err(e) => (ChunkStatus::Retry(format!("storage: {e}")), chunk.offset),
+        }
+    }
+
+    fn deliver_install(&self, chunk: &SnapshotChunk) {
+        let msg = Message {
+            from: chunk.from,
+            to: self.inner.id,
+            term: chunk.term,
+            body: MessageBody::InstallSnapshot {
+                meta: chunk.meta.clone(),
+            },
+        };
+        self.deliver(msg);
+    }
+}
+
+/// Peers of the effective configuration with their addresses.
+pub(crate) fn addresses(m: &Membership) -> BTreeMap<NodeId, String> {
+    m.addresses.clone()
+}

@@ -1,0 +1,331 @@
+//! The async node end to end over the in-memory router: election, replication, linearizable
+//! reads on followers, leader failure, membership changes with snapshot catch-up, leadership
+//! transfer, restart from storage, and the error kinds a client sees.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_core::engine::Role;
+use raft_core::node::{
+    KvMap, MemKv, MemLogStore, MemRouter, MemSnapshotStore, MessageHandler, NodeConfig, RaftError,
+    RaftHandle, RaftNode,
+};
+use raft_core::{Membership, NodeId};
+
+struct TestNode {
+    handle: RaftHandle,
+    map: KvMap,
+    log: Arc<MemLogStore>,
+    snapshots: Arc<MemSnapshotStore>,
+}
+
+struct TestCluster {
+    router: MemRouter,
+    nodes: BTreeMap<NodeId, TestNode>,
+    initial: Membership,
+}
+
+fn config(id: NodeId) -> NodeConfig {
+    let mut c = NodeConfig::new(id);
+    c.tick_ms = 5;
+    c.engine.snapshot_distance = 50;
+    c.engine.snapshot_trailing_entries = 5;
+    c.request_timeout_ms = 2_000;
+    c.membership_timeout_ms = 10_000;
+    c.state_machine_hooks = true;
+    c
+}
+
+impl TestCluster {
+    async fn new(voters: u64) -> Self {
+        let mut cluster = TestCluster {
+            router: MemRouter::new(),
+            nodes: BTreeMap::new(),
+            initial: Membership::new_voters(1..=voters),
+        };
+        for id in 1..=voters {
+            let log = Arc::new(MemLogStore::new());
+            let snapshots = Arc::new(MemSnapshotStore::new());
+            cluster
+                .start(id, log, snapshots, cluster.initial.clone())
+                .await;
+        }
+        cluster
+    }
+
+    async fn start(
+        &mut self,
+        id: NodeId,
+        log: Arc<MemLogStore>,
+        snapshots: Arc<MemSnapshotStore>,
+        initial: Membership,
+    ) {
+        let kv = MemKv::new();
+        let map = kv.map();
+        let transport = Arc::new(self.router.transport(id));
+        let handle = RaftNode::start(
+            config(id),
+            log.clone(),
+            snapshots.clone(),
+            transport,
+            kv,
+            initial,
+        )
+        .await
+        .expect("node starts");
+        self.router
+            .register(id, Arc::new(handle.clone()) as Arc<dyn MessageHandler>);
+        self.nodes.insert(
+            id,
+            TestNode {
+                handle,
+                map,
+                log,
+                snapshots,
+            },
+        );
+    }
+
+    async fn wait_leader(&self) -> NodeId {
+        for _ in 0..400 {
+            let leaders: Vec<NodeId> = self
+                .nodes
+                .values()
+                .filter(|n| n.handle.status().role == Role::Leader)
+                .map(|n| n.handle.id())
+                .collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no single leader elected");
+    }
+
+    fn handle(&self, id: NodeId) -> &RaftHandle {
+        &self.nodes[&id].handle
+    }
+
+    async fn put(&self, key: &str, value: &str) {
+        for _ in 0..100 {
+            let leader = self.wait_leader().await;
+            match self
+                .handle(leader)
+                .propose(MemKv::set(key.as_bytes(), value.as_bytes()))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("put {key}: {e}"),
+            }
+        }
+        panic!("put {key} never succeeded");
+    }
+
+    /// A linearizable read through node `id`.
+    async fn get(&self, id: NodeId, key: &str) -> Option<Bytes> {
+        for _ in 0..100 {
+            match self.handle(id).read_barrier().await {
+                Ok(_) => {
+                    return self.nodes[&id]
+                        .map
+                        .read()
+                        .unwrap()
+                        .get(key.as_bytes())
+                        .cloned()
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("get {key} on {id}: {e}"),
+            }
+        }
+        panic!("read on {id} never succeeded");
+    }
+
+    async fn stop(&mut self, id: NodeId) -> TestNode {
+        let node = self.nodes.remove(&id).unwrap();
+        self.router.unregister(id);
+        node.handle.shutdown().await;
+        node
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_serve_linearizable_reads() {
+    let cluster = TestCluster::new(3).await;
+    let leader = cluster.wait_leader().await;
+    for i in 0..20 {
+        cluster.put(&format!("k{i}"), &format!("v{i}")).await;
+    }
+    for id in 1..=3 {
+        assert_eq!(
+            cluster.get(id, "k19").await.as_deref(),
+            Some(&b"v19"[..]),
+            "read on {id}"
+        );
+    }
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    match cluster
+        .handle(follower)
+        .propose(MemKv::set(b"x", b"y"))
+        .await
+    {
+        Err(RaftError::NotLeader {
+            leader: Some(l), ..
+        }) => assert_eq!(l, leader),
+        other => panic!("a follower must redirect, got {other:?}"),
+    }
+    // The state machine answers with the previous value.
+    let previous = cluster
+        .handle(leader)
+        .propose(MemKv::set(b"k0", b"new"))
+        .await
+        .unwrap();
+    assert_eq!(&previous[..], b"v0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_shutdown_elects_another_and_keeps_acknowledged_writes() {
+    let mut cluster = TestCluster::new(3).await;
+    cluster.put("a", "1").await;
+    let old = cluster.wait_leader().await;
+    let stopped = cluster.stop(old).await;
+    assert!(matches!(
+        stopped.handle.propose(Bytes::from_static(b"x")).await,
+        Err(RaftError::Shutdown)
+    ));
+    let new = cluster.wait_leader().await;
+    assert_ne!(new, old);
+    cluster.put("b", "2").await;
+    assert_eq!(cluster.get(new, "a").await.as_deref(), Some(&b"1"[..]));
+    // Restart the old leader from its stores: it rejoins and catches up.
+    cluster
+        .start(old, stopped.log, stopped.snapshots, cluster.initial.clone())
+        .await;
+    cluster.put("c", "3").await;
+    assert_eq!(cluster.get(old, "c").await.as_deref(), Some(&b"3"[..]));
+    assert_eq!(cluster.get(old, "a").await.as_deref(), Some(&b"1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_voter_catches_up_by_snapshot_then_is_removed() {
+    let mut cluster = TestCluster::new(3).await;
+    for i in 0..120 {
+        cluster.put(&format!("k{i}"), "v").await;
+    }
+    let leader = cluster.wait_leader().await;
+    let snap = cluster
+        .handle(leader)
+        .trigger_snapshot()
+        .await
+        .expect("snapshot");
+    assert!(snap.index >= 120);
+    // Node 4 starts empty, outside the configuration.
+    cluster
+        .start(
+            4,
+            Arc::new(MemLogStore::new()),
+            Arc::new(MemSnapshotStore::new()),
+            Membership::default(),
+        )
+        .await;
+    cluster
+        .handle(leader)
+        .add_voter(4, "node-4".into())
+        .await
+        .expect("add voter");
+    let status = cluster.handle(4).status();
+    assert!(
+        status.snapshot.index > 0,
+        "node 4 should have installed a snapshot: {status:?}"
+    );
+    assert_eq!(cluster.get(4, "k119").await.as_deref(), Some(&b"v"[..]));
+    let leader = cluster.wait_leader().await;
+    assert!(cluster
+        .handle(leader)
+        .status()
+        .membership
+        .voters
+        .contains(&4));
+    cluster
+        .handle(leader)
+        .remove_server(4)
+        .await
+        .expect("remove");
+    assert!(!cluster.handle(leader).status().membership.contains(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfer_and_joint_change() {
+    let mut cluster = TestCluster::new(3).await;
+    cluster.put("a", "1").await;
+    let leader = cluster.wait_leader().await;
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    cluster
+        .handle(leader)
+        .transfer_leadership(target)
+        .await
+        .expect("transfer");
+    assert_eq!(cluster.wait_leader().await, target);
+    // Replace two voters at once (joint consensus): {1,2,3} -> {1,4,5} or similar.
+    for id in [4, 5] {
+        cluster
+            .start(
+                id,
+                Arc::new(MemLogStore::new()),
+                Arc::new(MemSnapshotStore::new()),
+                Membership::default(),
+            )
+            .await;
+    }
+    let leader = cluster.wait_leader().await;
+    let target = Membership::new_voters([leader, 4, 5]);
+    let mut attempts = 0;
+    loop {
+        match cluster
+            .handle(leader)
+            .change_membership(target.clone())
+            .await
+        {
+            Ok(()) => break,
+            // A new leader refuses changes until an entry of its term commits.
+            Err(e) if e.is_retryable() && attempts < 50 => attempts += 1,
+            Err(e) => panic!("joint change: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = cluster.handle(leader).status();
+    assert_eq!(status.membership.voters, target.voters);
+    assert!(!status.membership.is_joint());
+    cluster.put("b", "2").await;
+    assert_eq!(cluster.get(5, "b").await.as_deref(), Some(&b"2"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_steps_down_and_the_majority_continues() {
+    let cluster = TestCluster::new(3).await;
+    cluster.put("a", "1").await;
+    let old = cluster.wait_leader().await;
+    cluster.router.isolate(old);
+    // Check-quorum: the isolated leader steps down on its own.
+    let mut stepped_down = false;
+    for _ in 0..200 {
+        if cluster.handle(old).status().role != Role::Leader {
+            stepped_down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stepped_down, "an isolated leader must step down");
+    // A write on the isolated old leader cannot be acknowledged.
+    assert!(cluster
+        .handle(old)
+        .propose(MemKv::set(b"lost", b"x"))
+        .await
+        .is_err());
+    cluster.router.heal();
+    cluster.put("b", "2").await;
+    assert_eq!(cluster.get(old, "b").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(cluster.get(old, "lost").await, None);
+}
