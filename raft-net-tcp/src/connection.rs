@@ -248,3 +248,102 @@ pub(crate) fn split(
         FrameWriter::new(write_half, config),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use raft_core::{LogId, Message, MessageBody};
+    use tokio::io::{duplex, AsyncWriteExt};
+    use tokio::time::sleep;
+
+    use super::*;
+
+    fn heartbeat_bytes() -> Vec<u8> {
+        let message = Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::AppendEntries {
+                prev_log_id: LogId::ZERO,
+                entries: Vec::new(),
+                leader_commit: 0,
+                round: 1,
+            },
+        };
+        codec::encode_frame_to_vec(&Frame::Raft(message), 1 << 20).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_byte_per_second_is_cut_off_by_the_frame_timeout() {
+        let config = TcpConfig::new(1, 1); // default 30 s frame timeout
+        let (client, server) = duplex(1024);
+        let mut reader = FrameReader::new(server, &config, Some(config.idle_timeout()));
+        // A frame announcing a 64-byte body: at one byte per second it would need 68 s.
+        let mut frame_padded = 64u32.to_be_bytes().to_vec();
+        frame_padded.resize(4 + 64, 0x90);
+        let trickle = tokio::spawn(async move {
+            let mut client = client;
+            for byte in frame_padded {
+                if client.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+                sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let started = Instant::now();
+        let result = reader.read_frame().await;
+        assert!(
+            matches!(result, Err(Error::FrameTimeout { timeout_ms: 30_000 })),
+            "{result:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "{waited:?}"
+        );
+        trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_hits_the_idle_timeout_between_frames() {
+        let config = TcpConfig::new(1, 1);
+        let (mut client, server) = duplex(1024);
+        let mut reader = FrameReader::new(server, &config, Some(Duration::from_secs(60)));
+        client.write_all(&heartbeat_bytes()).await.unwrap();
+        assert!(matches!(
+            reader.read_frame().await,
+            Ok(Some(Frame::Raft(_)))
+        ));
+        let started = Instant::now();
+        let result = reader.read_frame().await;
+        assert!(
+            matches!(result, Err(Error::IdleTimeout { timeout_ms: 60_000 })),
+            "{result:?}"
+        );
+        assert_eq!(started.elapsed().as_secs(), 60);
+        // Without an idle timeout the same wait ends only when the peer closes.
+        let (client, server) = duplex(1024);
+        let mut reader = FrameReader::new(server, &config, None);
+        let closer = tokio::spawn(async move {
+            sleep(Duration::from_secs(3_600)).await;
+            drop(client);
+        });
+        assert!(matches!(reader.read_frame().await, Ok(None)));
+        closer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eof_in_the_middle_of_a_frame_is_an_error() {
+        let config = TcpConfig::new(1, 1);
+        let (mut client, server) = duplex(1024);
+        let mut reader = FrameReader::new(server, &config, None);
+        let frame = heartbeat_bytes();
+        client.write_all(&frame[..frame.len() - 3]).await.unwrap();
+        drop(client);
+        let result = reader.read_frame().await;
+        let expected = (frame.len() - 3) as u64;
+        assert!(
+            matches!(result, Err(Error::UnexpectedEof { buffered_bytes }) if buffered_bytes == expected),
+            "{result:?}"
+        );
+    }
+}
