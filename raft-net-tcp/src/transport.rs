@@ -70,6 +70,8 @@ pub struct PeerStats {
     pub dropped_too_large: u64,
     /// Raft connections established so far.
     pub connections: u64,
+    /// Snapshot chunks the peer acknowledged.
+    pub snapshot_chunks_acked: u64,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +81,7 @@ struct PeerCounters {
     dropped_unreachable: AtomicU64,
     dropped_too_large: AtomicU64,
     connections: AtomicU64,
+    snapshot_chunks_acked: AtomicU64,
 }
 
 impl PeerCounters {
@@ -136,6 +139,7 @@ impl TcpTransport {
             dropped_unreachable: counters.dropped_unreachable.load(Ordering::Relaxed),
             dropped_too_large: counters.dropped_too_large.load(Ordering::Relaxed),
             connections: counters.connections.load(Ordering::Relaxed),
+            snapshot_chunks_acked: counters.snapshot_chunks_acked.load(Ordering::Relaxed),
         })
     }
 
@@ -177,11 +181,13 @@ impl Inner {
             counters: counters.clone(),
             backoff,
         };
+        let snapshot_seed = seed.rotate_left(17);
+        let snapshot = SnapshotLink::new(node, addr, config, counters.clone(), snapshot_seed);
         Peer {
             addr: addr.to_owned(),
             queue,
             counters,
-            snapshot: Arc::new(SnapshotLink::new(node, addr, config, seed.rotate_left(17))),
+            snapshot: Arc::new(snapshot),
             task: self.runtime.spawn(task.run()),
         }
     }
@@ -386,6 +392,7 @@ struct SnapshotLink {
     node: NodeId,
     addr: String,
     config: Arc<TcpConfig>,
+    counters: Arc<PeerCounters>,
     state: tokio::sync::Mutex<LinkState>,
 }
 
@@ -397,7 +404,13 @@ struct LinkState {
 }
 
 impl SnapshotLink {
-    fn new(node: NodeId, addr: &str, config: Arc<TcpConfig>, seed: u64) -> SnapshotLink {
+    fn new(
+        node: NodeId,
+        addr: &str,
+        config: Arc<TcpConfig>,
+        counters: Arc<PeerCounters>,
+        seed: u64,
+    ) -> SnapshotLink {
         let backoff = Backoff::new(
             config.reconnect_backoff_ms_min,
             config.reconnect_backoff_ms_max,
@@ -407,6 +420,7 @@ impl SnapshotLink {
             node,
             addr: addr.to_owned(),
             config,
+            counters,
             state: tokio::sync::Mutex::new(LinkState {
                 connection: None,
                 backoff,
@@ -421,7 +435,10 @@ impl SnapshotLink {
             .call(|id| Frame::SnapshotChunk { id, chunk })
             .await?
         {
-            Frame::SnapshotAck { ack, .. } => Ok(ack),
+            Frame::SnapshotAck { ack, .. } => {
+                PeerCounters::add(&self.counters.snapshot_chunks_acked, 1);
+                Ok(ack)
+            }
             frame => Err(Error::UnexpectedFrame { kind: frame.name() }),
         }
     }

@@ -50,6 +50,7 @@ async fn a_slow_snapshot_does_not_delay_heartbeats() {
     assert_eq!(offsets, vec![32 * 1024, 64 * 1024]);
     assert_eq!(acks[0].status, ChunkStatus::Accepted);
     assert_eq!(acks[1].status, ChunkStatus::Complete);
+    assert_eq!(transport.peer_stats(2).unwrap().snapshot_chunks_acked, 2);
 }
 
 #[tokio::test]
