@@ -479,3 +479,28 @@ impl SnapshotLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_needs_a_runtime_and_a_node_id() {
+        assert!(matches!(
+            TcpTransport::new(TcpConfig::new(1, 1)),
+            Err(Error::NoRuntime)
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        assert!(TcpTransport::new(TcpConfig::new(1, 1)).is_ok());
+        assert!(matches!(
+            TcpTransport::new(TcpConfig::new(1, 0)),
+            Err(Error::InvalidConfig {
+                field: "node_id",
+                ..
+            })
+        ));
+    }
+}
