@@ -39,6 +39,8 @@ pub(crate) struct FrameReader<R = OwnedReadHalf> {
     frame_started: Option<Instant>,
     /// When the wait for the next frame started (for the idle timeout).
     idle_since: Instant,
+    /// While set, the idle timeout does not apply (the connection has requests in flight).
+    idle_paused: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -52,7 +54,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             frame_timeout: config.frame_timeout(),
             frame_started: None,
             idle_since: Instant::now(),
+            idle_paused: false,
         }
+    }
+
+    /// Restarts the idle timer: the connection just did something (e.g. sent an answer), so
+    /// the quiet time before the next frame counts from now, not from the previous frame.
+    pub(crate) fn touch(&mut self) {
+        self.idle_since = Instant::now();
+    }
+
+    /// Suspends the idle timeout while `busy` (requests in flight); it restarts from now when
+    /// the connection stops being busy.
+    pub(crate) fn set_busy(&mut self, busy: bool) {
+        if self.idle_paused && !busy {
+            self.touch();
+        }
+        self.idle_paused = busy;
     }
 
     /// The next frame; `Ok(None)` when the peer closed the connection between frames.
@@ -77,7 +95,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         timeout_ms: self.frame_timeout.as_millis() as u64,
                     },
                 ),
-                None => match self.idle_timeout {
+                None => match self.idle_timeout.filter(|_| !self.idle_paused) {
                     Some(idle) => (
                         self.idle_since + idle,
                         Error::IdleTimeout {

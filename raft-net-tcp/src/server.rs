@@ -355,6 +355,7 @@ impl Link<'_> {
                     // One chunk at a time: chunks of a snapshot must be written in order.
                     let ack = self.shared.raft.deliver_snapshot_chunk(chunk).await;
                     self.writer.send(&Frame::SnapshotAck { id, ack }).await?;
+                    self.reader.touch();
                 }
                 frame => self.reject(&frame, Channel::Snapshot).await?,
             }
@@ -373,6 +374,8 @@ impl Link<'_> {
             if !reading && inflight.is_empty() {
                 return Ok(());
             }
+            // A client waiting for answers is not idle, however long its requests take.
+            self.reader.set_busy(!inflight.is_empty());
             tokio::select! {
                 Some(joined) = inflight.join_next_with_id() => {
                     let frame = match joined {

@@ -248,3 +248,20 @@ async fn a_panicking_handler_fails_its_request_only() {
     assert_eq!(fine, ClientResponse::Ok(Bytes::from_static(b"fine")));
     assert_eq!(server.stats().connections_accepted, 1, "same connection");
 }
+
+#[tokio::test]
+async fn a_request_longer_than_the_idle_timeout_keeps_its_connection() {
+    let mut server_config = config(1);
+    server_config.idle_timeout_ms = 200;
+    let server = start_server(1, server_config).await;
+    let client = TcpClient::new(server.addr(), config(0)).unwrap();
+    // 500 ms in the handler, with nothing else on the connection.
+    let slow = client.request(Bytes::from_static(&[50, 1])).await.unwrap();
+    assert_eq!(slow, ClientResponse::Ok(Bytes::from_static(&[50, 1])));
+    let next = client.request(Bytes::from_static(&[0, 2])).await.unwrap();
+    assert_eq!(next, ClientResponse::Ok(Bytes::from_static(&[0, 2])));
+    assert_eq!(server.server.stats().connections_accepted, 1);
+    // Once quiet, the connection does idle out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.server.stats().connections_open, 0);
+}

@@ -119,3 +119,27 @@ async fn chunk_failures_are_transport_errors() {
         "{second:?}"
     );
 }
+
+#[tokio::test]
+async fn the_idle_timeout_counts_from_the_last_answer_not_the_last_request() {
+    // Chunks take 500 ms to write, longer than the 300 ms idle timeout: the connection is busy,
+    // not idle, and must survive between one chunk's ack and the next chunk.
+    let mut server_config = config(2);
+    server_config.idle_timeout_ms = 300;
+    let server =
+        start_server_with(2, server_config, Duration::from_millis(500), "127.0.0.1:0").await;
+    let transport = TcpTransport::new(config(1)).unwrap();
+    transport.set_peers(&BTreeMap::from([(2, server.addr())]));
+    for i in 0..3u64 {
+        let ack = transport
+            .send_snapshot_chunk(chunk(1, 2, i, b"x", i == 2))
+            .await;
+        assert_eq!(ack.expect("chunk acknowledged").next_offset, i + 1);
+    }
+    let stats = server.server.stats();
+    assert_eq!(
+        (stats.connections_accepted, stats.connections_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+}
