@@ -424,8 +424,9 @@ fn fill<S: BenchStore>(dir: &Path, entries: u64, payloads: &[Bytes]) -> S {
 }
 
 fn bench_reads<S: BenchStore>(c: &mut Criterion, payloads: &[Bytes]) {
+    // Filled on first use, so that a filter that skips these benchmarks skips the fill too.
     let dir = tempfile::tempdir().unwrap();
-    let mut store = fill::<S>(dir.path(), READ_LOG_ENTRIES, payloads);
+    let mut filled: Option<S> = None;
     let mut group = c.benchmark_group("read/256B/sequential");
     group
         .sample_size(10)
@@ -433,6 +434,7 @@ fn bench_reads<S: BenchStore>(c: &mut Criterion, payloads: &[Bytes]) {
     group.measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(READ_LOG_ENTRIES));
     group.bench_function(BenchmarkId::from_parameter(S::NAME), |b| {
+        let store = filled.get_or_insert_with(|| fill::<S>(dir.path(), READ_LOG_ENTRIES, payloads));
         b.iter(|| {
             let mut bytes = 0;
             let mut low = 1;
@@ -456,6 +458,7 @@ fn bench_reads<S: BenchStore>(c: &mut Criterion, payloads: &[Bytes]) {
     group.measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(POINT_READS));
     group.bench_function(BenchmarkId::from_parameter(S::NAME), |b| {
+        let store = filled.get_or_insert_with(|| fill::<S>(dir.path(), READ_LOG_ENTRIES, payloads));
         b.iter(|| {
             indexes
                 .iter()
@@ -468,13 +471,17 @@ fn bench_reads<S: BenchStore>(c: &mut Criterion, payloads: &[Bytes]) {
 
 fn bench_reopen<S: BenchStore>(c: &mut Criterion, payloads: &[Bytes]) {
     let dir = tempfile::tempdir().unwrap();
-    drop(fill::<S>(dir.path(), REOPEN_LOG_ENTRIES, payloads));
+    let mut filled = false;
     let mut group = c.benchmark_group("reopen/1M x 256B");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     group
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(2));
     group.bench_function(BenchmarkId::from_parameter(S::NAME), |b| {
+        if !filled {
+            drop(fill::<S>(dir.path(), REOPEN_LOG_ENTRIES, payloads));
+            filled = true;
+        }
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {

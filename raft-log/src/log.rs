@@ -235,13 +235,16 @@ impl RaftLog {
             .sync_data()
             .map_err(|e| Error::io("sync segment", &current.path, e))?;
         writer.durable_bytes = current.end;
+        let spare_needed = needs_spare(current.end, current.capacity());
         if let Some(segment) = index.segments.iter().rev().find(|s| !s.offsets.is_empty()) {
             let last = segment.log_id(segment.next_index() - 1)?;
             if last.index > purged.index {
                 index.last = last;
             }
         }
-        start_spare(&dir, &mut writer, options);
+        if spare_needed {
+            start_spare(&dir, &mut writer, options);
+        }
         tracing::debug!(dir = %dir.display(), first = index.purged.index + 1,
             last = index.last.index, "raft-log opened");
         Ok(RaftLog {
@@ -554,6 +557,10 @@ impl RaftLog {
                 current.offsets.extend(offsets);
                 current.end = at;
                 index.last = rest[written - 1].log_id();
+                drop(index);
+                if needs_spare(at, capacity) {
+                    start_spare(&self.dir, writer, self.options);
+                }
             }
             rest = &rest[written..];
             if let Some(next) = rest.first() {
@@ -637,7 +644,6 @@ impl RaftLog {
         drop(index);
         // Only the new segment's header is on disk so far.
         writer.durable_bytes = SEGMENT_HEADER_BYTES as u64;
-        start_spare(&self.dir, writer, self.options);
         Ok(())
     }
 
@@ -815,6 +821,14 @@ fn remove_segment(dir_file: &File, segment: &Segment) -> Result<()> {
     dir_file
         .sync_all()
         .map_err(|e| Error::io("sync log directory", &segment.path, e))
+}
+
+/// Whether to prepare the next segment: once the current one is half full. Zero-filling
+/// competes with the foreground syncs for the disk (measured: starting it right after a roll
+/// cost 20% of the batch-1 append rate while it ran), so it starts as late as possible while
+/// still finishing long before the segment fills at any sustainable append rate.
+fn needs_spare(end: u64, capacity: u64) -> bool {
+    end.saturating_mul(2) >= capacity
 }
 
 /// Starts zero-filling the next spare segment in the background, unless one is under way.
