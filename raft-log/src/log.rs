@@ -184,19 +184,7 @@ impl RaftLog {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
         let dir_file = File::open(&dir).map_err(|e| Error::io("open log directory", &dir, e))?;
-        let mut names = Vec::new();
-        for item in fs::read_dir(&dir).map_err(|e| Error::io("list log directory", &dir, e))? {
-            let item = item.map_err(|e| Error::io("list log directory", &dir, e))?;
-            let name = item.file_name().to_string_lossy().into_owned();
-            if name.ends_with(TMP_SUFFIX) {
-                // An interrupted atomic replace or zero-fill: never part of the log.
-                let path = item.path();
-                fs::remove_file(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
-            } else if let Some(first_index) = parse_segment_name(&name) {
-                names.push(first_index);
-            }
-        }
-        names.sort_unstable();
+        let names = list_segments(&dir)?;
         let hard_state = read_small_file(&dir, HARD_STATE_FILE, HARD_STATE_FILE_BYTES)?
             .map(|(path, bytes)| decode_hard_state(&bytes).map_err(|r| Error::corrupt(path, 0, r)))
             .transpose()?
@@ -728,6 +716,25 @@ fn out_of_range(index: &Index, low: u64, high: u64) -> Error {
         first: index.purged.index + 1,
         next: index.last.index + 1,
     }
+}
+
+/// Deletes leftover temporary files and returns the first indexes of the segment files,
+/// sorted.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut names = Vec::new();
+    for item in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
+        let item = item.map_err(|e| Error::io("list log directory", dir, e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.ends_with(TMP_SUFFIX) {
+            // An interrupted atomic replace or zero-fill: never part of the log.
+            let path = item.path();
+            fs::remove_file(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
+        } else if let Some(first_index) = parse_segment_name(&name) {
+            names.push(first_index);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Opens the segments named `first_indexes` (sorted), deletes those wholly below the purge

@@ -157,6 +157,29 @@ fn apply(log: &RaftLog, model: &mut Model, op: &Op) -> Result<(), Error> {
     Ok(())
 }
 
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_bytes: SEGMENT_BYTES,
+    };
+    let mut log = RaftLog::open(dir.path(), options).unwrap();
+    let mut model = Model::default();
+    for op in ops {
+        if let Op::Reopen = op {
+            // Close the log (joining its preallocation thread) before opening it again.
+            drop(log);
+            log = RaftLog::open(dir.path(), options).unwrap();
+        } else {
+            apply(&log, &mut model, op)
+                .map_err(|e| TestCaseError::fail(format!("{op:?} failed: {e}")))?;
+        }
+        check(&log, &model)?;
+    }
+    drop(log);
+    let log = RaftLog::open(dir.path(), options).unwrap();
+    check(&log, &model)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -164,23 +187,20 @@ proptest! {
     fn log_matches_the_model_through_any_operation_sequence(
         ops in prop::collection::vec(op(), 1..40)
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = Options { segment_bytes: SEGMENT_BYTES };
-        let mut log = RaftLog::open(dir.path(), options).unwrap();
-        let mut model = Model::default();
-        for op in &ops {
-            if let Op::Reopen = op {
-                // Close the log (joining its preallocation thread) before opening it again.
-                drop(log);
-                log = RaftLog::open(dir.path(), options).unwrap();
-            } else {
-                apply(&log, &mut model, op)
-                    .map_err(|e| TestCaseError::fail(format!("{op:?} failed: {e}")))?;
-            }
-            check(&log, &model)?;
-        }
-        drop(log);
-        let log = RaftLog::open(dir.path(), options).unwrap();
-        check(&log, &model)?;
+        run(&ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    /// The same property over many more and longer sequences (minutes): `cargo test -p
+    /// raft-log --release -- --ignored`.
+    #[test]
+    #[ignore]
+    fn log_matches_the_model_through_long_sequences_heavy(
+        ops in prop::collection::vec(op(), 1..200)
+    ) {
+        run(&ops)?;
     }
 }
