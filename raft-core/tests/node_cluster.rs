@@ -329,3 +329,57 @@ async fn isolated_leader_steps_down_and_the_majority_continues() {
     assert_eq!(cluster.get(old, "b").await.as_deref(), Some(&b"2"[..]));
     assert_eq!(cluster.get(old, "lost").await, None);
 }
+
+/// A crash after a received snapshot was published but before the log was purged leaves a log
+/// that ends before the snapshot. The node must start from the snapshot and continue the log
+/// after it (no hole, no stale entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_a_snapshot_newer_than_the_log() {
+    use raft_core::node::{LogStore, SnapshotStore, StateMachine};
+    use raft_core::{Entry, LogId, SnapshotMeta};
+
+    let log = Arc::new(MemLogStore::new());
+    let stale: Vec<Entry> = (1..=5)
+        .map(|i| Entry::normal(1, i, MemKv::set(b"old", b"x")))
+        .collect();
+    log.append(stale).await.unwrap();
+    let snapshots = Arc::new(MemSnapshotStore::new());
+    let mut source = MemKv::new();
+    source
+        .apply(&[Entry::normal(2, 1, MemKv::set(b"k", b"from-snapshot"))])
+        .await
+        .unwrap();
+    let meta = SnapshotMeta {
+        last_log_id: LogId::new(2, 10),
+        membership: Membership::new_voters([1]),
+        membership_log_id: LogId::ZERO,
+        size_bytes: 0,
+        crc32: 0,
+        created_unix_ms: 0,
+    };
+    let mut writer = snapshots.begin(meta).await.unwrap();
+    source.build_snapshot(&mut writer).await.unwrap();
+    writer.finish().await.unwrap();
+
+    let mut cluster = TestCluster {
+        router: MemRouter::new(),
+        nodes: BTreeMap::new(),
+        initial: Membership::new_voters([1]),
+    };
+    cluster
+        .start(1, log.clone(), snapshots, Membership::new_voters([1]))
+        .await;
+    cluster.put("k2", "v2").await;
+    assert_eq!(
+        cluster.get(1, "k").await.as_deref(),
+        Some(&b"from-snapshot"[..])
+    );
+    assert_eq!(
+        cluster.get(1, "old").await,
+        None,
+        "stale log entries must not be applied"
+    );
+    let state = log.state().await.unwrap();
+    assert_eq!(state.purged, LogId::new(2, 10));
+    assert!(state.last.index > 10);
+}

@@ -104,6 +104,7 @@ impl Driver {
             delay_steps_max: 1 + rng.below(4),
             persist_delay_steps_max: rng.below(4),
             tick_skip: [0, 50][rng.below(2) as usize],
+            torn_write: [0, 2, 10][rng.below(3) as usize],
         };
         let cluster = Cluster::new(seed, voters, spares, config, faults);
         let incarnations = cluster.ids().into_iter().map(|id| (id, 0)).collect();
@@ -578,6 +579,7 @@ fn simulation() {
                 total.config_changes += stats.config_changes;
                 total.transfers += stats.transfers;
                 total.messages += stats.messages;
+                total.torn_writes += stats.torn_writes;
                 total.ops_completed += stats.ops_completed;
                 total.ops_unknown += stats.ops_unknown;
                 continue;
@@ -594,13 +596,14 @@ fn simulation() {
         );
     }
     println!(
-        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes, {} config changes, {} transfers, {} snapshots built, {} installed, {} messages)",
+        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes ({} torn writes), {} config changes, {} transfers, {} snapshots built, {} installed, {} messages)",
         seeds.len(),
         total.steps,
         total.ops_completed,
         total.ops_unknown,
         total.elections,
         total.crashes,
+        total.torn_writes,
         total.config_changes,
         total.transfers,
         total.snapshots_built,

@@ -285,6 +285,7 @@ impl Engine {
         } else {
             log.applied = snapshot_id.index.max(log.offset().index);
         }
+        let log_last_term = log.last_log_id().term;
         let committed_membership = match &snapshot {
             Some(s) => (s.membership_log_id, s.membership.clone()),
             None => (LogId::ZERO, initial_membership),
@@ -296,10 +297,12 @@ impl Engine {
             config,
             rng,
             role: Role::Follower,
-            term: hard_state.term,
-            voted_for: hard_state.voted_for,
+            // A snapshot received just before a crash can carry a newer term than the hard
+            // state had time to record; never run behind the terms in our own log.
+            term: hard_state.term.max(log_last_term),
+            voted_for: if log_last_term > hard_state.term { None } else { hard_state.voted_for },
             leader: None,
-            hard_state_dirty: false,
+            hard_state_dirty: log_last_term > hard_state.term,
             log,
             committed_membership,
             pending_configs: Vec::new(),

@@ -170,6 +170,12 @@ where
             "the log was purged but no snapshot exists".into(),
         ));
     }
+    let (state, entries) = match &snapshot {
+        Some(meta) => align_log_with_snapshot(log.as_ref(), state, entries, meta.last_log_id)
+            .await
+            .map_err(|e| fatal("aligning the log with the snapshot", &e))?,
+        None => (state, entries),
+    };
     let restored = RestoredState {
         hard_state: state.hard_state,
         snapshot: snapshot.clone(),
@@ -238,6 +244,35 @@ where
     runtime.publish_status(NodeState::Running);
     tokio::spawn(runtime.run());
     Ok(handle)
+}
+
+/// A crash between publishing a received snapshot and purging the log leaves a log that does
+/// not continue the snapshot. Make it do so now, exactly as the install would have: keep the
+/// suffix after the snapshot only if the log holds the snapshot's last entry.
+async fn align_log_with_snapshot<L: LogStore>(
+    log: &L,
+    state: super::storage::LogState,
+    entries: Vec<crate::types::Entry>,
+    snapshot: LogId,
+) -> Result<(super::storage::LogState, Vec<crate::types::Entry>), StorageError> {
+    if snapshot.index <= state.purged.index {
+        return Ok((state, entries));
+    }
+    let holds_snapshot_entry = entries
+        .iter()
+        .any(|e| e.index == snapshot.index && e.term == snapshot.term);
+    if holds_snapshot_entry {
+        return Ok((state, entries));
+    }
+    warn!(%snapshot, last = %state.last, "log does not continue the snapshot; discarding it");
+    log.truncate(state.purged.index + 1).await?;
+    log.purge(snapshot).await?;
+    let state = super::storage::LogState {
+        purged: snapshot,
+        last: snapshot,
+        ..state
+    };
+    Ok((state, Vec::new()))
 }
 
 async fn load_entries<L: LogStore>(

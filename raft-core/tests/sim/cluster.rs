@@ -162,8 +162,31 @@ impl Disk {
 
     fn append(&mut self, entries: &[Entry]) {
         for e in entries {
-            assert_eq!(e.index, self.last_index() + 1, "disk append leaves a hole");
+            assert_eq!(
+                e.index,
+                self.last_index() + 1,
+                "disk append leaves a hole: purged {} snapshot {:?}",
+                self.purged,
+                self.snapshot.as_ref().map(|(m, _)| m.last_log_id)
+            );
             self.entries.push(e.clone());
+        }
+    }
+
+    /// What the node runtime does at start after a crash between publishing a snapshot and
+    /// purging the log: keep the log only if it continues the snapshot.
+    fn align_with_snapshot(&mut self) {
+        let Some((meta, _)) = &self.snapshot else {
+            return;
+        };
+        let snap = meta.last_log_id;
+        if snap.index <= self.purged.index {
+            return;
+        }
+        let continues = self.entries.iter().any(|e| e.log_id() == snap);
+        if !continues {
+            self.entries.clear();
+            self.purged = snap;
         }
     }
 
@@ -227,6 +250,8 @@ pub struct Faults {
     pub persist_delay_steps_max: u64,
     /// Probability that a node's clock skips a tick in a step (clock skew).
     pub tick_skip: u64,
+    /// Probability that a write is torn by a crash part way through its steps.
+    pub torn_write: u64,
 }
 
 impl Faults {
@@ -237,6 +262,7 @@ impl Faults {
             delay_steps_max: 1,
             persist_delay_steps_max: 0,
             tick_skip: 0,
+            torn_write: 0,
         }
     }
 }
@@ -260,6 +286,7 @@ pub struct Stats {
     pub snapshots_built: u64,
     pub config_changes: u64,
     pub transfers: u64,
+    pub torn_writes: u64,
     pub ops_completed: u64,
     pub ops_unknown: u64,
 }
@@ -362,6 +389,7 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         assert!(node.engine.is_none());
+        node.disk.align_with_snapshot();
         let restored = RestoredState {
             hard_state: node.disk.hard_state,
             snapshot: node.disk.snapshot.as_ref().map(|(m, _)| m.clone()),
@@ -520,7 +548,26 @@ impl Cluster {
     }
 
     fn finish_ready(&mut self, id: NodeId, ready: Ready) {
+        // A torn write: the node crashes after a prefix of the write steps (snapshot, truncate,
+        // hard state, then some of the entries), as a real runtime can.
+        let torn = self.rng.chance(self.faults.torn_write);
+        let steps_done = if torn { self.rng.below(4) } else { 4 };
+        let entries_done = match steps_done {
+            0..=2 => 0,
+            3 => self.rng.below(ready.entries.len() as u64 + 1) as usize,
+            _ => ready.entries.len(),
+        };
         let node = self.nodes.get_mut(&id).unwrap();
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!(
+                "step {} node {id}: snapshot {:?} truncate {:?} hs {:?} entries {:?} torn {torn}/{steps_done}",
+                self.step_no,
+                ready.snapshot.as_ref().map(|m| m.last_log_id),
+                ready.truncate_from,
+                ready.hard_state,
+                ready.entries.iter().map(|e| e.index).collect::<Vec<_>>()
+            );
+        }
         // Step 2: durable writes.
         if let Some(meta) = &ready.snapshot {
             let kv = node
@@ -536,18 +583,26 @@ impl Cluster {
                 kv.applied, meta.last_log_id,
                 "snapshot data labelled differently"
             );
-            node.disk.purge(meta.last_log_id);
+            // The snapshot is published first; the log is purged after it.
             node.disk.snapshot = Some((meta.clone(), kv.clone()));
+            if steps_done > 0 {
+                node.disk.purge(meta.last_log_id);
+            }
             node.kv = kv;
             self.stats.snapshots_installed += 1;
         }
-        if let Some(from) = ready.truncate_from {
+        if let Some(from) = ready.truncate_from.filter(|_| steps_done > 1) {
             node.disk.truncate(from);
         }
-        if let Some(hs) = ready.hard_state {
+        if let Some(hs) = ready.hard_state.filter(|_| steps_done > 2) {
             node.disk.hard_state = hs;
         }
-        node.disk.append(&ready.entries);
+        node.disk.append(&ready.entries[..entries_done]);
+        if torn {
+            self.stats.torn_writes += 1;
+            self.crash(id);
+            return;
+        }
         let engine = node.engine.as_mut().unwrap();
         if let Some(last) = ready.entries.last() {
             engine.on_persisted(last.log_id());
