@@ -1,5 +1,164 @@
-//! The `raft` binary (work in progress, see the raft-cli issue).
-fn main() {
-    eprintln!("raft: the node binary is not built yet; see README.md");
-    std::process::exit(2);
+//! The `raft` binary: parses arguments, sets up logging, and calls the raft-cli library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raft_cli::admin::{self, ClusterArgs, MembersCommand};
+use raft_cli::config::NodeArgs;
+use raft_core::NodeId;
+use tracing_subscriber::EnvFilter;
+
+/// A replicated key-value store on Raft, with a Redis-protocol front end.
+#[derive(Parser, Debug)]
+#[command(name = "raft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs one node of a replicated key-value store.
+    Node(NodeArgs),
+    /// Starts a local 3-node cluster, kills its leader, adds and removes a node, and reports.
+    Demo,
+    /// A closed-loop load generator against a running cluster.
+    Bench(raft_cli::bench::BenchArgs),
+    /// Sets KEY to VALUE.
+    Put {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Prints the value of KEY (linearizable read); exits with 1 if it is absent.
+    Get {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+    },
+    /// Deletes KEY.
+    Delete {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+    },
+    /// Sets KEY to NEW if it holds --expected (or, without it, if it is absent); exits with 1
+    /// if it did not write.
+    Cas {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+        /// The new value.
+        new: String,
+        /// The value KEY must hold.
+        #[arg(long)]
+        expected: Option<String>,
+    },
+    /// A table of the members: id, address, role, term, commit, applied, match, lag.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Adds, promotes, removes or lists members.
+    Members {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Hands leadership to node ID.
+    TransferLeader {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The new leader.
+        id: NodeId,
+    },
+    /// Builds a snapshot now (on the leader, or on --node).
+    Snapshot {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The member to snapshot.
+        #[arg(long, value_name = "HOST:PORT")]
+        node: Option<String>,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("raft: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("raft: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a command; `Ok(false)` means "ran, but the answer is negative" (exit code 1).
+async fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Node(args) => {
+            let settings = args.resolve()?;
+            init_logging(&settings.log_level);
+            raft_cli::node::run(settings).await?;
+        }
+        command => {
+            init_logging("warn");
+            return run_client(command).await;
+        }
+    }
+    Ok(true)
+}
+
+async fn run_client(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Node(_) => unreachable!("handled by run"),
+        Command::Demo => raft_cli::demo::run().await?,
+        Command::Bench(args) => raft_cli::bench::run(args).await?,
+        Command::Put {
+            cluster,
+            key,
+            value,
+        } => admin::put(&cluster, &key, &value).await?,
+        Command::Get { cluster, key } => return admin::get(&cluster, &key).await,
+        Command::Delete { cluster, key } => admin::delete(&cluster, &key).await?,
+        Command::Cas {
+            cluster,
+            key,
+            new,
+            expected,
+        } => return admin::cas(&cluster, &key, &new, expected.as_deref()).await,
+        Command::Status { cluster } => admin::status(&cluster).await?,
+        Command::Members { cluster, command } => admin::members(&cluster, command).await?,
+        Command::TransferLeader { cluster, id } => admin::transfer_leader(&cluster, id).await?,
+        Command::Snapshot { cluster, node } => admin::snapshot(&cluster, node.as_deref()).await?,
+    }
+    Ok(true)
 }

@@ -1,0 +1,233 @@
+//! The native client subcommands: put, get, delete, cas, status, members, transfer-leader and
+//! snapshot. Each finds the leader itself through [`ClusterClient`].
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use raft_core::NodeId;
+
+use crate::client::ClusterClient;
+use crate::config::CLUSTER_ID_DEFAULT;
+use crate::proto::{Reply, Request, StatusReport};
+
+/// Default member list of client commands: the by-hand cluster of the README.
+pub const CLUSTER_DEFAULT: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+/// Where the cluster is.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Addresses of some members (any one is enough).
+    #[arg(long, env = "RAFT_CLUSTER", default_value = CLUSTER_DEFAULT, value_name = "HOST:PORT,...")]
+    pub cluster: String,
+    /// Cluster id checked in the handshake.
+    #[arg(long, default_value_t = CLUSTER_ID_DEFAULT)]
+    pub cluster_id: u64,
+}
+
+impl ClusterArgs {
+    /// The member addresses.
+    pub fn addrs(&self) -> Vec<String> {
+        self.cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// A client of the cluster.
+    pub fn client(&self) -> anyhow::Result<ClusterClient> {
+        let addrs = self.addrs();
+        if addrs.is_empty() {
+            bail!("--cluster lists no address");
+        }
+        Ok(ClusterClient::new(addrs, self.cluster_id))
+    }
+}
+
+/// `raft members ...`.
+#[derive(Subcommand, Debug)]
+pub enum MembersCommand {
+    /// Adds a server: as a voter (caught up first, then promoted) or with --learner.
+    Add {
+        /// The new server's id.
+        id: NodeId,
+        /// Its Raft address.
+        addr: String,
+        /// Add as a non-voting learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Promotes a learner to voter.
+    Promote {
+        /// The learner's id.
+        id: NodeId,
+    },
+    /// Removes a server.
+    Remove {
+        /// The server's id.
+        id: NodeId,
+    },
+    /// Lists the members.
+    List,
+}
+
+fn bytes(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+/// `raft put KEY VALUE`.
+pub async fn put(cluster: &ClusterArgs, key: &str, value: &str) -> anyhow::Result<()> {
+    cluster.client()?.put(bytes(key), bytes(value)).await?;
+    println!("OK");
+    Ok(())
+}
+
+/// `raft get KEY`: prints the value; exits non-zero if absent.
+pub async fn get(cluster: &ClusterArgs, key: &str) -> anyhow::Result<bool> {
+    match cluster.client()?.get(bytes(key)).await? {
+        Some(value) => {
+            println!("{}", String::from_utf8_lossy(&value));
+            Ok(true)
+        }
+        None => {
+            println!("(nil)");
+            Ok(false)
+        }
+    }
+}
+
+/// `raft delete KEY`.
+pub async fn delete(cluster: &ClusterArgs, key: &str) -> anyhow::Result<()> {
+    let existed = cluster.client()?.delete(bytes(key)).await?;
+    println!("{}", if existed { "deleted" } else { "(absent)" });
+    Ok(())
+}
+
+/// `raft cas KEY NEW [--expected OLD]`: returns whether it wrote.
+pub async fn cas(
+    cluster: &ClusterArgs,
+    key: &str,
+    new: &str,
+    expected: Option<&str>,
+) -> anyhow::Result<bool> {
+    let client = cluster.client()?;
+    let (written, previous) = client
+        .cas(bytes(key), expected.map(bytes), bytes(new))
+        .await?;
+    let previous = previous.map_or("(nil)".into(), |v| String::from_utf8_lossy(&v).into_owned());
+    if written {
+        println!("OK (was {previous})");
+    } else {
+        println!("not written: current value is {previous}");
+    }
+    Ok(written)
+}
+
+/// `raft status`: a table of every member.
+pub async fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let client = cluster.client()?;
+    let leader = client.leader_status().await.context("finding the leader")?;
+    println!(
+        "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
+        "id", "address", "role", "term", "commit", "applied", "match", "lag"
+    );
+    for member in &leader.members {
+        let row = client.status_at(&member.addr).await;
+        let matched = if member.id == leader.id {
+            Some(leader.last_index)
+        } else {
+            leader
+                .peers
+                .iter()
+                .find(|p| p.id == member.id)
+                .map(|p| p.match_index)
+        };
+        let lag = matched.map(|m| leader.last_index.saturating_sub(m));
+        let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        match row {
+            Ok(s) => println!(
+                "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
+                member.id,
+                member.addr,
+                s.role,
+                s.term,
+                s.commit_index,
+                s.applied_index,
+                show(matched),
+                show(lag)
+            ),
+            Err(_) => println!(
+                "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
+                member.id,
+                member.addr,
+                "down",
+                "-",
+                "-",
+                "-",
+                show(matched),
+                show(lag)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `raft members ...`.
+pub async fn members(cluster: &ClusterArgs, command: MembersCommand) -> anyhow::Result<()> {
+    let client = cluster.client()?;
+    let request = match command {
+        MembersCommand::Add { id, addr, learner } if learner => Request::AddLearner { id, addr },
+        MembersCommand::Add { id, addr, .. } => Request::AddVoter { id, addr },
+        MembersCommand::Promote { id } => Request::Promote { id },
+        MembersCommand::Remove { id } => Request::Remove { id },
+        MembersCommand::List => {
+            print_members(&client.leader_status().await?);
+            return Ok(());
+        }
+    };
+    client.call(&request).await?;
+    println!("OK");
+    print_members(&client.leader_status().await?);
+    Ok(())
+}
+
+fn print_members(status: &StatusReport) {
+    for m in &status.members {
+        let kind = if m.voter { "voter" } else { "learner" };
+        println!("{:>4}  {:<22} {kind}", m.id, m.addr);
+    }
+}
+
+/// `raft transfer-leader ID`.
+pub async fn transfer_leader(cluster: &ClusterArgs, id: NodeId) -> anyhow::Result<()> {
+    cluster
+        .client()?
+        .call(&Request::TransferLeader { id })
+        .await?;
+    println!("OK: node {id} leads");
+    Ok(())
+}
+
+/// `raft snapshot [--node ADDR]`: on the leader, or on the given member.
+pub async fn snapshot(cluster: &ClusterArgs, node: Option<&str>) -> anyhow::Result<()> {
+    let client = cluster.client()?;
+    let reply = match node {
+        Some(addr) => client.call_at(addr, &Request::Snapshot).await?,
+        None => {
+            let leader = client.leader_status().await?;
+            let addr = leader
+                .members
+                .iter()
+                .find(|m| m.id == leader.id)
+                .map(|m| m.addr.clone())
+                .unwrap_or_default();
+            client.call_at(&addr, &Request::Snapshot).await?
+        }
+    };
+    match reply {
+        Reply::Snapshot { index } => println!("snapshot at index {index}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The settings of `raft node`: a TOML file (`--config`) with every field optional, flags
+//! overriding it, and the conversion into raft-core's and raft-net-tcp's configurations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use raft_core::node::NodeConfig;
+use raft_core::{Membership, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::snapshots;
+
+/// Default cluster id: every handshake carries it; nodes and clients must agree.
+pub const CLUSTER_ID_DEFAULT: u64 = 1;
+/// Largest configuration file read, in bytes: a real one is a few hundred bytes.
+const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Everything a node needs to run. Field names are the keys of the TOML file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// This server's id (1 or more).
+    pub id: NodeId,
+    /// Address for Raft and native client traffic.
+    pub listen: String,
+    /// Address other members and clients use to reach this node (default: `listen`).
+    pub advertise: Option<String>,
+    /// Directory of the log and snapshots.
+    pub data_dir: PathBuf,
+    /// Initial voters `ID=HOST:PORT,...`, used only when the data directory is new.
+    pub peers: Option<String>,
+    /// Join an existing cluster through this member's address.
+    pub join: Option<String>,
+    /// Address of the Redis-protocol endpoint (none: no Redis endpoint).
+    pub redis_listen: Option<String>,
+    /// Cluster id checked in every handshake.
+    pub cluster_id: u64,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
+    pub log_level: String,
+    /// Milliseconds per engine tick; every time below is rounded up to whole ticks.
+    pub tick_ms: u64,
+    /// Lower bound of the randomized election timeout, in milliseconds.
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomized election timeout, in milliseconds.
+    pub election_timeout_ms_max: u64,
+    /// Interval between a leader's heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Build a snapshot when this many entries were applied since the last one (0: never).
+    pub snapshot_distance: u64,
+    /// Entries kept in the log below a snapshot for slow followers.
+    pub snapshot_trailing_entries: u64,
+    /// Bytes per snapshot chunk sent to a follower.
+    pub snapshot_chunk_bytes: u32,
+    /// Entries per AppendEntries message, at most.
+    pub entries_per_message_max: usize,
+    /// Payload bytes per AppendEntries message, at most.
+    pub message_bytes_max: u64,
+    /// AppendEntries messages in flight to one peer, at most.
+    pub inflight_messages_max: usize,
+    /// Uncommitted entries the leader accepts before refusing proposals (back-pressure).
+    pub uncommitted_entries_max: u64,
+    /// Payload bytes of one entry (one write), at most.
+    pub entry_bytes_max: u64,
+    /// A client request gives up after this long, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// A membership change gives up after this long, in milliseconds.
+    pub membership_timeout_ms: u64,
+    /// Run a pre-vote round before an election.
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum; followers ignore disruptive candidates.
+    pub check_quorum: bool,
+    /// Serve reads from a leader lease instead of a heartbeat round.
+    pub lease_read: bool,
+    /// Size of each log segment file, in bytes.
+    pub log_segment_bytes: u64,
+    /// Redis connections served at once, at most.
+    pub redis_connections_max: u32,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        let engine = raft_core::engine::Config::default();
+        let node = NodeConfig::new(1);
+        NodeSettings {
+            id: 1,
+            listen: "127.0.0.1:7001".into(),
+            advertise: None,
+            data_dir: PathBuf::from("raft-data"),
+            peers: None,
+            join: None,
+            redis_listen: None,
+            cluster_id: CLUSTER_ID_DEFAULT,
+            log_level: "info".into(),
+            tick_ms: node.tick_ms,
+            election_timeout_ms_min: engine.election_ticks_min * node.tick_ms,
+            election_timeout_ms_max: engine.election_ticks_max * node.tick_ms,
+            heartbeat_interval_ms: engine.heartbeat_ticks * node.tick_ms,
+            snapshot_distance: snapshots::SNAPSHOT_DISTANCE_DEFAULT,
+            snapshot_trailing_entries: snapshots::SNAPSHOT_TRAILING_ENTRIES_DEFAULT,
+            snapshot_chunk_bytes: node.snapshot_chunk_bytes,
+            entries_per_message_max: engine.entries_per_message_max,
+            message_bytes_max: engine.message_bytes_max,
+            inflight_messages_max: engine.inflight_messages_max,
+            uncommitted_entries_max: engine.uncommitted_entries_max,
+            entry_bytes_max: engine.entry_bytes_max,
+            request_timeout_ms: node.request_timeout_ms,
+            membership_timeout_ms: node.membership_timeout_ms,
+            pre_vote: engine.pre_vote,
+            check_quorum: engine.check_quorum,
+            lease_read: engine.lease_read,
+            log_segment_bytes: raft_log::SEGMENT_BYTES_DEFAULT,
+            redis_connections_max: crate::redis::CONNECTIONS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// The flags of `raft node`; each overrides the same key of the configuration file.
+#[derive(Args, Debug, Default)]
+pub struct NodeArgs {
+    /// TOML file with any of the settings below (keys in snake_case, e.g. `data_dir`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// This server's id (1 or more).
+    #[arg(long)]
+    pub id: Option<NodeId>,
+    /// Address for Raft and native client traffic.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address others use to reach this node (default: --listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Directory of the log and snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Initial voters, used only when the data directory is new.
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Join an existing cluster through any member (caught up as a learner, then promoted).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// Serve the Redis protocol (RESP2) on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub redis_listen: Option<String>,
+    /// Cluster id checked in every handshake.
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// Log filter: error, warn, info, debug, trace or a tracing directive.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Milliseconds per engine tick.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Lower bound of the randomized election timeout (ms).
+    #[arg(long)]
+    pub election_timeout_ms_min: Option<u64>,
+    /// Upper bound of the randomized election timeout (ms).
+    #[arg(long)]
+    pub election_timeout_ms_max: Option<u64>,
+    /// Leader heartbeat interval (ms).
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Snapshot after this many applied entries (0: never automatically).
+    #[arg(long)]
+    pub snapshot_distance: Option<u64>,
+    /// Entries kept in the log below a snapshot.
+    #[arg(long)]
+    pub snapshot_trailing_entries: Option<u64>,
+    /// Bytes per snapshot chunk.
+    #[arg(long)]
+    pub snapshot_chunk_bytes: Option<u32>,
+    /// Entries per AppendEntries message, at most.
+    #[arg(long)]
+    pub entries_per_message_max: Option<usize>,
+    /// Payload bytes per AppendEntries message, at most.
+    #[arg(long)]
+    pub message_bytes_max: Option<u64>,
+    /// AppendEntries messages in flight per peer, at most.
+    #[arg(long)]
+    pub inflight_messages_max: Option<usize>,
+    /// Uncommitted entries before proposals are refused.
+    #[arg(long)]
+    pub uncommitted_entries_max: Option<u64>,
+    /// Bytes of one entry, at most.
+    #[arg(long)]
+    pub entry_bytes_max: Option<u64>,
+    /// Client request timeout (ms).
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Membership change timeout (ms).
+    #[arg(long)]
+    pub membership_timeout_ms: Option<u64>,
+    /// Pre-vote before elections (true/false).
+    #[arg(long)]
+    pub pre_vote: Option<bool>,
+    /// Check quorum (true/false).
+    #[arg(long)]
+    pub check_quorum: Option<bool>,
+    /// Lease reads (true/false; requires check quorum).
+    #[arg(long)]
+    pub lease_read: Option<bool>,
+    /// Log segment size in bytes.
+    #[arg(long)]
+    pub log_segment_bytes: Option<u64>,
+    /// Redis connections served at once, at most.
+    #[arg(long)]
+    pub redis_connections_max: Option<u32>,
+}
+
+macro_rules! override_fields {
+    ($settings:ident, $args:ident; $($plain:ident),*; $($optional:ident),*) => {
+        $(if let Some(value) = $args.$plain.take() { $settings.$plain = value; })*
+        $(if let Some(value) = $args.$optional.take() { $settings.$optional = Some(value); })*
+    };
+}
+
+impl NodeArgs {
+    /// The settings: defaults, then the file, then the flags.
+    pub fn resolve(mut self) -> anyhow::Result<NodeSettings> {
+        let mut settings = match &self.config {
+            Some(path) => load_file(path)?,
+            None => NodeSettings::default(),
+        };
+        let args = &mut self;
+        override_fields!(settings, args;
+            id, listen, data_dir, cluster_id, log_level, tick_ms, election_timeout_ms_min,
+            election_timeout_ms_max, heartbeat_interval_ms, snapshot_distance,
+            snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
+            message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
+            request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
+            log_segment_bytes, redis_connections_max;
+            advertise, peers, join, redis_listen);
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// Reads a settings file.
+pub fn load_file(path: &Path) -> anyhow::Result<NodeSettings> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > CONFIG_FILE_BYTES_MAX {
+        bail!(
+            "{} is {len} bytes, more than {CONFIG_FILE_BYTES_MAX}",
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parses `ID=HOST:PORT,ID=HOST:PORT,...`.
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((id, addr)) = item.split_once('=') else {
+            bail!("peer {item:?} is not ID=HOST:PORT");
+        };
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peer id in {item:?}"))?;
+        if id == 0 {
+            bail!("node id 0 is reserved");
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            bail!("node {id} is listed twice in --peers");
+        }
+    }
+    Ok(peers)
+}
+
+/// A seed that differs between runs, for the engine's election timeouts (the engine also mixes
+/// in the node id).
+fn seed_from_clock() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn ticks(ms: u64, tick_ms: u64) -> u64 {
+    ms.div_ceil(tick_ms).max(1)
+}
+
+impl NodeSettings {
+    /// The address others reach this node at.
+    pub fn advertised(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// Checks what raft-core would refuse, with messages in terms of these settings.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 {
+            bail!("--id must be 1 or more");
+        }
+        if self.tick_ms == 0 {
+            bail!("tick_ms must be at least 1");
+        }
+        if self.peers.is_some() && self.join.is_some() {
+            bail!("--peers and --join exclude each other");
+        }
+        if let Some(peers) = &self.peers {
+            let peers = parse_peers(peers)?;
+            if !peers.contains_key(&self.id) {
+                bail!("--peers must list this node ({})", self.id);
+            }
+        }
+        self.node_config()?;
+        Ok(())
+    }
+
+    /// raft-core's node configuration.
+    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::new(self.id);
+        config.tick_ms = self.tick_ms;
+        config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        config.request_timeout_ms = self.request_timeout_ms;
+        config.membership_timeout_ms = self.membership_timeout_ms;
+        let engine = &mut config.engine;
+        engine.election_ticks_min = ticks(self.election_timeout_ms_min, self.tick_ms);
+        engine.election_ticks_max = ticks(self.election_timeout_ms_max, self.tick_ms);
+        engine.heartbeat_ticks = ticks(self.heartbeat_interval_ms, self.tick_ms);
+        engine.snapshot_distance = self.snapshot_distance;
+        engine.snapshot_trailing_entries = self.snapshot_trailing_entries;
+        engine.entries_per_message_max = self.entries_per_message_max;
+        engine.message_bytes_max = self.message_bytes_max;
+        engine.inflight_messages_max = self.inflight_messages_max;
+        engine.uncommitted_entries_max = self.uncommitted_entries_max;
+        engine.entry_bytes_max = self.entry_bytes_max;
+        engine.pre_vote = self.pre_vote;
+        engine.check_quorum = self.check_quorum;
+        engine.lease_read = self.lease_read;
+        engine.random_seed ^= seed_from_clock();
+        engine
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (check the timeouts: election_timeout_ms_min must exceed heartbeat_interval_ms, max must exceed min, in whole ticks of tick_ms)"))?;
+        Ok(config)
+    }
+
+    /// The configuration a brand-new data directory starts from: the `--peers` voters, an
+    /// empty one for a node that joins, or this node alone.
+    pub fn initial_membership(&self) -> anyhow::Result<Membership> {
+        if self.join.is_some() {
+            return Ok(Membership::default());
+        }
+        let addresses = match &self.peers {
+            Some(peers) => parse_peers(peers)?,
+            None => BTreeMap::from([(self.id, self.advertised().to_string())]),
+        };
+        let mut membership = Membership::new_voters(addresses.keys().copied());
+        membership.addresses = addresses;
+        Ok(membership)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_ms_become_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 2\nlisten = \"127.0.0.1:9002\"\ntick_ms = 5\nelection_timeout_ms_min = 100\n\
+             election_timeout_ms_max = 201\npeers = \"1=a:1,2=b:2\"\n",
+        )
+        .unwrap();
+        let args = NodeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:9999".into()),
+            ..NodeArgs::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.id, 2);
+        assert_eq!(settings.listen, "127.0.0.1:9999");
+        let config = settings.node_config().unwrap();
+        assert_eq!(config.engine.election_ticks_min, 20);
+        assert_eq!(config.engine.election_ticks_max, 41);
+        let membership = settings.initial_membership().unwrap();
+        assert_eq!(membership.voters.len(), 2);
+        assert_eq!(membership.addresses[&1], "a:1");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(parse_peers("1=a:1,1=b:2").is_err());
+        assert!(parse_peers("x=a:1").is_err());
+        assert!(parse_peers("0=a:1").is_err());
+        let settings = NodeSettings {
+            heartbeat_interval_ms: 1_000,
+            ..NodeSettings::default()
+        };
+        assert!(settings.validate().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(load_file(&path).is_err());
+    }
+}

@@ -1,0 +1,399 @@
+//! The replicated key-value state machine: byte-string keys and values with put, conditional
+//! put (absent, present, equal to: compare-and-set), delete and increment, and streaming
+//! snapshots.
+//!
+//! Commands travel through the Raft log encoded with MessagePack ([`KvCommand::encode`]); each
+//! applied command answers with a [`KvResponse`]. Reads do not go through the log: the service
+//! reads the shared map ([`Kv::map`]) after a read barrier.
+//!
+//! ## Snapshot format
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic b"RKV1"
+//! 4       8     number of pairs N (u64, little-endian)
+//! 12      ...   N times: key length (u32 LE), key, value length (u32 LE), value
+//! ```
+//!
+//! The snapshot store checks the CRC32 of the whole stream; the reader here bounds every
+//! length it reads before allocating.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use raft_core::node::{StateMachine, StateMachineError};
+use raft_core::{Entry, EntryKind, SnapshotMeta};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// Bytes of one key or value, at most. Also bounds what a snapshot reader allocates for one
+/// item; raft-core's default entry limit (4 MiB) is the tighter bound for values written
+/// through the log.
+pub const KV_ITEM_BYTES_MAX: usize = 16 << 20;
+
+/// The first bytes of a snapshot of this state machine.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RKV1";
+
+/// Buffer size of the snapshot writer and reader: large enough that small pairs do not cost
+/// one system call each.
+const SNAPSHOT_BUFFER_BYTES: usize = 256 << 10;
+
+/// The shared map behind a [`Kv`].
+pub type KvMap = Arc<RwLock<BTreeMap<Bytes, Bytes>>>;
+
+/// When a [`KvCommand::Set`] writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCondition {
+    /// Always.
+    Always,
+    /// Only when the key is absent (Redis `NX`).
+    IfAbsent,
+    /// Only when the key is present (Redis `XX`).
+    IfPresent,
+    /// Only when the key holds exactly this value (Valkey `IFEQ`, compare-and-set).
+    IfEqual(Bytes),
+}
+
+/// A write, replicated through the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Sets `key` to `value` when `condition` holds.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// When to write.
+        condition: SetCondition,
+    },
+    /// Deletes the keys; answers with how many existed.
+    Delete {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Adds `delta` to the decimal integer stored at `key` (absent counts as 0).
+    Incr {
+        /// The key.
+        key: Bytes,
+        /// The increment.
+        delta: i64,
+    },
+}
+
+/// What an applied [`KvCommand`] answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvResponse {
+    /// The answer to a set: whether it wrote, and the value before the command.
+    Set {
+        /// Whether the condition held and the value was written.
+        written: bool,
+        /// The value before the command.
+        previous: Option<Bytes>,
+    },
+    /// How many keys a delete removed.
+    Deleted(u64),
+    /// The value after an increment.
+    Integer(i64),
+    /// The command was not applied; the message says why (deterministic on every replica).
+    Error(String),
+}
+
+impl KvCommand {
+    /// Encodes the command for the log.
+    pub fn encode(&self) -> Bytes {
+        // Encoding a plain enum of byte strings into a Vec cannot fail.
+        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes a command from the log.
+    pub fn decode(bytes: &[u8]) -> Result<KvCommand, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl KvResponse {
+    /// Encodes the response for the node to hand back to the proposer.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes a response.
+    pub fn decode(bytes: &[u8]) -> Result<KvResponse, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The key-value [`StateMachine`].
+#[derive(Debug, Default)]
+pub struct Kv {
+    map: KvMap,
+}
+
+/// Reads the map, ignoring poisoning: a panic elsewhere never leaves the map half-updated
+/// because every update is a single insert or remove.
+pub fn read_map(map: &KvMap) -> RwLockReadGuard<'_, BTreeMap<Bytes, Bytes>> {
+    map.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_map(map: &KvMap) -> RwLockWriteGuard<'_, BTreeMap<Bytes, Bytes>> {
+    map.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Kv {
+    /// An empty store.
+    pub fn new() -> Kv {
+        Kv::default()
+    }
+
+    /// The shared map; read it after a read barrier for a linearizable read.
+    pub fn map(&self) -> KvMap {
+        self.map.clone()
+    }
+}
+
+/// Applies one command to `map`. Pure apart from the map: every replica computes the same.
+pub fn apply_command(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> KvResponse {
+    match command {
+        KvCommand::Set {
+            key,
+            value,
+            condition,
+        } => {
+            let current = map.get(&key);
+            let holds = match &condition {
+                SetCondition::Always => true,
+                SetCondition::IfAbsent => current.is_none(),
+                SetCondition::IfPresent => current.is_some(),
+                SetCondition::IfEqual(expected) => current == Some(expected),
+            };
+            let previous = current.cloned();
+            if holds {
+                map.insert(key, value);
+            }
+            KvResponse::Set {
+                written: holds,
+                previous,
+            }
+        }
+        KvCommand::Delete { keys } => {
+            let removed = keys.iter().filter(|k| map.remove(*k).is_some()).count();
+            KvResponse::Deleted(removed as u64)
+        }
+        KvCommand::Incr { key, delta } => {
+            let current = match map.get(&key) {
+                None => 0,
+                Some(value) => match parse_i64(value) {
+                    Some(n) => n,
+                    None => {
+                        return KvResponse::Error("value is not an integer or out of range".into())
+                    }
+                },
+            };
+            match current.checked_add(delta) {
+                Some(next) => {
+                    map.insert(key, Bytes::from(next.to_string()));
+                    KvResponse::Integer(next)
+                }
+                None => KvResponse::Error("increment or decrement would overflow".into()),
+            }
+        }
+    }
+}
+
+/// Parses a decimal integer the way Redis does for INCR: optional minus, digits, no spaces.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.is_empty() || text.starts_with('+') || text.trim() != text {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[async_trait]
+impl StateMachine for Kv {
+    async fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        let mut map = write_map(&self.map);
+        let responses = entries
+            .iter()
+            .map(|entry| match entry.kind {
+                EntryKind::Normal => match KvCommand::decode(&entry.data) {
+                    Ok(command) => apply_command(&mut map, command).encode(),
+                    // Only this binary proposes, so this means a bug or a foreign writer; the
+                    // entry is answered with an error on every replica alike.
+                    Err(e) => KvResponse::Error(format!("malformed command: {e}")).encode(),
+                },
+                _ => Bytes::new(),
+            })
+            .collect();
+        Ok(responses)
+    }
+
+    async fn build_snapshot(
+        &mut self,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), StateMachineError> {
+        // Cloning `Bytes` only bumps reference counts: the lock is held briefly and the
+        // values are not copied.
+        let items: Vec<(Bytes, Bytes)> = read_map(&self.map)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let io = |e: std::io::Error| StateMachineError(format!("snapshot write: {e}"));
+        let mut out = BufWriter::with_capacity(SNAPSHOT_BUFFER_BYTES, writer);
+        out.write_all(&SNAPSHOT_MAGIC).await.map_err(io)?;
+        out.write_u64_le(items.len() as u64).await.map_err(io)?;
+        for (key, value) in items {
+            for item in [key, value] {
+                out.write_u32_le(item.len() as u32).await.map_err(io)?;
+                out.write_all(&item).await.map_err(io)?;
+            }
+        }
+        out.flush().await.map_err(io)
+    }
+
+    async fn restore(
+        &mut self,
+        _meta: &SnapshotMeta,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(), StateMachineError> {
+        let map = read_snapshot(reader).await?;
+        *write_map(&self.map) = map;
+        Ok(())
+    }
+}
+
+/// Reads a snapshot written by [`Kv`]'s `build_snapshot`.
+pub async fn read_snapshot(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+) -> Result<BTreeMap<Bytes, Bytes>, StateMachineError> {
+    let io = |e: std::io::Error| StateMachineError(format!("snapshot read: {e}"));
+    let mut input = BufReader::with_capacity(SNAPSHOT_BUFFER_BYTES, reader);
+    let mut magic = [0u8; 4];
+    input.read_exact(&mut magic).await.map_err(io)?;
+    if magic != SNAPSHOT_MAGIC {
+        return Err(StateMachineError(format!(
+            "not a key-value snapshot (magic {magic:?})"
+        )));
+    }
+    let count = input.read_u64_le().await.map_err(io)?;
+    let mut map = BTreeMap::new();
+    for _ in 0..count {
+        let mut pair = [Bytes::new(), Bytes::new()];
+        for item in pair.iter_mut() {
+            let len = input.read_u32_le().await.map_err(io)? as usize;
+            if len > KV_ITEM_BYTES_MAX {
+                return Err(StateMachineError(format!(
+                    "snapshot item of {len} bytes exceeds {KV_ITEM_BYTES_MAX}"
+                )));
+            }
+            let mut buf = vec![0; len];
+            input.read_exact(&mut buf).await.map_err(io)?;
+            *item = Bytes::from(buf);
+        }
+        let [key, value] = pair;
+        map.insert(key, value);
+    }
+    let mut rest = [0u8; 1];
+    if input.read(&mut rest).await.map_err(io)? != 0 {
+        return Err(StateMachineError("snapshot has trailing bytes".into()));
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str, condition: SetCondition) -> KvCommand {
+        KvCommand::Set {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            condition,
+        }
+    }
+
+    #[test]
+    fn conditional_sets_follow_redis() {
+        let mut map = BTreeMap::new();
+        let r = apply_command(&mut map, set("k", "1", SetCondition::IfPresent));
+        assert_eq!(
+            r,
+            KvResponse::Set {
+                written: false,
+                previous: None
+            }
+        );
+        let r = apply_command(&mut map, set("k", "1", SetCondition::IfAbsent));
+        assert!(matches!(r, KvResponse::Set { written: true, .. }));
+        let r = apply_command(&mut map, set("k", "2", SetCondition::IfAbsent));
+        assert!(matches!(r, KvResponse::Set { written: false, .. }));
+        let r = apply_command(
+            &mut map,
+            set("k", "3", SetCondition::IfEqual(Bytes::from_static(b"2"))),
+        );
+        assert!(matches!(r, KvResponse::Set { written: false, .. }));
+        let r = apply_command(
+            &mut map,
+            set("k", "3", SetCondition::IfEqual(Bytes::from_static(b"1"))),
+        );
+        assert_eq!(
+            r,
+            KvResponse::Set {
+                written: true,
+                previous: Some(Bytes::from_static(b"1"))
+            }
+        );
+        let r = apply_command(
+            &mut map,
+            set("absent", "x", SetCondition::IfEqual(Bytes::new())),
+        );
+        assert!(matches!(r, KvResponse::Set { written: false, .. }));
+    }
+
+    #[test]
+    fn incr_parses_like_redis_and_refuses_overflow() {
+        let mut map = BTreeMap::new();
+        let incr = |delta| KvCommand::Incr {
+            key: Bytes::from_static(b"n"),
+            delta,
+        };
+        assert_eq!(apply_command(&mut map, incr(1)), KvResponse::Integer(1));
+        assert_eq!(apply_command(&mut map, incr(-3)), KvResponse::Integer(-2));
+        map.insert(Bytes::from_static(b"n"), Bytes::from(i64::MAX.to_string()));
+        assert!(matches!(
+            apply_command(&mut map, incr(1)),
+            KvResponse::Error(_)
+        ));
+        map.insert(Bytes::from_static(b"n"), Bytes::from_static(b" 1"));
+        assert!(matches!(
+            apply_command(&mut map, incr(1)),
+            KvResponse::Error(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn snapshot_round_trips_and_rejects_garbage() {
+        let mut kv = Kv::new();
+        for i in 0..100 {
+            let key = Bytes::from(format!("key{i}"));
+            write_map(&kv.map).insert(key, Bytes::from(vec![i as u8; i]));
+        }
+        let mut buf = Vec::new();
+        kv.build_snapshot(&mut buf).await.unwrap();
+        let map = read_snapshot(&mut &buf[..]).await.unwrap();
+        assert_eq!(map, *read_map(&kv.map));
+
+        let mut bad = buf.clone();
+        bad[0] = b'X';
+        assert!(read_snapshot(&mut &bad[..]).await.is_err());
+        assert!(read_snapshot(&mut &buf[..buf.len() - 1]).await.is_err());
+        let mut huge = SNAPSHOT_MAGIC.to_vec();
+        huge.extend_from_slice(&1u64.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_snapshot(&mut &huge[..]).await.is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! `raft node`: wires the log store, the snapshot store, the TCP transport and server, the
+//! key-value state machine, the optional Redis endpoint and the join request together, and
+//! shuts them down in order on SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use raft_core::node::{NodeState, RaftHandle, RaftNode};
+use raft_net_tcp::{TcpConfig, TcpServer, TcpTransport};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::client::ClusterClient;
+use crate::config::NodeSettings;
+use crate::kv::Kv;
+use crate::proto::Request;
+use crate::redis::RedisServer;
+use crate::service::{NativeHandler, Service};
+use crate::snapshots;
+
+/// Pause between attempts to join a cluster.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs a node until a signal or a fatal error.
+pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let log_options = raft_log::Options {
+        segment_bytes: settings.log_segment_bytes,
+    };
+    let log = raft_log::RaftLogStore::open(data_dir.join("log"), log_options)
+        .with_context(|| format!("opening the log in {}", data_dir.display()))?;
+    let log = Arc::new(log);
+    let snapshot_store = snapshots::open(&data_dir.join("snapshots"))?;
+
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let redis_listener = match &settings.redis_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the redis endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    let tcp_config = TcpConfig::new(settings.cluster_id, settings.id);
+    let transport = Arc::new(TcpTransport::new(tcp_config.clone())?);
+    let kv = Kv::new();
+    let map = kv.map();
+    let handle = RaftNode::start(
+        settings.node_config()?,
+        log,
+        snapshot_store,
+        transport.clone(),
+        kv,
+        settings.initial_membership()?,
+    )
+    .await
+    .context("starting the node")?;
+    let service = Arc::new(Service::new(
+        handle.clone(),
+        map,
+        settings.advertised().to_string(),
+        settings.cluster_id,
+    ));
+    let server = TcpServer::serve(
+        listener,
+        tcp_config,
+        Arc::new(handle.clone()),
+        Some(Arc::new(NativeHandler(service.clone()))),
+    )?;
+    let redis = redis_listener
+        .map(|l| RedisServer::start(l, service.clone(), settings.redis_connections_max));
+    info!(
+        id = settings.id,
+        listen = %settings.listen,
+        redis = ?settings.redis_listen,
+        data_dir = %settings.data_dir.display(),
+        durable_snapshots = snapshots::DURABLE,
+        "node running"
+    );
+    let join = settings
+        .join
+        .clone()
+        .map(|addr| tokio::spawn(join_cluster(handle.clone(), settings.clone(), addr)));
+
+    let outcome = wait_for_stop(&handle).await;
+    if let Some(join) = join {
+        join.abort();
+    }
+    info!("shutting down");
+    if let Some(redis) = redis {
+        redis.shutdown().await;
+    }
+    handle.shutdown().await;
+    server.shutdown().await;
+    transport.shutdown();
+    info!("stopped");
+    outcome
+}
+
+/// Resolves on SIGINT/SIGTERM (Ok) or when the node fails (Err).
+async fn wait_for_stop(handle: &RaftHandle) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut status = handle.watch_status();
+    tokio::select! {
+        _ = interrupt.recv() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        changed = status.wait_for(|s| s.state != NodeState::Running) => {
+            let state = changed.map(|s| s.state.clone()).unwrap_or(NodeState::Stopped);
+            match state {
+                NodeState::Failed(why) => {
+                    error!(reason = %why, "the node failed");
+                    bail!("the node failed: {why}")
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Asks the cluster to add this node as a voter until it is a member. The leader catches it
+/// up as a learner first and promotes it; a restarted node that is already a member skips
+/// this.
+async fn join_cluster(handle: RaftHandle, settings: NodeSettings, via: String) {
+    let client = ClusterClient::new(vec![via.clone()], settings.cluster_id);
+    let request = Request::AddVoter {
+        id: settings.id,
+        addr: settings.advertised().to_string(),
+    };
+    loop {
+        if handle.status().membership.is_voter(settings.id) {
+            info!(via = %via, "this node is a voter of the cluster");
+            return;
+        }
+        match client.call(&request).await {
+            Ok(_) => {
+                info!(via = %via, "joined the cluster");
+                return;
+            }
+            Err(e) => warn!(via = %via, error = %e, "join failed; retrying"),
+        }
+        tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! The payloads of the native client protocol: what a [`Request`] asks and what a [`Reply`]
+//! answers. raft-net-tcp carries them as opaque bytes (MessagePack here) in its client
+//! frames; a "not the leader" answer travels as the transport's own
+//! `ClientResponse::NotLeader`.
+
+use bytes::Bytes;
+use raft_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{KvCommand, KvResponse};
+
+/// A request of the native client protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A write through the log (leader only).
+    Write(KvCommand),
+    /// Linearizable read of the keys (served by any voter or learner after a read barrier).
+    Get {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Linearizable count of the keys present (duplicates count twice, as in Redis).
+    Exists {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Linearizable number of keys.
+    DbSize,
+    /// This server's status (served locally, no barrier).
+    Status,
+    /// Adds a learner (leader only).
+    AddLearner {
+        /// The new server.
+        id: NodeId,
+        /// Its Raft address.
+        addr: String,
+    },
+    /// Adds a voter, caught up as a learner first (leader only).
+    AddVoter {
+        /// The new server.
+        id: NodeId,
+        /// Its Raft address.
+        addr: String,
+    },
+    /// Promotes a learner to voter (leader only).
+    Promote {
+        /// The learner.
+        id: NodeId,
+    },
+    /// Removes a server (leader only).
+    Remove {
+        /// The server.
+        id: NodeId,
+    },
+    /// Hands leadership to `id` (leader only).
+    TransferLeader {
+        /// The new leader.
+        id: NodeId,
+    },
+    /// Builds a snapshot on this server now.
+    Snapshot,
+}
+
+impl Request {
+    /// Whether executing the request twice is harmless, so a client may retry it after an
+    /// unknown outcome. Writes are not: a retried increment would count twice.
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(self, Request::Write(_))
+    }
+
+    /// Whether only the leader executes it.
+    pub fn needs_leader(&self) -> bool {
+        matches!(
+            self,
+            Request::Write(_)
+                | Request::AddLearner { .. }
+                | Request::AddVoter { .. }
+                | Request::Promote { .. }
+                | Request::Remove { .. }
+                | Request::TransferLeader { .. }
+        )
+    }
+
+    /// Encodes the request.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decodes a request from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Request, String> {
+        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// One member of the configuration as a status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The server.
+    pub id: NodeId,
+    /// Its Raft address (also its native client address).
+    pub addr: String,
+    /// Voter (true) or learner (false).
+    pub voter: bool,
+}
+
+/// One peer's replication progress, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerProgress {
+    /// The peer.
+    pub id: NodeId,
+    /// Highest index known replicated there.
+    pub match_index: u64,
+}
+
+/// A server's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The server.
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader it knows, if any.
+    pub leader: Option<NodeId>,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Index of the latest snapshot (0: none).
+    pub snapshot_index: u64,
+    /// Whether the effective configuration is joint.
+    pub joint: bool,
+    /// Members of the effective configuration.
+    pub members: Vec<MemberInfo>,
+    /// Replication progress of each peer (leader only).
+    pub peers: Vec<PeerProgress>,
+    /// Keys in the state machine.
+    pub keys: u64,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The state machine's answer to a write.
+    Write(KvResponse),
+    /// Values of a [`Request::Get`], in request order.
+    Values(Vec<Option<Bytes>>),
+    /// A count ([`Request::Exists`], [`Request::DbSize`]).
+    Count(u64),
+    /// A status.
+    Status(Box<StatusReport>),
+    /// A membership change or transfer finished.
+    Done,
+    /// A snapshot was built; its last included index.
+    Snapshot {
+        /// The snapshot's last index.
+        index: u64,
+    },
+}
+
+/// Why a request failed, as the native protocol carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ServiceError {
+    /// This server is not the leader; `addr` is where the leader is, if known.
+    #[error("not the leader (leader {leader:?} at {addr:?})")]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<NodeId>,
+        /// The leader's address, if known.
+        addr: Option<String>,
+    },
+    /// No leader is known right now (election in progress or no quorum).
+    #[error("no leader: the cluster has no leader right now, retry later")]
+    NoLeader,
+    /// The write may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Nothing was changed and retrying may help (back-pressure, timeout, unreachable server).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request is invalid; retrying will not help.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The server failed or is shutting down.
+    #[error("server failed: {0}")]
+    Failed(String),
+}
+
+/// The payload of a native response: the reply or the error.
+pub type Outcome = Result<Reply, ServiceError>;
+
+/// Encodes an outcome.
+pub fn encode_outcome(outcome: &Outcome) -> Bytes {
+    Bytes::from(rmp_serde::to_vec(outcome).unwrap_or_default())
+}
+
+/// Decodes an outcome from untrusted bytes.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_outcomes_round_trip_and_garbage_is_an_error() {
+        let request = Request::Write(KvCommand::Delete {
+            keys: vec![Bytes::from_static(b"a")],
+        });
+        assert_eq!(Request::decode(&request.encode()).unwrap(), request);
+        let outcome: Outcome = Err(ServiceError::NotLeader {
+            leader: Some(2),
+            addr: Some("127.0.0.1:1".into()),
+        });
+        assert_eq!(decode_outcome(&encode_outcome(&outcome)).unwrap(), outcome);
+        assert!(Request::decode(b"\xff\x00garbage").is_err());
+        assert!(decode_outcome(b"").is_err());
+    }
+}

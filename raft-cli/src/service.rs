@@ -1,0 +1,284 @@
+//! What a node does with a client request: writes go through the log, reads wait for a read
+//! barrier and then read the local map, admin requests call the node's handle. The Redis front
+//! end additionally forwards requests that need the leader to it, over the native client
+//! protocol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use raft_core::engine::Role;
+use raft_core::node::{RaftError, RaftHandle};
+use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpConfig};
+use tokio::sync::Mutex;
+
+use crate::kv::{read_map, KvMap, KvResponse};
+use crate::proto::{
+    decode_outcome, encode_outcome, MemberInfo, Outcome, PeerProgress, Reply, Request,
+    ServiceError, StatusReport,
+};
+
+/// Leader addresses a node keeps a forwarding connection to, at most. A cluster has few
+/// members; the bound only matters if membership churns for a long time.
+const FORWARD_CLIENTS_MAX: usize = 64;
+
+/// Executes requests on one node.
+#[derive(Debug)]
+pub struct Service {
+    handle: RaftHandle,
+    map: KvMap,
+    /// This node's own Raft address, so it never forwards to itself.
+    own_addr: String,
+    client_config: TcpConfig,
+    forward_clients: Mutex<HashMap<String, Arc<TcpClient>>>,
+}
+
+impl Service {
+    /// A service over a running node and its state machine's map. `cluster_id` is used for
+    /// forwarding connections.
+    pub fn new(handle: RaftHandle, map: KvMap, own_addr: String, cluster_id: u64) -> Service {
+        Service {
+            handle,
+            map,
+            own_addr,
+            client_config: TcpConfig::new(cluster_id, 0),
+            forward_clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node's handle.
+    pub fn handle(&self) -> &RaftHandle {
+        &self.handle
+    }
+
+    /// Executes `request` on this node only.
+    pub async fn execute(&self, request: Request) -> Outcome {
+        match request {
+            Request::Write(command) => {
+                let response = self.handle.propose(command.encode()).await;
+                let bytes = response.map_err(from_raft)?;
+                KvResponse::decode(&bytes)
+                    .map(Reply::Write)
+                    .map_err(|e| ServiceError::Failed(format!("undecodable response: {e}")))
+            }
+            Request::Get { keys } => {
+                self.barrier().await?;
+                let map = read_map(&self.map);
+                Ok(Reply::Values(
+                    keys.iter().map(|k| map.get(k).cloned()).collect(),
+                ))
+            }
+            Request::Exists { keys } => {
+                self.barrier().await?;
+                let map = read_map(&self.map);
+                let count = keys.iter().filter(|k| map.contains_key(*k)).count();
+                Ok(Reply::Count(count as u64))
+            }
+            Request::DbSize => {
+                self.barrier().await?;
+                Ok(Reply::Count(read_map(&self.map).len() as u64))
+            }
+            Request::Status => Ok(Reply::Status(Box::new(self.status()))),
+            Request::AddLearner { id, addr } => {
+                self.handle.add_learner(id, addr).await.map_err(from_raft)?;
+                Ok(Reply::Done)
+            }
+            Request::AddVoter { id, addr } => {
+                self.handle.add_voter(id, addr).await.map_err(from_raft)?;
+                Ok(Reply::Done)
+            }
+            Request::Promote { id } => {
+                let addr = self.handle.status().membership.addresses.get(&id).cloned();
+                let addr = addr
+                    .ok_or_else(|| ServiceError::Invalid(format!("node {id} is not a member")))?;
+                self.handle.add_voter(id, addr).await.map_err(from_raft)?;
+                Ok(Reply::Done)
+            }
+            Request::Remove { id } => {
+                self.handle.remove_server(id).await.map_err(from_raft)?;
+                Ok(Reply::Done)
+            }
+            Request::TransferLeader { id } => {
+                self.handle
+                    .transfer_leadership(id)
+                    .await
+                    .map_err(from_raft)?;
+                Ok(Reply::Done)
+            }
+            Request::Snapshot => {
+                let id = self.handle.trigger_snapshot().await.map_err(from_raft)?;
+                Ok(Reply::Snapshot { index: id.index })
+            }
+        }
+    }
+
+    /// Executes `request` here, or at the leader when this node is not the leader.
+    pub async fn execute_or_forward(&self, request: Request) -> Outcome {
+        let idempotent = request.is_idempotent();
+        let forward_copy = request.needs_leader().then(|| request.clone());
+        let outcome = match forward_copy {
+            Some(copy) => {
+                // Ask the node first only when it believes it leads, so a follower does not
+                // pay a round trip through its own event loop for every forwarded write.
+                let status = self.handle.status();
+                if status.role == Role::Leader {
+                    self.execute(copy).await
+                } else {
+                    Err(not_leader(status.leader, status.leader_address()))
+                }
+            }
+            None => self.execute(request.clone()).await,
+        };
+        match outcome {
+            Err(ServiceError::NotLeader {
+                addr: Some(addr), ..
+            }) if addr != self.own_addr => self.forward(&addr, &request, idempotent).await,
+            Err(ServiceError::NotLeader { .. }) => Err(ServiceError::NoLeader),
+            other => other,
+        }
+    }
+
+    async fn forward(&self, addr: &str, request: &Request, idempotent: bool) -> Outcome {
+        let client = self.forward_client(addr).await?;
+        match client.request(request.encode()).await {
+            Ok(ClientResponse::Ok(payload)) => decode_outcome(&payload)
+                .map_err(|e| ServiceError::Failed(format!("undecodable answer: {e}")))?,
+            // The leader changed between our look-up and its answer; nothing was done.
+            Ok(ClientResponse::NotLeader { .. }) => Err(ServiceError::NoLeader),
+            Ok(ClientResponse::Error(reason)) => Err(ServiceError::Failed(reason)),
+            Err(e) if idempotent || !was_sent(&e) => Err(ServiceError::Unavailable(format!(
+                "leader at {addr} unreachable: {e}"
+            ))),
+            Err(e) => Err(ServiceError::OutcomeUnknown(format!(
+                "lost the leader at {addr} while forwarding: {e}"
+            ))),
+        }
+    }
+
+    async fn forward_client(&self, addr: &str) -> Result<Arc<TcpClient>, ServiceError> {
+        let mut clients = self.forward_clients.lock().await;
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= FORWARD_CLIENTS_MAX {
+            clients.clear();
+        }
+        let client = TcpClient::new(addr, self.client_config.clone())
+            .map_err(|e| ServiceError::Failed(e.to_string()))?;
+        let client = Arc::new(client);
+        clients.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn barrier(&self) -> Result<(), ServiceError> {
+        self.handle
+            .read_barrier()
+            .await
+            .map(|_| ())
+            .map_err(from_raft)
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> StatusReport {
+        let status = self.handle.status();
+        let membership = &status.membership;
+        let role = match status.role {
+            Role::Leader => "leader",
+            Role::Candidate | Role::PreCandidate => "candidate",
+            Role::Follower if membership.is_learner(status.id) => "learner",
+            Role::Follower => "follower",
+        };
+        let members = membership
+            .all_members()
+            .map(|id| MemberInfo {
+                id,
+                addr: membership.addresses.get(&id).cloned().unwrap_or_default(),
+                voter: membership.is_voter(id),
+            })
+            .collect();
+        StatusReport {
+            id: status.id,
+            role: role.to_string(),
+            term: status.term,
+            leader: status.leader,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            last_index: status.last_log_id.index,
+            snapshot_index: status.snapshot.index,
+            joint: membership.is_joint(),
+            members,
+            peers: status
+                .peers
+                .iter()
+                .map(|p| PeerProgress {
+                    id: p.id,
+                    match_index: p.match_index,
+                })
+                .collect(),
+            keys: read_map(&self.map).len() as u64,
+        }
+    }
+}
+
+/// Whether a failed client request may have reached the server. Only failures to connect
+/// prove that it did not.
+pub fn was_sent(error: &raft_net_tcp::Error) -> bool {
+    use raft_net_tcp::Error;
+    match error {
+        Error::Io(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+        ),
+        Error::ConnectTimeout { .. }
+        | Error::Handshake(_)
+        | Error::HandshakeTimeout { .. }
+        | Error::BackingOff { .. }
+        | Error::TooManyInFlight { .. }
+        | Error::InvalidConfig { .. }
+        | Error::UnknownPeer(_)
+        | Error::Shutdown => false,
+        _ => true,
+    }
+}
+
+fn not_leader(leader: Option<u64>, addr: Option<String>) -> ServiceError {
+    match leader {
+        None => ServiceError::NoLeader,
+        Some(_) => ServiceError::NotLeader { leader, addr },
+    }
+}
+
+/// Maps a node error to what a client sees.
+pub fn from_raft(error: RaftError) -> ServiceError {
+    match error {
+        RaftError::NotLeader { leader, address } => not_leader(leader, address),
+        RaftError::OutcomeUnknown(why) => ServiceError::OutcomeUnknown(why),
+        RaftError::Refused(why) => ServiceError::Unavailable(why.to_string()),
+        RaftError::Timeout => ServiceError::Unavailable("timed out".into()),
+        RaftError::Shutdown => ServiceError::Failed("the node is shutting down".into()),
+        RaftError::Fatal(why) => ServiceError::Failed(why),
+        other => ServiceError::Failed(other.to_string()),
+    }
+}
+
+/// Serves the native client protocol for a [`Service`]: never forwards, answers
+/// "not the leader" so the client goes to the leader itself.
+#[derive(Debug)]
+pub struct NativeHandler(pub Arc<Service>);
+
+#[async_trait]
+impl ClientHandler for NativeHandler {
+    async fn handle(&self, request: ClientRequest) -> ClientResponse {
+        let request = match Request::decode(&request.payload) {
+            Ok(request) => request,
+            Err(e) => return ClientResponse::Error(format!("malformed request: {e}")),
+        };
+        match self.0.execute(request).await {
+            Err(ServiceError::NotLeader { leader, addr }) => ClientResponse::NotLeader {
+                leader_id: leader,
+                leader_addr: addr,
+            },
+            outcome => ClientResponse::Ok(encode_outcome(&outcome)),
+        }
+    }
+}
