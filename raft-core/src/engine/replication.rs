@@ -54,7 +54,10 @@ impl Engine {
         for peer in peers {
             let sent = self.send_append(peer, false);
             let p = &self.progress[&peer];
-            if !sent && p.is_idle() && p.match_index < self.log.committed {
+            // An idle peer in sync gets a heartbeat that carries the new commit index. (Its
+            // match index says nothing about the commit index it knows: a peer holding every
+            // entry is exactly the one that needs the notice.)
+            if !sent && p.is_idle() && p.state == ReplicationState::Replicate {
                 self.send_heartbeat(peer);
             }
         }
