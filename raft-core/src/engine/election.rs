@@ -3,7 +3,6 @@
 
 use tracing::{debug, info};
 
-use super::progress::Progress;
 use super::{all_voters, Engine, EngineError, Role};
 use crate::message::MessageBody;
 use crate::types::{Entry, LogId, NodeId, Term};
@@ -169,12 +168,8 @@ impl Engine {
         self.catching_up = None;
         // Every peer's match index starts from zero in a new term (jraft bug 2).
         let next = self.log.last_index() + 1;
-        self.progress = self
-            .membership()
-            .all_members()
-            .filter(|id| *id != self.id)
-            .map(|id| (id, Progress::new(next)))
-            .collect();
+        self.progress.clear();
+        self.sync_progress_with_membership();
         // Section 8: a new leader commits a blank entry of its own term, which also commits
         // everything before it (Figure 8 forbids counting replicas of older terms).
         self.term_start_index = next;

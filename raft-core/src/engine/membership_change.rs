@@ -150,11 +150,14 @@ impl Engine {
         self.append_config(next);
     }
 
-    /// Leader: keeps one progress entry per member other than itself.
+    /// Leader: keeps one progress entry per member other than itself. Members of the committed
+    /// configuration stay until a configuration without them commits, so that a server being
+    /// removed still receives the entry that removes it (and stops campaigning, jraft bug 17).
     pub(super) fn sync_progress_with_membership(&mut self) {
         let members: BTreeSet<NodeId> = self
             .membership()
             .all_members()
+            .chain(self.committed_membership.1.all_members())
             .filter(|id| *id != self.id)
             .collect();
         self.progress.retain(|id, _| members.contains(id));
@@ -169,6 +172,7 @@ impl Engine {
     /// Leader: a configuration entry committed. Leave a joint configuration, finish a pending
     /// catch-up, or step down if this server is no longer a voter.
     pub(super) fn on_membership_committed(&mut self) {
+        self.sync_progress_with_membership();
         let committed = self.committed_membership.1.clone();
         if !self.pending_configs.is_empty() {
             return;
