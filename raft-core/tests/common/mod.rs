@@ -1,0 +1,564 @@
+//! A tiny deterministic harness that drives real engines directly: no clock, no threads, no
+//! randomness beyond the engines' own seeded election jitter. Every write in a `Ready` is made
+//! durable at once, and messages wait in one outbox until a test delivers, drops or edits them,
+//! so a test can build exactly the interleaving a rule of the paper talks about.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use raft_core::engine::{Config, Engine, ReadState, RestoredState, Role, SnapshotRequest};
+use raft_core::{
+    Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
+    SnapshotMeta, Term,
+};
+
+/// Deliveries per `deliver_all` call, at most: a livelock in the engine fails the test instead
+/// of hanging it.
+const DELIVERIES_MAX: usize = 100_000;
+
+/// A small, fast configuration: election timeout in [10, 20) ticks, heartbeat every 2 ticks.
+pub fn config() -> Config {
+    Config {
+        election_ticks_min: 10,
+        election_ticks_max: 20,
+        heartbeat_ticks: 2,
+        replication_timeout_ticks: 6,
+        random_seed: 7,
+        ..Config::default()
+    }
+}
+
+/// Normal entries `1..=terms.len()` with the given terms; the payload names index and term.
+pub fn entries(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, term)| entry(*term, i as LogIndex + 1))
+        .collect()
+}
+
+/// One normal entry whose payload names its position.
+pub fn entry(term: Term, index: LogIndex) -> Entry {
+    Entry::normal(term, index, Bytes::from(format!("t{term}i{index}")))
+}
+
+/// A restored state: `term`, no vote, the given log from index 1, voters `voters`.
+pub fn restored(term: Term, voters: &[NodeId], log: Vec<Entry>) -> RestoredState {
+    RestoredState {
+        hard_state: HardState {
+            term,
+            voted_for: None,
+            commit: 0,
+        },
+        snapshot: None,
+        purged: LogId::ZERO,
+        entries: log,
+        initial_membership: Membership::new_voters(voters.iter().copied()),
+    }
+}
+
+/// Builds a message.
+pub fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+/// An AppendEntries message.
+pub fn append(
+    from: NodeId,
+    to: NodeId,
+    term: Term,
+    prev: LogId,
+    entries: Vec<Entry>,
+    leader_commit: LogIndex,
+) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::AppendEntries {
+            prev_log_id: prev,
+            entries,
+            leader_commit,
+            round: 0,
+        },
+    )
+}
+
+/// A real (not pre-) vote request.
+pub fn vote_request(from: NodeId, to: NodeId, term: Term, last: LogId) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::VoteRequest {
+            last_log_id: last,
+            pre_vote: false,
+            transfer: false,
+        },
+    )
+}
+
+/// Whether `m` is an AppendEntries (with or without entries).
+pub fn is_append(m: &Message) -> bool {
+    matches!(m.body, MessageBody::AppendEntries { .. })
+}
+
+/// The entries an AppendEntries carries (empty for anything else).
+pub fn append_entries_of(m: &Message) -> &[Entry] {
+    match &m.body {
+        MessageBody::AppendEntries { entries, .. } => entries,
+        _ => &[],
+    }
+}
+
+/// Whether `m` is a vote or pre-vote request.
+pub fn is_vote_request(m: &Message) -> bool {
+    matches!(m.body, MessageBody::VoteRequest { .. })
+}
+
+/// One server: its engine and what the harness made "durable" or "applied" for it.
+#[derive(Debug)]
+pub struct Node {
+    pub engine: Engine,
+    pub hard_state: HardState,
+    /// Durable entries after `purged`.
+    pub log: Vec<Entry>,
+    pub purged: LogId,
+    pub snapshot: Option<SnapshotMeta>,
+    /// Every entry handed out for applying, in order (a snapshot install resets nothing here;
+    /// see `installed`).
+    pub applied: Vec<Entry>,
+    /// The id of the last entry the "state machine" reflects (applied or installed).
+    pub applied_id: LogId,
+    /// Snapshots installed from a leader.
+    pub installed: Vec<SnapshotMeta>,
+    /// Every entry handed out for appending (the pre-commit hook), in order.
+    pub appended: Vec<Entry>,
+    /// Every entry reported for the rollback hook.
+    pub rolled_back: Vec<Entry>,
+    /// Every `truncate_from` the engine asked for.
+    pub truncations: Vec<LogIndex>,
+    /// Every hard state the engine asked to persist, in order.
+    pub hard_states: Vec<HardState>,
+    pub read_states: Vec<ReadState>,
+    pub failed_reads: Vec<u64>,
+    /// Every snapshot the engine asked for, with the id of the last entry the state machine
+    /// had applied when it asked.
+    pub snapshot_requests: Vec<(SnapshotRequest, LogId)>,
+    /// Peers the engine asked to send a snapshot to.
+    pub snapshot_sends: Vec<NodeId>,
+}
+
+/// A set of engines and one outbox of messages in flight.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Messages sent and not yet delivered or dropped, in the order they were sent.
+    pub outbox: Vec<Message>,
+    /// Directed links that lose every message: (from, to).
+    pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Build requested snapshots at once and report them built.
+    pub auto_build_snapshots: bool,
+    /// Transfer requested snapshots at once (as an InstallSnapshot in the outbox).
+    pub auto_send_snapshots: bool,
+    /// Every message delivered so far, in order.
+    pub history: Vec<Message>,
+}
+
+impl Cluster {
+    /// A fresh cluster of voters `1..=n` with [`config`].
+    pub fn new(n: u64) -> Self {
+        Self::with_config(n, config())
+    }
+
+    /// A fresh cluster of voters `1..=n`.
+    pub fn with_config(n: u64, config: Config) -> Self {
+        let voters: Vec<NodeId> = (1..=n).collect();
+        let states = voters
+            .iter()
+            .map(|id| (*id, restored(0, &voters, Vec::new())))
+            .collect();
+        Self::from_states(config, states)
+    }
+
+    /// Servers restored from the given states (to build any log shape a test needs).
+    pub fn from_states(config: Config, states: Vec<(NodeId, RestoredState)>) -> Self {
+        let mut nodes = BTreeMap::new();
+        for (id, state) in states {
+            nodes.insert(id, Node::new(id, config.clone(), state));
+        }
+        Cluster {
+            nodes,
+            outbox: Vec::new(),
+            blocked: BTreeSet::new(),
+            auto_build_snapshots: true,
+            auto_send_snapshots: true,
+            history: Vec::new(),
+        }
+    }
+
+    /// Adds a server that waits to be added (empty configuration).
+    pub fn add_empty_node(&mut self, id: NodeId, config: Config) {
+        let state = RestoredState {
+            initial_membership: Membership::default(),
+            ..RestoredState::default()
+        };
+        self.nodes.insert(id, Node::new(id, config, state));
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn engine(&self, id: NodeId) -> &Engine {
+        &self.nodes[&id].engine
+    }
+
+    pub fn engine_mut(&mut self, id: NodeId) -> &mut Engine {
+        &mut self.nodes.get_mut(&id).expect("known node").engine
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id]
+    }
+
+    pub fn role(&self, id: NodeId) -> Role {
+        self.engine(id).role()
+    }
+
+    pub fn term(&self, id: NodeId) -> Term {
+        self.engine(id).term()
+    }
+
+    pub fn commit(&self, id: NodeId) -> LogIndex {
+        self.engine(id).commit_index()
+    }
+
+    /// The leader with the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.engine.role() == Role::Leader)
+            .max_by_key(|n| n.engine.term())
+            .map(|n| n.engine.id())
+    }
+
+    /// Runs the Ready loop of `id` until it has nothing left, moving messages to the outbox.
+    pub fn process(&mut self, id: NodeId) {
+        let (auto_build, auto_send) = (self.auto_build_snapshots, self.auto_send_snapshots);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let out = node.process(auto_build, auto_send);
+        self.outbox.extend(out);
+    }
+
+    pub fn process_all(&mut self) {
+        for id in self.ids() {
+            self.process(id);
+        }
+    }
+
+    /// One tick on `id`, then its Ready loop.
+    pub fn tick(&mut self, id: NodeId) {
+        self.engine_mut(id).tick();
+        self.process(id);
+    }
+
+    /// `n` ticks on `id`.
+    pub fn tick_n(&mut self, id: NodeId, n: u64) {
+        for _ in 0..n {
+            self.tick(id);
+        }
+    }
+
+    /// One tick on every server.
+    pub fn tick_all(&mut self) {
+        for id in self.ids() {
+            self.tick(id);
+        }
+    }
+
+    /// Delivers one message (unless its link is blocked or the receiver is unknown), then runs
+    /// the receiver's Ready loop.
+    pub fn deliver(&mut self, m: Message) {
+        if self.blocked.contains(&(m.from, m.to)) || !self.nodes.contains_key(&m.to) {
+            return;
+        }
+        let to = m.to;
+        self.history.push(m.clone());
+        self.engine_mut(to).step(m);
+        self.process(to);
+    }
+
+    /// Delivers every message, including the ones that deliveries produce, until none is left.
+    pub fn deliver_all(&mut self) {
+        let mut count = 0;
+        while !self.outbox.is_empty() {
+            let batch = std::mem::take(&mut self.outbox);
+            for m in batch {
+                count += 1;
+                assert!(count < DELIVERIES_MAX, "messages never stop: livelock");
+                self.deliver(m);
+            }
+        }
+    }
+
+    /// Removes and returns the messages matching `pred`, keeping the others in order.
+    pub fn take(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (taken, kept) = std::mem::take(&mut self.outbox)
+            .into_iter()
+            .partition(|m| pred(m));
+        self.outbox = kept;
+        taken
+    }
+
+    /// Delivers the messages matching `pred` that are in the outbox now (not the answers they
+    /// produce). Returns how many were delivered.
+    pub fn deliver_matching(&mut self, pred: impl Fn(&Message) -> bool) -> usize {
+        let taken = self.take(pred);
+        let n = taken.len();
+        for m in taken {
+            self.deliver(m);
+        }
+        n
+    }
+
+    /// Drops every message in flight.
+    pub fn drop_all(&mut self) {
+        self.outbox.clear();
+    }
+
+    /// Cuts `id` off from every other server, both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        for other in self.ids() {
+            if other != id {
+                self.blocked.insert((id, other));
+                self.blocked.insert((other, id));
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    /// Ticks `id` alone until it sends vote (or pre-vote) requests.
+    pub fn tick_until_campaign(&mut self, id: NodeId) {
+        let limit = self.engine(id).config().election_ticks_max * 2;
+        for _ in 0..limit {
+            self.tick(id);
+            if self
+                .outbox
+                .iter()
+                .any(|m| m.from == id && is_vote_request(m))
+            {
+                return;
+            }
+        }
+        panic!("{id} never campaigned");
+    }
+
+    /// Ticks `id` alone until it campaigns, then delivers everything. Returns its role.
+    pub fn campaign(&mut self, id: NodeId) -> Role {
+        self.tick_until_campaign(id);
+        self.deliver_all();
+        self.role(id)
+    }
+
+    /// Ticks `id` alone until it campaigns, then delivers only vote traffic, so that the new
+    /// leader's first AppendEntries stay in the outbox. Returns its role.
+    pub fn campaign_votes_only(&mut self, id: NodeId) -> Role {
+        self.tick_until_campaign(id);
+        let is_vote = |m: &Message| {
+            matches!(
+                m.body,
+                MessageBody::VoteRequest { .. } | MessageBody::VoteResponse { .. }
+            )
+        };
+        while self.deliver_matching(is_vote) > 0 {}
+        self.role(id)
+    }
+
+    /// Makes `id` the leader by letting its election timer run out, and replicates its no-op.
+    pub fn elect(&mut self, id: NodeId) {
+        let role = self.campaign(id);
+        assert_eq!(role, Role::Leader, "{id} did not win the election");
+        self.deliver_all();
+    }
+
+    /// Lets the followers' memory of a leader fade (leader stickiness) by ticking them for an
+    /// election timeout while dropping whatever they send.
+    pub fn forget_leader(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            let n = self.engine(id).config().election_ticks_min;
+            for _ in 0..n {
+                self.tick(id);
+                self.outbox.retain(|m| m.from != id);
+            }
+        }
+    }
+
+    /// Proposes a command on `id` and runs its Ready loop.
+    pub fn propose(&mut self, id: NodeId, data: &str) -> LogId {
+        let log_id = self
+            .engine_mut(id)
+            .propose(Bytes::from(data.to_owned()))
+            .expect("proposal accepted");
+        self.process(id);
+        log_id
+    }
+
+    /// `n` rounds of: one tick on every server, then deliver everything.
+    pub fn run(&mut self, n: u64) {
+        for _ in 0..n {
+            self.tick_all();
+            self.deliver_all();
+        }
+    }
+}
+
+impl Node {
+    fn new(id: NodeId, config: Config, state: RestoredState) -> Self {
+        let hard_state = state.hard_state;
+        let log = state.entries.clone();
+        let purged = state.purged;
+        let snapshot = state.snapshot.clone();
+        let applied_id = snapshot.as_ref().map_or(purged, |s| s.last_log_id);
+        let engine = Engine::new(id, config, state).expect("valid engine config");
+        Node {
+            applied_id,
+            engine,
+            hard_state,
+            log,
+            purged,
+            snapshot,
+            applied: Vec::new(),
+            installed: Vec::new(),
+            appended: Vec::new(),
+            rolled_back: Vec::new(),
+            truncations: Vec::new(),
+            hard_states: Vec::new(),
+            read_states: Vec::new(),
+            failed_reads: Vec::new(),
+            snapshot_requests: Vec::new(),
+            snapshot_sends: Vec::new(),
+        }
+    }
+
+    /// The last durable log id.
+    pub fn last_durable(&self) -> LogId {
+        self.log.last().map(Entry::log_id).unwrap_or(self.purged)
+    }
+
+    /// Applied entries of kind Normal, as strings.
+    pub fn applied_payloads(&self) -> Vec<String> {
+        self.applied
+            .iter()
+            .filter(|e| e.kind == EntryKind::Normal)
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+
+    /// Runs the Ready loop in the documented order with instant durability; returns the
+    /// messages to send.
+    fn process(&mut self, auto_build: bool, auto_send: bool) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut rounds = 0;
+        while self.engine.has_ready() {
+            rounds += 1;
+            assert!(rounds < 1_000, "has_ready never becomes false");
+            let ready = self.engine.ready();
+            // Step 1: messages that need nothing durable.
+            out.extend(ready.messages);
+            // Step 2: snapshot, truncation, hard state, entries.
+            if let Some(meta) = &ready.snapshot {
+                self.install(meta);
+            }
+            if let Some(from) = ready.truncate_from {
+                self.truncations.push(from);
+                let keep = from.saturating_sub(self.purged.index + 1) as usize;
+                self.log.truncate(keep);
+            }
+            if let Some(hs) = ready.hard_state {
+                self.hard_state = hs;
+                self.hard_states.push(hs);
+            }
+            for e in &ready.entries {
+                assert_eq!(
+                    e.index,
+                    self.last_durable().index + 1,
+                    "engine asked for an append with a hole"
+                );
+                self.log.push(e.clone());
+            }
+            self.appended.extend(ready.entries.iter().cloned());
+            self.rolled_back.extend(ready.rolled_back);
+            // Step 3: durable; acknowledgements may leave.
+            if let Some(last) = ready.entries.last() {
+                self.engine.on_persisted(last.log_id());
+            } else if let Some(meta) = &ready.snapshot {
+                self.engine.on_persisted(meta.last_log_id);
+            }
+            out.extend(ready.persisted_messages);
+            // Step 4: apply.
+            if let Some(last) = ready.committed_entries.last() {
+                self.applied_id = last.log_id();
+                let last = last.index;
+                self.applied.extend(ready.committed_entries);
+                self.engine.on_applied(last);
+            }
+            // Step 5: reads.
+            self.read_states.extend(ready.read_states);
+            self.failed_reads.extend(ready.failed_reads);
+            // Step 6: snapshots.
+            for peer in ready.send_snapshots {
+                self.snapshot_sends.push(peer);
+                if auto_send {
+                    let meta = self.snapshot.clone().expect("a snapshot to send");
+                    out.push(msg(
+                        self.engine.id(),
+                        peer,
+                        self.engine.term(),
+                        MessageBody::InstallSnapshot { meta },
+                    ));
+                    self.engine.on_snapshot_sent(peer, true);
+                }
+            }
+            if let Some(request) = ready.build_snapshot {
+                self.snapshot_requests
+                    .push((request.clone(), self.applied_id));
+                if auto_build {
+                    self.snapshot = Some(request.to_meta());
+                    self.engine.on_snapshot_built(Some(request.last_log_id));
+                }
+            }
+            if let Some(upto) = ready.purge_to {
+                let snap = self.snapshot.as_ref().map_or(0, |s| s.last_log_id.index);
+                assert!(upto.index <= snap, "purge beyond the durable snapshot");
+                let drop = ((upto.index - self.purged.index) as usize).min(self.log.len());
+                self.log.drain(..drop);
+                self.purged = upto;
+            }
+        }
+        out
+    }
+
+    fn install(&mut self, meta: &SnapshotMeta) {
+        let at = meta.last_log_id;
+        // Keep the durable suffix only if it continues the snapshot; the engine says so with
+        // `truncate_from`, which the caller applies right after.
+        let keep_from = at.index.saturating_sub(self.purged.index) as usize;
+        self.log = self.log.split_off(keep_from.min(self.log.len()));
+        self.purged = at;
+        self.snapshot = Some(meta.clone());
+        self.applied_id = at;
+        self.installed.push(meta.clone());
+    }
+}
