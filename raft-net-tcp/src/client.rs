@@ -44,6 +44,12 @@ impl TcpClient {
     }
 
     /// Sends one request and waits for its response.
+    ///
+    /// Which errors prove the request was never executed: every error from opening the
+    /// connection ([`Error::Io`], [`Error::ConnectTimeout`], [`Error::HandshakeTimeout`],
+    /// [`Error::Handshake`]), and [`Error::TooManyInFlight`], [`Error::FrameTooLarge`] and
+    /// [`Error::Encode`] (refused before sending). After [`Error::ConnectionClosed`],
+    /// [`Error::RequestTimeout`] or [`Error::Remote`] it may or may not have been executed.
     pub async fn request(&self, payload: Bytes) -> Result<ClientResponse> {
         let connection = self.connection().await?;
         let answer = connection
