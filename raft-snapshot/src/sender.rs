@@ -29,8 +29,8 @@ pub const CHUNK_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// sync the data and publish the snapshot (but never for the state machine to restore it, which
 /// happens after the acknowledgement), so it gets a budget of its own.
 pub const LAST_CHUNK_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// Default failures in a row (transport errors, timeouts, rejected chunks) before a transfer
-/// gives up. Any accepted chunk resets the count.
+/// Default failures (transport errors, timeouts, rejected chunks) before a transfer gives up.
+/// The count restarts whenever the receiver gets further than it ever got.
 pub const RETRIES_MAX_DEFAULT: u32 = 8;
 /// Default first delay after a transport failure; doubles up to the maximum.
 pub const RETRY_BACKOFF_MS_MIN_DEFAULT: u64 = 50;
@@ -144,8 +144,10 @@ pub struct TransferReport {
 ///   offset and the transfer continues from there.
 /// - **Superseding**: before each chunk is read the store's latest snapshot is checked; a newer
 ///   one replaces the transfer, which starts over with it.
-/// - **Giving up**: after `retries_max` failures in a row without an accepted chunk, with an
-///   exponential backoff between transport failures.
+/// - **Giving up**: after `retries_max` failures (rejected chunks, transport errors, timeouts)
+///   without the receiver getting further than it ever got, with an exponential backoff
+///   between transport failures. A snapshot whose whole checksum never matches is therefore
+///   sent at most `retries_max + 1` times.
 ///
 /// Memory: at most `window_chunks` chunks of `chunk_bytes`, whatever the snapshot's size.
 /// Dropping the future returned by [`SnapshotSender::send`] cancels the transfer.
@@ -196,6 +198,10 @@ struct Transfer {
     last_sent: bool,
     /// What the receiver acknowledged last.
     acked: u64,
+    /// The highest offset the receiver ever acknowledged for this snapshot. Only going past it
+    /// counts as progress and resets `failures`: a transfer whose whole-snapshot checksum
+    /// keeps failing, or that keeps losing the same chunks, must give up.
+    high_water: u64,
     failures: u32,
     last_failure: String,
     report: TransferReport,
@@ -253,6 +259,7 @@ impl SnapshotSender {
             next: 0,
             last_sent: false,
             acked: 0,
+            high_water: 0,
             failures: 0,
             last_failure: String::new(),
         };
@@ -267,7 +274,8 @@ impl SnapshotSender {
                 && !transfer.last_sent
                 && in_flight.len() < self.config.window_chunks as usize
             {
-                in_flight.push(self.next_chunk(&mut transfer).await?);
+                let send = self.next_chunk(&mut transfer).await?;
+                in_flight.push(send);
             }
             let Some(outcome) = in_flight.next().await else {
                 match transfer.mode {
@@ -336,6 +344,7 @@ impl SnapshotSender {
             transfer.report.superseded += 1;
             transfer.epoch += 1;
             transfer.acked = 0;
+            transfer.high_water = 0;
             transfer.failures = 0;
             transfer.mode = Mode::Draining {
                 resume: 0,
@@ -416,6 +425,7 @@ impl Transfer {
     /// how far the receiver got. Returns whether the transfer is complete.
     fn on_stale(&mut self, outcome: &Outcome) -> bool {
         let Ok(ack) = &outcome.result else {
+            self.report.chunks_failed += 1;
             return false;
         };
         if ack.snapshot != self.meta.last_log_id {
@@ -424,7 +434,10 @@ impl Transfer {
         match (&ack.status, &mut self.mode) {
             (ChunkStatus::Complete, _) => true,
             (ChunkStatus::Accepted, Mode::Draining { resume, .. }) => {
+                // Written after all (a reordering transport, or a chunk that overtook the
+                // failure): progress, and a better place to resume from.
                 *resume = (*resume).max(ack.next_offset);
+                self.progress(ack.next_offset);
                 false
             }
             _ => false,
@@ -438,7 +451,7 @@ impl Transfer {
             ChunkStatus::Complete => Ok(true),
             ChunkStatus::Accepted if ack.next_offset == offset + len => {
                 self.acked = self.acked.max(ack.next_offset);
-                self.failures = 0;
+                self.progress(ack.next_offset);
                 Ok(false)
             }
             ChunkStatus::Accepted => {
@@ -471,6 +484,14 @@ impl Transfer {
                     reason,
                 })
             }
+        }
+    }
+
+    /// The receiver acknowledged `offset`: progress if it is new ground.
+    fn progress(&mut self, offset: u64) {
+        if offset > self.high_water {
+            self.high_water = offset;
+            self.failures = 0;
         }
     }
 
