@@ -73,7 +73,7 @@ impl Default for Config {
             message_bytes_max: 1 << 20,
             inflight_messages_max: 64,
             inflight_bytes_max: 32 << 20,
-            replication_timeout_ticks: 15,
+            replication_timeout_ticks: 8,
             uncommitted_entries_max: 100_000,
             entry_bytes_max: 4 << 20,
             snapshot_distance: 100_000,

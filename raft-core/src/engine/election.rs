@@ -249,8 +249,14 @@ impl Engine {
         let caught_up = self.progress[&target].match_index == self.log.last_index();
         if caught_up {
             self.send(target, MessageBody::TimeoutNow);
-        } else {
-            self.send_append(target, false);
+        } else if self.progress[&target].state != super::ReplicationState::Snapshot {
+            // Probe from the match index at once: in-flight messages may have been lost, and
+            // waiting for the replication timeout could use up the whole transfer window.
+            self.progress
+                .get_mut(&target)
+                .expect("checked above")
+                .become_probe();
+            self.send_append(target, true);
         }
         Ok(())
     }
