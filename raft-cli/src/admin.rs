@@ -6,7 +6,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use raft_core::NodeId;
 
-use crate::client::ClusterClient;
+use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::{Reply, Request, StatusReport};
 
@@ -42,6 +42,13 @@ impl ClusterArgs {
             bail!("--cluster lists no address");
         }
         Ok(ClusterClient::new(addrs, self.cluster_id))
+    }
+
+    /// A client for admin requests, which may wait for a new server to catch up.
+    pub fn admin_client(&self) -> anyhow::Result<ClusterClient> {
+        Ok(self
+            .client()?
+            .with_request_timeout_ms(ADMIN_REQUEST_TIMEOUT_MS))
     }
 }
 
@@ -175,7 +182,7 @@ pub async fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
 
 /// `raft members ...`.
 pub async fn members(cluster: &ClusterArgs, command: MembersCommand) -> anyhow::Result<()> {
-    let client = cluster.client()?;
+    let client = cluster.admin_client()?;
     let request = match command {
         MembersCommand::Add { id, addr, learner } if learner => Request::AddLearner { id, addr },
         MembersCommand::Add { id, addr, .. } => Request::AddVoter { id, addr },
@@ -202,7 +209,7 @@ fn print_members(status: &StatusReport) {
 /// `raft transfer-leader ID`.
 pub async fn transfer_leader(cluster: &ClusterArgs, id: NodeId) -> anyhow::Result<()> {
     cluster
-        .client()?
+        .admin_client()?
         .call(&Request::TransferLeader { id })
         .await?;
     println!("OK: node {id} leads");
@@ -211,7 +218,7 @@ pub async fn transfer_leader(cluster: &ClusterArgs, id: NodeId) -> anyhow::Resul
 
 /// `raft snapshot [--node ADDR]`: on the leader, or on the given member.
 pub async fn snapshot(cluster: &ClusterArgs, node: Option<&str>) -> anyhow::Result<()> {
-    let client = cluster.client()?;
+    let client = cluster.admin_client()?;
     let reply = match node {
         Some(addr) => client.call_at(addr, &Request::Snapshot).await?,
         None => {

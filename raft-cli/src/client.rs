@@ -19,6 +19,12 @@ use crate::service::was_sent;
 
 /// Default time a request keeps looking for a leader before it gives up.
 pub const FIND_LEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time one request waits for its answer: a little more than a node's own request
+/// timeout (5 s), so the node's answer (even "outcome unknown") arrives first.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 7_000;
+/// Time an admin request (membership change, snapshot) waits: longer than a node's
+/// membership timeout (60 s), since catching a new server up can take that long.
+pub const ADMIN_REQUEST_TIMEOUT_MS: u64 = 70_000;
 /// Pause between attempts when no leader is known (an election takes a few hundred ms).
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
@@ -64,9 +70,11 @@ enum Attempt {
 impl ClusterClient {
     /// A client of the cluster whose members include `addrs` (`host:port` each).
     pub fn new(addrs: Vec<String>, cluster_id: u64) -> ClusterClient {
+        let mut config = TcpConfig::new(cluster_id, 0);
+        config.request_timeout_ms = REQUEST_TIMEOUT_MS_DEFAULT;
         ClusterClient {
             addrs,
-            config: TcpConfig::new(cluster_id, 0),
+            config,
             clients: Mutex::new(HashMap::new()),
             leader: Mutex::new(None),
             timeout_ms: FIND_LEADER_TIMEOUT_MS_DEFAULT,
@@ -76,6 +84,13 @@ impl ClusterClient {
     /// Changes how long a request looks for a leader.
     pub fn with_timeout_ms(mut self, timeout_ms: u64) -> ClusterClient {
         self.timeout_ms = timeout_ms;
+        self
+    }
+
+    /// Changes how long one request waits for its answer (use
+    /// [`ADMIN_REQUEST_TIMEOUT_MS`] for membership changes).
+    pub fn with_request_timeout_ms(mut self, timeout_ms: u64) -> ClusterClient {
+        self.config.request_timeout_ms = timeout_ms.max(1);
         self
     }
 

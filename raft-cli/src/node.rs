@@ -2,24 +2,29 @@
 //! key-value state machine, the optional Redis endpoint and the join request together, and
 //! shuts them down in order on SIGINT or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use raft_core::node::{NodeState, RaftHandle, RaftNode};
+use raft_core::node::{LogStore, NodeState, RaftHandle, RaftNode};
 use raft_net_tcp::{TcpConfig, TcpServer, TcpTransport};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::client::ClusterClient;
+use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::NodeSettings;
+use crate::join::SeededTransport;
 use crate::kv::Kv;
 use crate::proto::Request;
 use crate::redis::RedisServer;
 use crate::service::{NativeHandler, Service};
 use crate::snapshots;
 
+/// Added to the membership timeout for the server's request timeout, so the node's own
+/// answer (success or timeout) always beats the transport's.
+const SERVER_TIMEOUT_MARGIN_MS: u64 = 5_000;
 /// Pause between attempts to join a cluster.
 const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -49,13 +54,18 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     };
     let tcp_config = TcpConfig::new(settings.cluster_id, settings.id);
     let transport = Arc::new(TcpTransport::new(tcp_config.clone())?);
+    let seeds = match &settings.join {
+        Some(via) if log.state().await?.last.index == 0 => join_seeds(&settings, via).await?,
+        _ => BTreeMap::new(),
+    };
+    let seeded = Arc::new(SeededTransport::new(transport.clone(), settings.id, seeds));
     let kv = Kv::new();
     let map = kv.map();
     let handle = RaftNode::start(
         settings.node_config()?,
         log,
         snapshot_store,
-        transport.clone(),
+        seeded,
         kv,
         settings.initial_membership()?,
     )
@@ -67,9 +77,13 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         settings.advertised().to_string(),
         settings.cluster_id,
     ));
+    // The server bounds each client request by its request timeout: membership changes wait
+    // for a new server to catch up, so they get the node's membership timeout and a margin.
+    let mut server_config = tcp_config;
+    server_config.request_timeout_ms = settings.membership_timeout_ms + SERVER_TIMEOUT_MARGIN_MS;
     let server = TcpServer::serve(
         listener,
-        tcp_config,
+        server_config,
         Arc::new(handle.clone()),
         Some(Arc::new(NativeHandler(service.clone()))),
     )?;
@@ -124,11 +138,31 @@ async fn wait_for_stop(handle: &RaftHandle) -> anyhow::Result<()> {
     }
 }
 
+/// The member addresses of the cluster reached through `via`, retried until it answers or a
+/// signal arrives.
+async fn join_seeds(settings: &NodeSettings, via: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let client = ClusterClient::new(vec![via.to_string()], settings.cluster_id);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        match client.leader_status().await {
+            Ok(status) => return Ok(status.members.into_iter().map(|m| (m.id, m.addr)).collect()),
+            Err(e) => warn!(via = %via, error = %e, "cannot reach the cluster to join; retrying"),
+        }
+        tokio::select! {
+            _ = interrupt.recv() => bail!("interrupted while joining"),
+            _ = terminate.recv() => bail!("terminated while joining"),
+            _ = tokio::time::sleep(JOIN_RETRY_PAUSE) => {}
+        }
+    }
+}
+
 /// Asks the cluster to add this node as a voter until it is a member. The leader catches it
 /// up as a learner first and promotes it; a restarted node that is already a member skips
 /// this.
 async fn join_cluster(handle: RaftHandle, settings: NodeSettings, via: String) {
-    let client = ClusterClient::new(vec![via.clone()], settings.cluster_id);
+    let client = ClusterClient::new(vec![via.clone()], settings.cluster_id)
+        .with_request_timeout_ms(ADMIN_REQUEST_TIMEOUT_MS);
     let request = Request::AddVoter {
         id: settings.id,
         addr: settings.advertised().to_string(),
