@@ -470,11 +470,13 @@ impl RaftLog {
         Ok(writer)
     }
 
-    /// Poisons on failure; on success everything written so far has been synced.
+    /// Poisons on failure and wakes waiters either way. Marking tickets durable is left to
+    /// the operations that synced the current segment (`roll`, `truncate_locked`): a hard
+    /// state save or a purge syncs other files, and an append written meanwhile is not durable
+    /// because of them.
     fn finish_write(&self, writer: &mut Writer, result: Result<()>) -> Result<()> {
-        match &result {
-            Ok(()) => writer.synced_ticket = writer.written_ticket,
-            Err(error) => writer.poison(error),
+        if let Err(error) = &result {
+            writer.poison(error);
         }
         self.synced.notify_all();
         result
@@ -666,6 +668,8 @@ impl RaftLog {
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io("zero truncated records", &path, e))?;
         writer.durable_bytes = cut;
+        // Every batch written so far is in this segment, now synced, or in a deleted one.
+        writer.synced_ticket = writer.written_ticket;
         Ok(())
     }
 

@@ -85,3 +85,33 @@ fn sequential_appends_sync_once_each() {
     // No append returned before a sync covering it: 20 appends, one sync each.
     assert_eq!(log.sync_count(), 20);
 }
+
+#[test]
+fn no_ticket_is_acknowledged_by_an_unrelated_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLog::open(
+        dir.path(),
+        Options {
+            segment_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    log.append(&[Entry::normal(1, 1, "a"), Entry::normal(1, 2, "b")])
+        .unwrap();
+    // Written, not yet synced; then writes that sync other files (hard state, purge point).
+    let ticket = log.submit(&[Entry::normal(1, 3, "c")]).unwrap();
+    log.save_hard_state(raft_core::HardState {
+        term: 1,
+        voted_for: None,
+        commit: 2,
+    })
+    .unwrap();
+    log.purge(raft_core::LogId::new(1, 1)).unwrap();
+    let syncs = log.sync_count();
+    log.wait(ticket).unwrap();
+    assert_eq!(
+        log.sync_count(),
+        syncs + 1,
+        "append acknowledged without a sync covering it"
+    );
+}
