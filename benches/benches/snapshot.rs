@@ -2,7 +2,9 @@
 //! transport and server) from one `FileSnapshotStore` to another, in 1 MiB chunks, with the
 //! windowed `SnapshotSender` at window 1 (stop-and-wait, what raft-core's own sender does) and
 //! window 4 (the default). Every transfer goes into a fresh receiving directory and includes
-//! the receiver's CRC checks, periodic syncs, final sync and atomic publish.
+//! the receiver's CRC checks, periodic syncs, final sync and atomic publish; the receiving
+//! directory is on the temporary directory's disk (`disk`) and, where `/dev/shm` exists, on
+//! tmpfs (`tmpfs`: syncs cost nothing, which isolates the transfer path from the disk).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-snap cargo bench -p benches --bench snapshot`.
 //! Besides criterion's throughput it prints the peak heap during the transfers (a counting
@@ -145,42 +147,52 @@ fn transfer(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(15));
-    for window_chunks in [1u32, 4] {
-        let sender = SnapshotSender::new(
-            Arc::new(leader.clone()),
-            transport.clone(),
-            SenderConfig {
-                chunk_bytes: CHUNK_BYTES,
-                window_chunks,
-                ..SenderConfig::default()
-            },
-        )
-        .unwrap();
-        PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
-        let baseline = LIVE_BYTES.load(Ordering::Relaxed);
-        group.bench_function(format!("256MiB_chunk1MiB_window{window_chunks}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().unwrap();
-                    *receiver.0.lock().unwrap() = FileSnapshotStore::open(dir.path()).unwrap();
-                    let started = Instant::now();
-                    let report = runtime.block_on(sender.send(target, meta.clone())).unwrap();
-                    total += started.elapsed();
-                    assert_eq!(report.bytes_sent, SNAPSHOT_BYTES);
-                }
-                total
-            })
-        });
-        let peak = PEAK_BYTES.load(Ordering::Relaxed);
-        println!(
-            "snapshot_transfer window={window_chunks}: peak heap during transfers {:.1} MiB \
+    // The receiver on the real disk (its syncs included), and on tmpfs where syncs are free,
+    // which isolates the transfer path (read, CRC, frames, loopback, CRC, write).
+    let shm = std::path::Path::new("/dev/shm");
+    let mut placements = vec![("disk", std::env::temp_dir())];
+    if shm.is_dir() {
+        placements.push(("tmpfs", shm.to_path_buf()));
+    }
+    for (placement, parent) in placements {
+        for window_chunks in [1u32, 4] {
+            let sender = SnapshotSender::new(
+                Arc::new(leader.clone()),
+                transport.clone(),
+                SenderConfig {
+                    chunk_bytes: CHUNK_BYTES,
+                    window_chunks,
+                    ..SenderConfig::default()
+                },
+            )
+            .unwrap();
+            PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+            let baseline = LIVE_BYTES.load(Ordering::Relaxed);
+            let name = format!("256MiB_chunk1MiB_window{window_chunks}_{placement}");
+            group.bench_function(&name, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir_in(&parent).unwrap();
+                        *receiver.0.lock().unwrap() = FileSnapshotStore::open(dir.path()).unwrap();
+                        let started = Instant::now();
+                        let report = runtime.block_on(sender.send(target, meta.clone())).unwrap();
+                        total += started.elapsed();
+                        assert_eq!(report.bytes_sent, SNAPSHOT_BYTES);
+                    }
+                    total
+                })
+            });
+            let peak = PEAK_BYTES.load(Ordering::Relaxed);
+            println!(
+                "snapshot_transfer {name}: peak heap during transfers {:.1} MiB \
              ({:.1} MiB above the {:.1} MiB baseline), process peak RSS {:.1} MiB",
-            peak as f64 / (1 << 20) as f64,
-            (peak - baseline.min(peak)) as f64 / (1 << 20) as f64,
-            baseline as f64 / (1 << 20) as f64,
-            peak_rss_mib()
-        );
+                peak as f64 / (1 << 20) as f64,
+                (peak - baseline.min(peak)) as f64 / (1 << 20) as f64,
+                baseline as f64 / (1 << 20) as f64,
+                peak_rss_mib()
+            );
+        }
     }
     group.finish();
     runtime.block_on(server.shutdown());

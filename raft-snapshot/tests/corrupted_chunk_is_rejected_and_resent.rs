@@ -31,10 +31,12 @@ async fn a_corrupted_chunk_is_rejected_and_resent() {
     let report = sender.send(TARGET, meta.clone()).await.unwrap();
     assert!(report.chunks_rejected >= 2, "{report:?}");
 
-    let seen = link.seen();
+    let (answers_all, written) = {
+        let seen = link.seen();
+        (seen.answers.clone(), seen.written())
+    };
     for offset in bad {
-        let answers: Vec<&ChunkStatus> = seen
-            .answers
+        let answers: Vec<&ChunkStatus> = answers_all
             .iter()
             .filter(|(o, _)| *o == offset)
             .map(|(_, s)| s)
@@ -51,8 +53,7 @@ async fn a_corrupted_chunk_is_rejected_and_resent() {
         );
     }
     let expected: Vec<u64> = (0..=32).map(|i| i * CHUNK as u64).collect();
-    assert_eq!(seen.written(), expected, "each chunk written exactly once");
-    drop(seen);
+    assert_eq!(written, expected, "each chunk written exactly once");
     assert_eq!(follower.latest().await.unwrap(), Some(meta.clone()));
     assert_snapshot_bytes(&follower, &meta, 3).await;
 }

@@ -63,15 +63,13 @@ async fn a_new_sender_resumes_from_the_receivers_offset() {
         "at most one window is sent again, got {} bytes",
         report.bytes_sent
     );
-    let seen = link.seen();
-    let written = seen.written();
+    let written = link.seen().written();
     let expected: Vec<u64> = (0..=64).map(|i| i * CHUNK as u64).collect();
     assert_eq!(written, expected, "every chunk written once, in order");
     assert_eq!(
         written[written_before], held,
         "the new sender's first written chunk"
     );
-    drop(seen);
     assert_eq!(follower.latest().await.unwrap(), Some(meta.clone()));
     assert_snapshot_bytes(&follower, &meta, 7).await;
     assert!(temp_entries(dirs.1.path()).is_empty());
