@@ -1198,3 +1198,49 @@ fn bad_and_misdirected_messages_are_dropped() {
     c.run(config().heartbeat_ticks);
     assert_eq!(c.node(2).applied_payloads(), vec!["before", "after"]);
 }
+
+/// A configuration entry stranded on the servers it removes must not deadlock the cluster.
+///
+/// Reference: Raft paper section 6 and thesis section 4.2.2 (a server not in the new
+/// configuration may still lead until it commits). Joint configuration {1,4,5}+{1,2,3} is
+/// committed; the leave-joint entry {1,4,5} reached only servers 2 and 3, which it removes. Their
+/// logs are longer, so they refuse votes to 1, 4 and 5, and the outgoing half {1,2,3} needs one of
+/// them: unless 2 or 3 may campaign, nobody can ever win. (Found by simulation seed 1039.)
+#[test]
+fn stranded_leave_joint_entry_is_finished_by_an_outgoing_voter() {
+    let cold = Membership::new_voters([1, 2, 3]);
+    let joint = Membership {
+        voters: [1, 4, 5].into_iter().collect(),
+        voters_outgoing: [1, 2, 3].into_iter().collect(),
+        ..Membership::default()
+    };
+    let cnew = Membership::new_voters([1, 4, 5]);
+    let short = vec![Entry::blank(1, 1), Entry::membership(1, 2, &joint)];
+    let mut long = short.clone();
+    long.push(Entry::membership(1, 3, &cnew));
+    let state = |log: &Vec<Entry>| {
+        let mut s = restored(1, &[1, 2, 3], log.clone());
+        s.initial_membership = cold.clone();
+        s.hard_state.commit = 2;
+        s
+    };
+    let states = vec![
+        (1, state(&short)),
+        (2, state(&long)),
+        (3, state(&long)),
+        (4, state(&short)),
+        (5, state(&short)),
+    ];
+    let mut c = Cluster::from_states(config(), states);
+    c.run(20 * config().election_ticks_max);
+    let leader = c.leader().expect("a leader is elected");
+    assert!(
+        [1, 4, 5].contains(&leader),
+        "the final leader is a member of {{1,4,5}}"
+    );
+    assert_eq!(c.engine(leader).committed_membership().voters, cnew.voters);
+    assert!(!c.engine(leader).committed_membership().is_joint());
+    c.propose(leader, "after the change");
+    c.run(3);
+    assert_eq!(c.node(4).applied_payloads(), vec!["after the change"]);
+}

@@ -487,7 +487,8 @@ impl Driver {
             .run_until(HEAL_STEPS_MAX, |c| c.leader().is_some());
         if !elected {
             return Err(format!(
-                "liveness: no leader {HEAL_STEPS_MAX} steps after healing"
+                "liveness: no leader {HEAL_STEPS_MAX} steps after healing\n{}",
+                self.cluster.describe()
             ));
         }
         // Let every client finish (or time out), then a fresh write must commit.

@@ -169,9 +169,30 @@ impl Engine {
         }
     }
 
+    /// Leader: servers that the newly committed configuration removed get one last
+    /// AppendEntries carrying the commit index, so they learn that their removal committed and stop
+    /// campaigning (a server stays promotable while its committed configuration lists it).
+    fn notify_removed_servers(&mut self) {
+        let removed: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|id| {
+                !self.membership().contains(*id) && !self.committed_membership.1.contains(*id)
+            })
+            .collect();
+        for peer in removed {
+            // Probe from its match index: the entries (including the one that removes it, if
+            // it fits in one message) and the commit index travel together.
+            self.progress.get_mut(&peer).expect("listed").become_probe();
+            self.send_append(peer, true);
+        }
+    }
+
     /// Leader: a configuration entry committed. Leave a joint configuration, finish a pending
     /// catch-up, or step down if this server is no longer a voter.
     pub(super) fn on_membership_committed(&mut self) {
+        self.notify_removed_servers();
         self.sync_progress_with_membership();
         let committed = self.committed_membership.1.clone();
         if !self.pending_configs.is_empty() {

@@ -300,7 +300,11 @@ impl Engine {
             // A snapshot received just before a crash can carry a newer term than the hard
             // state had time to record; never run behind the terms in our own log.
             term: hard_state.term.max(log_last_term),
-            voted_for: if log_last_term > hard_state.term { None } else { hard_state.voted_for },
+            voted_for: if log_last_term > hard_state.term {
+                None
+            } else {
+                hard_state.voted_for
+            },
             leader: None,
             hard_state_dirty: log_last_term > hard_state.term,
             log,
@@ -738,9 +742,16 @@ impl Engine {
         self.randomized_election_ticks = self.config.election_ticks_min + self.rng.below(span);
     }
 
-    /// Whether this server may start an election: a voter of the effective configuration.
+    /// Whether this server may start an election: a voter of the effective (latest)
+    /// configuration or of the committed one.
+    ///
+    /// The committed one matters while a change is pending: if the only servers holding the
+    /// newest configuration entry are voters being removed by it, their longer logs refuse
+    /// votes to everyone else, so they must be able to win (counting votes in their latest
+    /// configuration, which keeps election safety) and finish the change. Found by simulation
+    /// seed 1039: a leave-joint entry stranded on two outgoing voters deadlocked the cluster.
     fn promotable(&self) -> bool {
-        self.membership().is_voter(self.id)
+        self.membership().is_voter(self.id) || self.committed_membership.1.is_voter(self.id)
     }
 
     /// Recomputes the pending configurations from configuration entries in the log after the

@@ -823,6 +823,33 @@ impl Cluster {
         done(self)
     }
 
+    /// One line per node: role, term, log, commit and configuration, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for node in self.nodes.values() {
+            match &node.engine {
+                Some(e) => {
+                    let s = e.status();
+                    out.push_str(&format!(
+                        "node {}: {:?} term {} vote {:?} leader {:?} last {} commit {} first {} membership {} (committed {})\n",
+                        s.id,
+                        s.role,
+                        s.term,
+                        e.hard_state().voted_for,
+                        s.leader,
+                        s.last_log_id,
+                        s.commit_index,
+                        s.first_index,
+                        s.membership,
+                        e.committed_membership()
+                    ));
+                }
+                None => out.push_str(&format!("node {}: down\n", node.id)),
+            }
+        }
+        out
+    }
+
     /// Removes partitions and faults, restarts crashed nodes.
     pub fn heal(&mut self) {
         self.blocked.clear();
