@@ -148,6 +148,10 @@ impl BenchStore for RaftLogStore {
         let entries = self.0.entries(low, high, u64::MAX).expect("raft-log read");
         entries.iter().map(|e| e.data.len()).sum()
     }
+
+    fn read_one(&mut self, index: u64) -> usize {
+        self.0.entry(index).expect("raft-log read").data.len()
+    }
 }
 
 /// The physical floor: payloads copied back to back into a buffer, `pwrite` into a

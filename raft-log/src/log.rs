@@ -293,6 +293,16 @@ impl RaftLog {
         guard.log_id(index).map(|id| id.term)
     }
 
+    /// Reads the one entry at `index` (a point read without the vector of
+    /// [`RaftLog::entries`]).
+    pub fn entry(&self, index: u64) -> Result<Entry> {
+        let guard = self.read_index();
+        if index <= guard.purged.index || index > guard.last.index {
+            return Err(out_of_range(&guard, index, index + 1));
+        }
+        guard.segments[guard.segment_of(index)].read(index)
+    }
+
     /// Reads entries `[low, high)` in order, stopping once their payload bytes reach
     /// `bytes_max`, but always returning at least one entry of a non-empty range.
     pub fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>> {

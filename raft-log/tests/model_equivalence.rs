@@ -85,6 +85,23 @@ fn check(log: &RaftLog, model: &Model) -> Result<(), TestCaseError> {
         .entries(first, next, u64::MAX)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&stored, &model.entries);
+    for expected in &model.entries {
+        let got = log
+            .entry(expected.index)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&got, expected);
+    }
+    prop_assert!(
+        log.entry(model.purged.index).is_err(),
+        "entry at the purge point"
+    );
+    prop_assert!(log.entry(next).is_err(), "entry past the end");
+    for (index, expected) in [(model.purged.index, model.purged), (next - 1, model.last())] {
+        let term = log
+            .term(index)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(term, expected.term);
+    }
     if model.purged.index > 0 {
         let below = log.entries(model.purged.index, next, u64::MAX);
         prop_assert!(
