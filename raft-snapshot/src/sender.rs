@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use raft_core::node::{SnapshotStore, Transport, TransportError};
+use raft_core::node::{SnapshotStore, StorageError, Transport, TransportError};
 use raft_core::{ChunkStatus, LogId, NodeId, SnapshotChunk, SnapshotChunkAck, SnapshotMeta, Term};
 use tracing::{debug, info, warn};
 
@@ -274,8 +274,18 @@ impl SnapshotSender {
                 && !transfer.last_sent
                 && in_flight.len() < self.config.window_chunks as usize
             {
-                let send = self.next_chunk(&mut transfer).await?;
-                in_flight.push(send);
+                match self.next_chunk(&mut transfer).await {
+                    Ok(send) => in_flight.push(send),
+                    // Pruned by a newer snapshot between the check and the read: switch.
+                    Err(Error::Storage(StorageError::NotFound(_))) => {
+                        let before = transfer.meta.last_log_id;
+                        self.check_superseded(&mut transfer).await?;
+                        if transfer.meta.last_log_id == before {
+                            return Err(Error::NotFound(before));
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             let Some(outcome) = in_flight.next().await else {
                 match transfer.mode {

@@ -283,10 +283,14 @@ impl Inner {
             .metadata()
             .map_err(|e| Error::io("reading the data file's length", &data_path, e))?
             .len();
-        assert_eq!(
-            len, meta.size_bytes,
-            "data file length differs from the metadata"
-        );
+        if len != meta.size_bytes {
+            // Bytes were lost on the way to the file (a failed write that was not noticed):
+            // never publish them.
+            return Err(Error::Corrupt {
+                path: data_path,
+                reason: "data file length differs from the bytes written",
+            });
+        }
         let meta_path = temp.path().join(META_FILE);
         let mut meta_file = File::options()
             .write(true)
@@ -657,6 +661,7 @@ impl FileSnapshotStore {
             file: tokio::fs::File::from_std(file),
             crc: crc32fast::Hasher::new(),
             size_bytes: 0,
+            failed: false,
         })
     }
 
@@ -715,6 +720,9 @@ struct FileWriter {
     file: tokio::fs::File,
     crc: crc32fast::Hasher,
     size_bytes: u64,
+    /// A write or flush failed: tokio reports a failed background write only once, so the
+    /// writer remembers it and `finish` refuses to publish.
+    failed: bool,
 }
 
 impl AsyncWrite for FileWriter {
@@ -724,18 +732,24 @@ impl AsyncWrite for FileWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let written = std::task::ready!(Pin::new(&mut this.file).poll_write(cx, buf))?;
+        let result = std::task::ready!(Pin::new(&mut this.file).poll_write(cx, buf));
+        this.failed |= result.is_err();
+        let written = result?;
         this.crc.update(&buf[..written]);
         this.size_bytes += written as u64;
         Poll::Ready(Ok(written))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
+        let result = std::task::ready!(Pin::new(&mut self.file).poll_flush(cx));
+        self.failed |= result.is_err();
+        Poll::Ready(result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+        let result = std::task::ready!(Pin::new(&mut self.file).poll_shutdown(cx));
+        self.failed |= result.is_err();
+        Poll::Ready(result)
     }
 }
 
@@ -748,6 +762,16 @@ impl SnapshotWriter for FileWriter {
             .flush()
             .await
             .map_err(|e| Error::io("writing snapshot data", temp.path(), e))?;
+        if self.failed {
+            let path = temp.path().join(DATA_FILE);
+            blocking(move || drop(temp)).await;
+            return Err(Error::io(
+                "writing snapshot data",
+                path,
+                io::Error::other("an earlier write failed; the snapshot is incomplete"),
+            )
+            .into());
+        }
         let FileWriter {
             inner,
             mut meta,
