@@ -8,7 +8,7 @@
 //!   receiving side checks each chunk's offset and CRC32, then the whole snapshot's size and
 //!   CRC32, before it publishes. Half-written snapshots are removed at open; the newest
 //!   [`StoreConfig::snapshots_kept`] (default 2) are kept. The layout on disk is drawn in
-//!   [`format`].
+//!   [`format`](mod@format).
 //! - [`SnapshotSender`]: streams a snapshot to one follower through any raft-core
 //!   [`Transport`](raft_core::node::Transport) with a bounded window of chunks in flight, a
 //!   timeout per chunk (and one for the last chunk, which waits for the receiver's sync), resumes

@@ -1,4 +1,4 @@
-//! [`FileSnapshotStore`]: raft-core's `SnapshotStore` in a directory. See [`crate::format`] for
+//! [`FileSnapshotStore`]: raft-core's `SnapshotStore` in a directory. See [`crate::format`](mod@crate::format) for
 //! the layout and the metadata record.
 
 use std::collections::BTreeMap;
