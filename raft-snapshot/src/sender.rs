@@ -202,6 +202,8 @@ struct Transfer {
     /// counts as progress and resets `failures`: a transfer whose whole-snapshot checksum
     /// keeps failing, or that keeps losing the same chunks, must give up.
     high_water: u64,
+    /// No chunk was accepted yet (the first one tells where the transfer resumed).
+    first_accept: bool,
     failures: u32,
     last_failure: String,
     report: TransferReport,
@@ -240,95 +242,10 @@ impl SnapshotSender {
     /// [`Error::RetriesExhausted`] after `retries_max` failures in a row.
     pub async fn send(&self, target: Target, meta: SnapshotMeta) -> Result<TransferReport> {
         let started = Instant::now();
-        let mut transfer = Transfer {
-            target,
-            report: TransferReport {
-                snapshot: meta.clone(),
-                resumed_from: 0,
-                bytes_sent: 0,
-                chunks_sent: 0,
-                chunks_rejected: 0,
-                chunks_failed: 0,
-                rewinds: 0,
-                superseded: 0,
-                elapsed: Duration::ZERO,
-            },
-            meta,
-            epoch: 0,
-            mode: Mode::Streaming,
-            next: 0,
-            last_sent: false,
-            acked: 0,
-            high_water: 0,
-            failures: 0,
-            last_failure: String::new(),
-        };
-        let mut first_accept = true;
+        let mut transfer = Transfer::new(target, meta);
         info!(to = target.to, snapshot = %transfer.meta.last_log_id, bytes = transfer.meta.size_bytes, "snapshot transfer started");
         let mut in_flight: FuturesUnordered<SendFuture> = FuturesUnordered::new();
         loop {
-            if transfer.mode == Mode::Streaming {
-                self.check_superseded(&mut transfer).await?;
-            }
-            while transfer.mode == Mode::Streaming
-                && !transfer.last_sent
-                && in_flight.len() < self.config.window_chunks as usize
-            {
-                match self.next_chunk(&mut transfer).await {
-                    Ok(send) => in_flight.push(send),
-                    // Pruned by a newer snapshot between the check and the read: switch.
-                    Err(Error::Storage(StorageError::NotFound(_))) => {
-                        let before = transfer.meta.last_log_id;
-                        self.check_superseded(&mut transfer).await?;
-                        if transfer.meta.last_log_id == before {
-                            return Err(Error::NotFound(before));
-                        }
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            let Some(outcome) = in_flight.next().await else {
-                match transfer.mode {
-                    Mode::Draining { resume, delay } => {
-                        if delay {
-                            tokio::time::sleep(self.backoff(transfer.failures)).await;
-                        }
-                        transfer.rewind_to(resume);
-                    }
-                    Mode::Streaming => {
-                        // Everything was answered, the last chunk included, yet the receiver
-                        // never said Complete: ask again from where it is.
-                        transfer.failures += 1;
-                        let acked = transfer.acked;
-                        transfer.start_drain(acked, true, "last chunk not completed".into());
-                    }
-                }
-                continue;
-            };
-            if outcome.epoch != transfer.epoch {
-                if transfer.on_stale(&outcome) {
-                    return Ok(transfer.finish(started));
-                }
-                continue;
-            }
-            let Outcome {
-                offset,
-                len,
-                result,
-                ..
-            } = outcome;
-            match result {
-                Ok(ack) => {
-                    if first_accept && ack.status == ChunkStatus::Accepted {
-                        transfer.report.resumed_from = offset;
-                        first_accept = false;
-                    }
-                    if transfer.on_ack(ack, offset, len)? {
-                        return Ok(transfer.finish(started));
-                    }
-                }
-                Err(error) => transfer.on_transport_error(error, offset),
-            }
             if transfer.failures > self.config.retries_max {
                 warn!(to = target.to, snapshot = %transfer.meta.last_log_id, offset = transfer.acked, failures = transfer.failures, "snapshot transfer gave up");
                 return Err(Error::RetriesExhausted {
@@ -338,6 +255,69 @@ impl SnapshotSender {
                     failures: transfer.failures,
                     last: transfer.last_failure,
                 });
+            }
+            if transfer.mode == Mode::Streaming {
+                self.check_superseded(&mut transfer).await?;
+            }
+            self.fill_window(&mut transfer, &mut in_flight).await?;
+            let Some(outcome) = in_flight.next().await else {
+                self.window_empty(&mut transfer).await;
+                continue;
+            };
+            let complete = if outcome.epoch == transfer.epoch {
+                transfer.on_outcome(outcome)?
+            } else {
+                transfer.on_stale(&outcome)
+            };
+            if complete {
+                return Ok(transfer.finish(started));
+            }
+        }
+    }
+
+    /// While streaming, reads and sends chunks until the window is full or the last chunk is
+    /// sent.
+    async fn fill_window(
+        &self,
+        transfer: &mut Transfer,
+        in_flight: &mut FuturesUnordered<SendFuture>,
+    ) -> Result<()> {
+        while transfer.mode == Mode::Streaming
+            && !transfer.last_sent
+            && in_flight.len() < self.config.window_chunks as usize
+        {
+            match self.next_chunk(transfer).await {
+                Ok(send) => in_flight.push(send),
+                // Pruned by a newer snapshot between the check and the read: switch to it.
+                Err(Error::Storage(StorageError::NotFound(_))) => {
+                    let before = transfer.meta.last_log_id;
+                    self.check_superseded(transfer).await?;
+                    if transfer.meta.last_log_id == before {
+                        return Err(Error::NotFound(before));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing is in flight any more: a drain ends, or the last chunk was answered without
+    /// `Complete`.
+    async fn window_empty(&self, transfer: &mut Transfer) {
+        match transfer.mode {
+            Mode::Draining { resume, delay } => {
+                if delay {
+                    tokio::time::sleep(self.backoff(transfer.failures)).await;
+                }
+                transfer.rewind_to(resume);
+            }
+            Mode::Streaming => {
+                // Everything was answered, the last chunk included, yet the receiver never
+                // said Complete: ask again from where it is.
+                transfer.failures += 1;
+                let acked = transfer.acked;
+                transfer.start_drain(acked, true, "last chunk not completed".into());
             }
         }
     }
@@ -431,6 +411,57 @@ impl SnapshotSender {
 }
 
 impl Transfer {
+    fn new(target: Target, meta: SnapshotMeta) -> Transfer {
+        Transfer {
+            target,
+            report: TransferReport {
+                snapshot: meta.clone(),
+                resumed_from: 0,
+                bytes_sent: 0,
+                chunks_sent: 0,
+                chunks_rejected: 0,
+                chunks_failed: 0,
+                rewinds: 0,
+                superseded: 0,
+                elapsed: Duration::ZERO,
+            },
+            meta,
+            epoch: 0,
+            mode: Mode::Streaming,
+            next: 0,
+            last_sent: false,
+            acked: 0,
+            high_water: 0,
+            first_accept: true,
+            failures: 0,
+            last_failure: String::new(),
+        }
+    }
+
+    /// Handles the fate of a chunk of the current epoch; returns whether the transfer is
+    /// complete.
+    fn on_outcome(&mut self, outcome: Outcome) -> Result<bool> {
+        let Outcome {
+            offset,
+            len,
+            result,
+            ..
+        } = outcome;
+        match result {
+            Ok(ack) => {
+                if self.first_accept && ack.status == ChunkStatus::Accepted {
+                    self.report.resumed_from = offset;
+                    self.first_accept = false;
+                }
+                self.on_ack(ack, offset, len)
+            }
+            Err(error) => {
+                self.on_transport_error(error, offset);
+                Ok(false)
+            }
+        }
+    }
+
     /// Handles the answer to a chunk sent before the last rewind or supersede: it only tells
     /// how far the receiver got. Returns whether the transfer is complete.
     fn on_stale(&mut self, outcome: &Outcome) -> bool {

@@ -195,6 +195,13 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Throws a partial transfer away (its temporary directory is removed off the async workers).
+async fn discard(receiving: Option<Receiving>) {
+    if let Some(receiving) = receiving {
+        blocking(move || drop(receiving)).await;
+    }
+}
+
 /// Runs blocking file work off the async workers. A panic in it is a bug: propagate it.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
@@ -519,23 +526,7 @@ impl FileSnapshotStore {
                 return Ok((ChunkStatus::Retry(why.into()), 0));
             }
             let previous = slot.take();
-            let inner = self.inner.clone();
-            let meta = chunk.meta.clone();
-            let started = blocking(move || {
-                // Dropping the partial transfer removes its temporary directory.
-                drop(previous);
-                inner.create_temp("received", &meta)
-            })
-            .await?;
-            debug!(snapshot = %chunk.meta.last_log_id, bytes = chunk.meta.size_bytes, "receiving a snapshot");
-            *slot = Some(Receiving {
-                meta: chunk.meta.clone(),
-                temp: started.0,
-                file: Arc::new(started.1),
-                next_offset: 0,
-                crc: crc32fast::Hasher::new(),
-                unsynced_bytes: 0,
-            });
+            *slot = Some(self.start_receiving(previous, &chunk.meta).await?);
         }
         let receiving = slot.as_mut().expect("a transfer is in progress");
         let expected = receiving.next_offset;
@@ -547,7 +538,7 @@ impl FileSnapshotStore {
         let size = receiving.meta.size_bytes;
         if end > size || (chunk.done && end != size) {
             // The sender disagrees with its own metadata: start the transfer over.
-            drop(slot.take());
+            discard(slot.take()).await;
             let why = format!("chunk ends at {end}, the snapshot has {size} bytes");
             return Ok((ChunkStatus::Retry(why), 0));
         }
@@ -561,7 +552,7 @@ impl FileSnapshotStore {
                 ));
             }
             Err(error) => {
-                drop(slot.take());
+                discard(slot.take()).await;
                 return Err(error);
             }
         }
@@ -571,6 +562,7 @@ impl FileSnapshotStore {
         let receiving = slot.take().expect("a transfer is in progress");
         if receiving.crc.clone().finalize() != receiving.meta.crc32 {
             warn!(snapshot = %chunk.meta.last_log_id, "whole-snapshot checksum mismatch");
+            discard(Some(receiving)).await;
             let why = "whole-snapshot checksum mismatch; start over";
             return Ok((ChunkStatus::Retry(why.into()), 0));
         }
@@ -583,6 +575,31 @@ impl FileSnapshotStore {
         })
         .await?;
         Ok((ChunkStatus::Complete, end))
+    }
+
+    /// Replaces a partial transfer (if any) with a new one of `meta`.
+    async fn start_receiving(
+        &self,
+        previous: Option<Receiving>,
+        meta: &SnapshotMeta,
+    ) -> Result<Receiving> {
+        let inner = self.inner.clone();
+        let for_temp = meta.clone();
+        let (temp, file) = blocking(move || {
+            // Dropping the partial transfer removes its temporary directory.
+            drop(previous);
+            inner.create_temp("received", &for_temp)
+        })
+        .await?;
+        debug!(snapshot = %meta.last_log_id, bytes = meta.size_bytes, "receiving a snapshot");
+        Ok(Receiving {
+            meta: meta.clone(),
+            temp,
+            file: Arc::new(file),
+            next_offset: 0,
+            crc: crc32fast::Hasher::new(),
+            unsynced_bytes: 0,
+        })
     }
 
     /// Checks the chunk's CRC and writes it at its offset. `Ok(false)`: bad CRC, nothing
