@@ -575,3 +575,27 @@ impl TransferReport {
         self.snapshot.last_log_id
     }
 }
+
+/// Plugs the windowed sender into raft-core's node: pass it to
+/// `raft_core::node::RaftNode::start_with_transfer`.
+#[async_trait::async_trait]
+impl raft_core::node::SnapshotTransfer for SnapshotSender {
+    async fn send_snapshot(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+    ) -> bool {
+        match self.send(Target { from, to, term }, meta).await {
+            Ok(report) => {
+                debug!(to, bytes = report.bytes_sent, "snapshot transfer complete");
+                true
+            }
+            Err(e) => {
+                warn!(to, error = %e, "snapshot transfer failed");
+                false
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use raft_core::node::{
 };
 use raft_core::{Membership, NodeId};
 use raft_net_tcp::{TcpConfig, TcpServer, TcpTransport};
-use raft_snapshot::FileSnapshotStore;
+use raft_snapshot::{FileSnapshotStore, SenderConfig, SnapshotSender};
 use tokio::net::TcpListener;
 use tokio::time::{sleep, Instant};
 
@@ -51,13 +51,24 @@ async fn start<T: Transport>(
 ) -> (RaftHandle, KvMap) {
     let kv = MemKv::new();
     let map = kv.map();
-    let handle = RaftNode::start(
+    // The leader streams snapshots with raft-snapshot's windowed sender.
+    let sender = SnapshotSender::new(
+        snapshots.clone() as Arc<dyn SnapshotStore>,
+        transport.clone() as Arc<dyn Transport>,
+        SenderConfig {
+            chunk_bytes: 1024,
+            ..SenderConfig::default()
+        },
+    )
+    .expect("valid sender config");
+    let handle = RaftNode::start_with_transfer(
         node_config(id),
         log,
         snapshots,
         transport,
         kv,
         membership.clone(),
+        Arc::new(sender),
     )
     .await
     .expect("node starts");

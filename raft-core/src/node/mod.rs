@@ -23,8 +23,9 @@ pub use mem_log::MemLogStore;
 pub use mem_snapshot::MemSnapshotStore;
 pub use mem_transport::{MemRouter, MemTransport};
 pub use raft::{NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode};
+pub use runtime::StopAndWaitSender;
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage::{
     LogState, LogStore, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError,
 };
-pub use transport::{MessageHandler, Transport, TransportError};
+pub use transport::{MessageHandler, SnapshotTransfer, Transport, TransportError};

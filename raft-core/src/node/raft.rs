@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::runtime::{self, Command};
 use super::storage::{LogStore, SnapshotStore};
-use super::transport::{MessageHandler, Transport};
+use super::transport::{MessageHandler, SnapshotTransfer, Transport};
 use super::StateMachine;
 use crate::engine::{Config, EngineError, ReplicationState, Role};
 use crate::membership::Membership;
@@ -218,6 +218,38 @@ impl RaftNode {
             transport,
             state_machine,
             initial_membership,
+            None,
+        )
+        .await
+    }
+
+    /// Like [`RaftNode::start`], with a snapshot sender of your choice (for example
+    /// `raft-snapshot`'s windowed, resumable sender) instead of the built-in
+    /// [`super::StopAndWaitSender`].
+    pub async fn start_with_transfer<L, S, T, M>(
+        config: NodeConfig,
+        log: Arc<L>,
+        snapshots: Arc<S>,
+        transport: Arc<T>,
+        state_machine: M,
+        initial_membership: Membership,
+        snapshot_transfer: Arc<dyn SnapshotTransfer>,
+    ) -> Result<RaftHandle, RaftError>
+    where
+        L: LogStore,
+        S: SnapshotStore,
+        T: Transport,
+        M: StateMachine,
+    {
+        let transfer = Some(snapshot_transfer);
+        runtime::start(
+            config,
+            log,
+            snapshots,
+            transport,
+            state_machine,
+            initial_membership,
+            transfer,
         )
         .await
     }

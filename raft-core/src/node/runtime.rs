@@ -17,7 +17,7 @@ use super::raft::{
     RaftError, RaftHandle,
 };
 use super::storage::{LogStore, SnapshotStore, StorageError};
-use super::transport::Transport;
+use super::transport::{SnapshotTransfer, Transport};
 use super::StateMachine;
 use crate::engine::{Engine, EngineError, Ready, RestoredState, Role};
 use crate::membership::Membership;
@@ -94,6 +94,7 @@ struct Runtime<L, S, T> {
     log: Arc<L>,
     snapshots: Arc<S>,
     transport: Arc<T>,
+    snapshot_transfer: Arc<dyn SnapshotTransfer>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Receiver<Message>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -130,6 +131,7 @@ pub(crate) async fn start<L, S, T, M>(
     transport: Arc<T>,
     mut state_machine: M,
     initial_membership: Membership,
+    snapshot_transfer: Option<Arc<dyn SnapshotTransfer>>,
 ) -> Result<RaftHandle, RaftError>
 where
     L: LogStore,
@@ -189,6 +191,14 @@ where
         .map_or(0, |s| s.last_log_id.index)
         .max(state.purged.index);
 
+    let snapshot_transfer = snapshot_transfer.unwrap_or_else(|| {
+        let chunk_bytes = config.snapshot_chunk_bytes;
+        Arc::new(StopAndWaitSender::new(
+            snapshots.clone(),
+            transport.clone(),
+            chunk_bytes,
+        ))
+    });
     let (commands_tx, commands) = mpsc::channel(config.command_queue_len_max);
     let (inbound_tx, inbound) = mpsc::channel(config.inbound_queue_len_max);
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -218,6 +228,7 @@ where
         log,
         snapshots,
         transport,
+        snapshot_transfer,
         commands,
         inbound,
         events_tx,
@@ -633,18 +644,11 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 return;
             }
         };
-        let sender = SnapshotSender {
-            from: self.id,
-            to: peer,
-            term: self.engine.term(),
-            meta,
-            chunk_bytes: self.config.snapshot_chunk_bytes,
-            snapshots: self.snapshots.clone(),
-            transport: self.transport.clone(),
-        };
+        let transfer = self.snapshot_transfer.clone();
+        let (from, term) = (self.id, self.engine.term());
         let events = self.events_tx.clone();
         let task = tokio::spawn(async move {
-            let success = sender.run().await;
+            let success = transfer.send_snapshot(from, peer, term, meta).await;
             let _ = events.send(Event::SnapshotSent { peer, success });
         });
         self.transfers.insert(peer, task);
@@ -793,69 +797,96 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     }
 }
 
-/// Streams the latest snapshot to one follower, chunk by chunk (stop-and-wait), resuming from
-/// the offset the receiver acknowledges after any failure.
-struct SnapshotSender<S, T> {
-    from: NodeId,
-    to: NodeId,
-    term: Term,
-    meta: SnapshotMeta,
-    chunk_bytes: u32,
+/// raft-core's default [`SnapshotTransfer`]: streams a snapshot chunk by chunk, one chunk in
+/// flight (stop-and-wait), resuming from the offset the receiver acknowledges after any
+/// failure. It gives up after `SNAPSHOT_CHUNK_RETRIES_MAX` failures in a row that gain no new
+/// ground, so a snapshot the receiver can never verify is not resent forever.
+pub struct StopAndWaitSender<S, T> {
     snapshots: Arc<S>,
     transport: Arc<T>,
+    chunk_bytes: u32,
 }
 
-impl<S: SnapshotStore, T: Transport> SnapshotSender<S, T> {
-    async fn run(self) -> bool {
+impl<S, T> std::fmt::Debug for StopAndWaitSender<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopAndWaitSender")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .finish()
+    }
+}
+
+impl<S: SnapshotStore, T: Transport> StopAndWaitSender<S, T> {
+    /// A sender reading from `snapshots` and sending `chunk_bytes` per chunk over `transport`.
+    pub fn new(snapshots: Arc<S>, transport: Arc<T>, chunk_bytes: u32) -> Self {
+        StopAndWaitSender {
+            snapshots,
+            transport,
+            chunk_bytes: chunk_bytes.max(1),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: SnapshotStore, T: Transport> SnapshotTransfer for StopAndWaitSender<S, T> {
+    async fn send_snapshot(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+    ) -> bool {
         let mut offset = 0u64;
-        let mut retries = 0u32;
+        let mut furthest = 0u64;
+        let mut failures = 0u32;
         loop {
             let data = match self
                 .snapshots
-                .read_chunk(&self.meta, offset, self.chunk_bytes)
+                .read_chunk(&meta, offset, self.chunk_bytes)
                 .await
             {
                 Ok(data) => data,
                 Err(e) => {
-                    warn!(to = self.to, error = %e, "reading snapshot chunk failed");
+                    warn!(to, error = %e, "reading snapshot chunk failed");
                     return false;
                 }
             };
-            let done = offset + data.len() as u64 >= self.meta.size_bytes;
+            let done = offset + data.len() as u64 >= meta.size_bytes;
+            let crc32 = crc32fast::hash(&data);
             let chunk = SnapshotChunk {
-                from: self.from,
-                to: self.to,
-                term: self.term,
-                meta: self.meta.clone(),
+                from,
+                to,
+                term,
+                meta: meta.clone(),
                 offset,
-                crc32: crc32fast::hash(&data),
+                crc32,
                 data,
                 done,
             };
             match self.transport.send_snapshot_chunk(chunk).await {
                 Ok(ack) => match ack.status {
                     ChunkStatus::Complete => return true,
-                    ChunkStatus::Accepted => {
-                        offset = ack.next_offset;
-                        retries = 0;
-                    }
+                    ChunkStatus::Accepted => offset = ack.next_offset,
                     ChunkStatus::Retry(why) => {
-                        warn!(to = self.to, offset, why, "snapshot chunk to be resent");
+                        warn!(to, offset, why, "snapshot chunk to be resent");
                         offset = ack.next_offset;
-                        retries += 1;
+                        failures += 1;
                     }
                     ChunkStatus::Refused(why) => {
-                        info!(to = self.to, why, "snapshot refused");
+                        info!(to, why, "snapshot refused");
                         return false;
                     }
                 },
                 Err(e) => {
-                    warn!(to = self.to, error = %e, "snapshot chunk failed");
-                    retries += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(retries))).await;
+                    warn!(to, error = %e, "snapshot chunk failed");
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(failures))).await;
                 }
             }
-            if retries > SNAPSHOT_CHUNK_RETRIES_MAX {
+            if offset > furthest {
+                furthest = offset;
+                failures = 0;
+            }
+            if failures > SNAPSHOT_CHUNK_RETRIES_MAX {
                 return false;
             }
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::message::Message;
-use crate::types::{NodeId, SnapshotChunk, SnapshotChunkAck};
+use crate::types::{NodeId, SnapshotChunk, SnapshotChunkAck, SnapshotMeta, Term};
 
 /// Why a transport operation failed. Every variant is retryable from the node's point of view:
 /// Raft tolerates lost messages.
@@ -71,4 +71,21 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn deliver(&self, msg: Message);
     /// Hands an inbound snapshot chunk to the node and waits for its acknowledgement.
     async fn deliver_snapshot_chunk(&self, chunk: SnapshotChunk) -> SnapshotChunkAck;
+}
+
+/// The leader's half of InstallSnapshot: streams one snapshot to one follower.
+///
+/// # Contract
+/// 1. The node calls it from a task of its own, at most one per follower at a time, and drops
+///    the future when it starts another transfer to that follower, steps down or stops.
+/// 2. It resolves `true` only after a chunk was answered [`crate::ChunkStatus::Complete`];
+///    `false` on refusal or when it gives up; it never waits without bound.
+///
+/// raft-core's default is a stop-and-wait sender over [`Transport::send_snapshot_chunk`];
+/// `raft-snapshot` provides a windowed, resumable one.
+#[async_trait]
+pub trait SnapshotTransfer: Send + Sync + 'static {
+    /// Sends the snapshot described by `meta` from `from` (the leader, in `term`) to `to`.
+    async fn send_snapshot(&self, from: NodeId, to: NodeId, term: Term, meta: SnapshotMeta)
+        -> bool;
 }
