@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::NodeSettings;
-use crate::join::SeededTransport;
+use crate::join::StickyTransport;
 use crate::kv::Kv;
 use crate::proto::Request;
 use crate::redis::RedisServer;
@@ -58,7 +58,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         Some(via) if log.state().await?.last.index == 0 => join_seeds(&settings, via).await?,
         _ => BTreeMap::new(),
     };
-    let seeded = Arc::new(SeededTransport::new(transport.clone(), settings.id, seeds));
+    let seeded = Arc::new(StickyTransport::new(transport.clone(), seeds));
     let kv = Kv::new();
     let map = kv.map();
     let handle = RaftNode::start(
