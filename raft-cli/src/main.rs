@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs one node of a replicated key-value store.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Starts a local 3-node cluster, kills its leader, adds and removes a node, and reports.
     Demo,
     /// A closed-loop load generator against a running cluster.
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Node(args) => {
-            let settings = args.resolve()?;
+            let settings = (*args).resolve()?;
             init_logging(&settings.log_level);
             raft_cli::node::run(settings).await?;
         }
