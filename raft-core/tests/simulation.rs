@@ -70,6 +70,10 @@ struct Driver {
     /// How violent the faults are: 0 calm, 1 stormy, 2 chaotic (leader-hunting crashes,
     /// frequent partitions, one entry per message).
     storm: u64,
+    /// Chaotic seeds: the last leader seen, and when to crash a freshly elected one (new
+    /// leaders dying before their first entry spreads is where Figure 8 lives).
+    last_leader: Option<(NodeId, u64)>,
+    crash_new_leader_at: Option<u64>,
 }
 
 impl Driver {
@@ -119,6 +123,8 @@ impl Driver {
             incarnations,
             max_nodes_down: (voters as usize - 1) / 2,
             storm,
+            last_leader: None,
+            crash_new_leader_at: None,
         }
     }
 
@@ -138,8 +144,11 @@ impl Driver {
 
     fn inject_faults(&mut self) {
         let r = self.rng.below(1000 - 350 * self.storm);
-        if self.storm == 2 && self.rng.chance(8) {
-            self.crash_leader();
+        if self.storm == 2 {
+            self.hunt_new_leaders();
+            if self.rng.chance(8) {
+                self.crash_leader();
+            }
         }
         match r {
             0..=2 => self.crash_one(),
@@ -171,6 +180,26 @@ impl Driver {
         if let Some(id) = self.cluster.leader() {
             self.cluster.crash(id);
             *self.incarnations.get_mut(&id).unwrap() += 1;
+        }
+    }
+
+    /// A newly elected leader is crashed a few steps later with some probability, before the
+    /// entries it re-replicates (and its no-op) have spread.
+    fn hunt_new_leaders(&mut self) {
+        let now = self.cluster.step_no;
+        let current = self
+            .cluster
+            .leader()
+            .map(|l| (l, self.cluster.nodes[&l].engine().term()));
+        if current.is_some() && current != self.last_leader {
+            self.last_leader = current;
+            if self.rng.chance(300) {
+                self.crash_new_leader_at = Some(now + 1 + self.rng.below(6));
+            }
+        }
+        if self.crash_new_leader_at.is_some_and(|at| at <= now) {
+            self.crash_new_leader_at = None;
+            self.crash_leader();
         }
     }
 
