@@ -275,7 +275,12 @@ mod tests {
     #[test]
     fn committed_index_golden_table() {
         /// (voters, outgoing voters, matched index per node, expected commit index)
-        type Case<'a> = (&'a [NodeId], &'a [NodeId], &'a [(NodeId, LogIndex)], LogIndex);
+        type Case<'a> = (
+            &'a [NodeId],
+            &'a [NodeId],
+            &'a [(NodeId, LogIndex)],
+            LogIndex,
+        );
         let cases: &[Case<'_>] = &[
             (&[1], &[], &[(1, 5)], 5),
             (&[1, 2], &[], &[(1, 5), (2, 3)], 3),
