@@ -77,6 +77,8 @@ pub struct NodeSettings {
     pub log_segment_bytes: u64,
     /// Redis connections served at once, at most.
     pub redis_connections_max: u32,
+    /// Threads of the async runtime (0: one per CPU core).
+    pub worker_threads: usize,
 }
 
 impl Default for NodeSettings {
@@ -112,6 +114,7 @@ impl Default for NodeSettings {
             lease_read: engine.lease_read,
             log_segment_bytes: raft_log::SEGMENT_BYTES_DEFAULT,
             redis_connections_max: crate::redis::CONNECTIONS_MAX_DEFAULT,
+            worker_threads: 0,
         }
     }
 }
@@ -206,6 +209,9 @@ pub struct NodeArgs {
     /// Redis connections served at once, at most.
     #[arg(long)]
     pub redis_connections_max: Option<u32>,
+    /// Threads of the async runtime (0: one per CPU core).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 macro_rules! override_fields {
@@ -229,7 +235,7 @@ impl NodeArgs {
             snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
             message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
-            log_segment_bytes, redis_connections_max;
+            log_segment_bytes, redis_connections_max, worker_threads;
             advertise, peers, join, redis_listen);
         settings.validate()?;
         Ok(settings)

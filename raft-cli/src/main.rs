@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use raft_cli::admin::{self, ClusterArgs, MembersCommand};
-use raft_cli::config::NodeArgs;
+use raft_cli::config::{NodeArgs, NodeSettings};
 use raft_core::NodeId;
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Runs one node of a replicated key-value store.
     Node(Box<NodeArgs>),
+    /// A node's settings, resolved before the runtime is built (not a command-line word).
+    #[command(skip)]
+    Resolved(Box<NodeSettings>),
     /// Starts a local 3-node cluster, kills its leader, adds and removes a node, and reports.
     Demo,
     /// A closed-loop load generator against a running cluster.
@@ -101,17 +104,29 @@ fn init_logging(level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut command = cli.command;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node(args) = command {
+        let settings = match (*args).resolve() {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("raft: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        if settings.worker_threads > 0 {
+            builder.worker_threads(settings.worker_threads);
+        }
+        command = Command::Resolved(Box::new(settings));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("raft: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(command)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -129,6 +144,11 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             init_logging(&settings.log_level);
             raft_cli::node::run(settings).await?;
         }
+        Command::Resolved(settings) => {
+            init_logging(&settings.log_level);
+            let settings = *settings;
+            raft_cli::node::run(settings).await?;
+        }
         command => {
             init_logging("warn");
             return run_client(command).await;
@@ -139,7 +159,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
 
 async fn run_client(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Node(_) => unreachable!("handled by run"),
+        Command::Node(_) | Command::Resolved(_) => unreachable!("handled by run"),
         Command::Demo => raft_cli::demo::run().await?,
         Command::Bench(args) => raft_cli::bench::run(args).await?,
         Command::Put {
