@@ -2,16 +2,18 @@
 //!
 //! # Write path, chosen by measurement
 //! Appends are written with `pwrite` and made durable with `fdatasync`; reads go through the
-//! memory maps. Measured on this machine (2 cores, ext4 on a virtual disk, 256-byte appends,
-//! one sync each, `cargo bench -p benches --bench log_store -- write_path`):
-//! `pwrite` + `fdatasync` into zero-filled blocks took about 0.1 ms per append, while copying
-//! into a writable map and calling `msync(MS_SYNC)` on the dirty range took about 2.7 times as
-//! long (see `BENCHMARKS.md` for the numbers of the last run). `msync` has to find and write
-//! back whole dirty pages through the page tables, and a write fault on every fresh page adds
-//! to it; `fdatasync` after `pwrite` does neither. Reads are the other way round: a map read is
-//! a `memcpy` out of the page cache with no system call, many times faster than `pread`. So the
+//! memory maps. Measured on this machine (2 cores, ext4 on a virtual disk shared with other
+//! engineers' builds; 1,000 appends of 256 bytes, one sync each, into zero-filled files;
+//! `cargo bench -p benches --bench log_store -- write_path`): `pwrite` + `fdatasync` took a
+//! median of 111, 645 and 282 µs per append in three runs, copying into a writable map plus
+//! `msync(MS_SYNC)` of the dirty range 532, 810 and 669 µs: `msync` was slower in every run,
+//! by 1.3 to 4.8 times. `msync` walks the page tables to find and write back whole dirty
+//! pages, and the first store to every page takes a write fault; `fdatasync` after `pwrite`
+//! does neither. Reads are the other way round: a map read is a `memcpy` out of the page cache
+//! with no system call; random 256-byte point reads through the map, CRC check and copy
+//! included, ran 1.6 to 2 times faster than bare `pread`s in the same benchmark runs. So the
 //! maps are read-only and every byte is written by `pwrite`; Linux keeps both views coherent
-//! through the one page cache.
+//! through its one page cache. Numbers of the last run: `BENCHMARKS.md`.
 //!
 //! # Group commit
 //! A writer holds the writer lock only to encode and `pwrite` its batch, then takes a ticket.
