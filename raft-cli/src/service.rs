@@ -41,7 +41,13 @@ impl Service {
             handle,
             map,
             own_addr,
-            client_config: TcpConfig::new(cluster_id, 0),
+            client_config: {
+                let mut config = TcpConfig::new(cluster_id, 0);
+                // Longer than the leader's own request timeout, so its answer (even "outcome
+                // unknown") arrives before the forwarding connection gives up.
+                config.request_timeout_ms = crate::client::REQUEST_TIMEOUT_MS_DEFAULT;
+                config
+            },
             forward_clients: Mutex::new(HashMap::new()),
         }
     }
