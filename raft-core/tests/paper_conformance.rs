@@ -587,6 +587,7 @@ fn read_index_waits_for_an_entry_of_the_leaders_term() {
 /// Reference: thesis section 6.4.1.
 #[test]
 fn lease_read_is_opt_in_and_expires() {
+    // (The restart guard itself is tested by `lease_read_restarted_server_waits_before_voting`.)
     let mut c = Cluster::new(3);
     c.elect(1);
     c.run(2 * config().heartbeat_ticks);
@@ -601,6 +602,12 @@ fn lease_read_is_opt_in_and_expires() {
         ..config()
     };
     let mut c = Cluster::with_config(3, lease_cfg.clone());
+    // With leases, a server that just started refuses votes for one minimum election timeout
+    // (it may have promised a leader before a restart).
+    for id in [2, 3] {
+        c.tick_n(id, lease_cfg.election_ticks_min);
+    }
+    c.drop_all();
     c.elect(1);
     c.run(2 * lease_cfg.heartbeat_ticks);
     c.engine_mut(1).read_index(1).expect("read accepted");
@@ -1243,4 +1250,28 @@ fn stranded_leave_joint_entry_is_finished_by_an_outgoing_voter() {
     c.propose(leader, "after the change");
     c.run(3);
     assert_eq!(c.node(4).applied_payloads(), vec!["after the change"]);
+}
+
+/// With lease reads a restarted server must not vote before a minimum election timeout has
+/// passed: before the restart it may have acknowledged a leader whose lease is still running.
+///
+/// Reference: thesis section 6.4.1 (leases rely on servers not electing a new leader within
+/// the election timeout of hearing from the current one).
+#[test]
+fn lease_read_restarted_server_waits_before_voting() {
+    let lease_cfg = Config {
+        lease_read: true,
+        ..config()
+    };
+    let mut c = Cluster::with_config(3, lease_cfg.clone());
+    c.deliver(vote_request(1, 2, 1, LogId::ZERO));
+    c.process(2);
+    assert!(
+        vote_responses(&c, 2).is_empty(),
+        "a just-started server ignores vote requests while leases may be running"
+    );
+    c.tick_n(2, lease_cfg.election_ticks_min);
+    c.deliver(vote_request(1, 2, 1, LogId::ZERO));
+    c.process(2);
+    assert_eq!(vote_responses(&c, 2), vec![(1, true)]);
 }

@@ -83,12 +83,16 @@ impl Driver {
         let voters = 3 + rng.below(3); // 3..=5
         let spares = rng.below(3).min(7 - voters); // up to 7 servers in all
         let snapshot_distance = [0, 25, 60, 150][rng.below(4) as usize];
+        let check_quorum = rng.below(5) != 0;
         let config = Config {
             election_ticks_min: 10,
             election_ticks_max: 20,
             heartbeat_ticks: 2,
             pre_vote: rng.below(5) != 0,
-            check_quorum: rng.below(5) != 0,
+            check_quorum,
+            // Lease reads (bounded clock drift: a clock here skips at most 5% of its ticks,
+            // well inside the 2-tick margin of a 10-tick lease).
+            lease_read: check_quorum && rng.below(4) == 0,
             entries_per_message_max: if storm == 2 {
                 1
             } else {

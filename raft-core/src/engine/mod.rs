@@ -679,11 +679,15 @@ impl Engine {
         true
     }
 
-    /// A leader is known and was heard from within the minimum election timeout.
+    /// A leader is known and was heard from within the minimum election timeout. With lease
+    /// reads on, a server that just started also counts as inside a lease for its first
+    /// `election_ticks_min` ticks: before its restart it may have promised a leader not to vote
+    /// for anyone else, and that promise is what the leader's lease relies on.
     fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_ticks_min
+        let heard_from_leader =
+            self.leader.is_some() && self.election_elapsed < self.config.election_ticks_min;
+        let just_started = self.config.lease_read && self.now_tick < self.config.election_ticks_min;
+        self.config.check_quorum && (heard_from_leader || just_started)
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
