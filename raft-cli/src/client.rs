@@ -130,6 +130,12 @@ impl ClusterClient {
     /// Sends `request` to the leader (or to any member for requests any member serves),
     /// following redirects and retrying what is safe to retry.
     pub async fn call(&self, request: &Request) -> Result<Reply, ClientError> {
+        if self.addrs.is_empty() {
+            return Err(ClientError::NoLeader {
+                timeout_ms: 0,
+                last: "the client knows no member address".into(),
+            });
+        }
         let payload = request.encode();
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
         let mut next = 0usize;
@@ -144,7 +150,7 @@ impl ClusterClient {
                 Some(addr) => addr,
                 None => {
                     next += 1;
-                    self.addrs[next % self.addrs.len().max(1)].clone()
+                    self.addrs[next % self.addrs.len()].clone()
                 }
             };
             match self.attempt(&addr, request, payload.clone()).await {
