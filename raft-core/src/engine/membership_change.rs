@@ -135,8 +135,10 @@ impl Engine {
         let Some(p) = self.progress.get(&peer) else {
             return;
         };
+        // Only a learner that has answered successfully (Replicate) counts as caught up: with a
+        // short leader log, a silent learner's gap would otherwise look small.
         let gap = self.log.last_index().saturating_sub(p.match_index);
-        if gap > self.config.catchup_gap_entries {
+        if gap > self.config.catchup_gap_entries || p.state != super::ReplicationState::Replicate {
             return;
         }
         let mut next = self.membership().clone();

@@ -656,10 +656,15 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
 
     fn check_waiters(&mut self) {
         let committed = self.engine.committed_membership().clone();
+        let leading = self.engine.role() == Role::Leader;
         let waiters = std::mem::take(&mut self.membership_waiters);
         for (change, tx) in waiters {
             if change.is_done(&committed) {
                 let _ = tx.send(Ok(()));
+            } else if !leading {
+                // The change may still commit under the next leader: say so, don't time out.
+                let why = "leadership lost while the change was pending";
+                let _ = tx.send(Err(RaftError::OutcomeUnknown(why.into())));
             } else {
                 self.membership_waiters.push((change, tx));
             }
@@ -699,8 +704,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         self.reads_waiting.retain(|_, tx| !tx.is_closed());
     }
 
+    /// Gives the transport the address of every member of the effective and the committed
+    /// configuration: while a change is pending, servers it removes (a leader removing
+    /// itself, above all) must still receive answers until it commits.
     fn publish_peers(&mut self) {
-        let current = addresses(self.engine.membership());
+        let mut current = addresses(self.engine.committed_membership());
+        current.extend(addresses(self.engine.membership()));
         if current != self.peers_published {
             self.transport.set_peers(&current);
             self.peers_published = current;
