@@ -20,6 +20,10 @@ use crate::SEGMENT_BYTES_MAX;
 /// Size of the zero buffer used to fill new segments and to zero cut tails.
 pub(crate) const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
+/// The largest first index a segment may have: far above any real log, low enough that index
+/// arithmetic on a damaged or crafted file name cannot overflow.
+const INDEX_MAX: u64 = u64::MAX >> 2;
+
 /// Suffix of segment file names.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 
@@ -139,6 +143,9 @@ impl Segment {
 /// bytes under it had been synced (`durable_bytes`): the tail from there on is zeroed and
 /// synced. A bad record anywhere else is corruption.
 pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Result<Segment> {
+    if first_index > INDEX_MAX {
+        return Err(Error::corrupt(&path, 0, "first index out of range"));
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -220,7 +227,7 @@ fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
     let mut expected = first_index;
     loop {
         let stop_reason = match decode_record(map, at) {
-            Decoded::Record(record) if record.index == expected => {
+            Decoded::Record(record) if record.index == expected && expected < u64::MAX => {
                 offsets.push(at as u32);
                 at += record.total_bytes;
                 expected += 1;
