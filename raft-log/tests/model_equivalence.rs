@@ -209,7 +209,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
     /// The same property over many more and longer sequences (minutes): `cargo test -p
     /// raft-log --release -- --ignored`.
