@@ -75,9 +75,15 @@ impl SnapshotState {
 }
 
 impl Engine {
-    /// Asks for a snapshot at the next opportunity, whatever the snapshot distance.
-    pub fn request_snapshot(&mut self) {
+    /// Asks for a snapshot at the next opportunity, whatever the snapshot distance. Returns
+    /// `false` when there is nothing to do: no build is running and the latest snapshot already
+    /// covers everything applied (then [`Engine::latest_snapshot`] is the answer).
+    pub fn request_snapshot(&mut self) -> bool {
+        if !self.snapshots.building && self.log.applied <= self.snapshots.latest.index {
+            return false;
+        }
         self.snapshots.forced = true;
+        true
     }
 
     /// The latest snapshot built or installed.

@@ -399,8 +399,11 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 }
             },
             Command::Snapshot { tx } => {
-                self.engine.request_snapshot();
-                self.snapshot_waiters.push(tx);
+                if self.engine.request_snapshot() {
+                    self.snapshot_waiters.push(tx);
+                } else {
+                    let _ = tx.send(Ok(self.engine.latest_snapshot()));
+                }
             }
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
