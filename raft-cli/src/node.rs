@@ -61,13 +61,25 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let seeded = Arc::new(StickyTransport::new(transport.clone(), seeds));
     let kv = Kv::new();
     let map = kv.map();
-    let handle = RaftNode::start(
-        settings.node_config()?,
+    let node_config = settings.node_config()?;
+    // Snapshots travel with raft-snapshot's windowed, resumable sender.
+    let sender = raft_snapshot::SnapshotSender::new(
+        snapshot_store.clone(),
+        seeded.clone(),
+        raft_snapshot::SenderConfig {
+            chunk_bytes: node_config.snapshot_chunk_bytes,
+            ..raft_snapshot::SenderConfig::default()
+        },
+    )
+    .context("configuring the snapshot sender")?;
+    let handle = RaftNode::start_with_transfer(
+        node_config,
         log,
         snapshot_store,
         seeded,
         kv,
         settings.initial_membership()?,
+        Arc::new(sender),
     )
     .await
     .context("starting the node")?;
