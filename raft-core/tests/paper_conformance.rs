@@ -1275,3 +1275,53 @@ fn lease_read_restarted_server_waits_before_voting() {
     c.process(2);
     assert_eq!(vote_responses(&c, 2), vec![(1, true)]);
 }
+
+/// A learner that catches up through a snapshot is promoted even when no new entries follow:
+/// the answer that puts it in sync brings no new match index, but it is the moment it is
+/// close enough. (Found by raft-cli's wiped-node test: the join hung until its timeout.)
+///
+/// Reference: thesis section 4.2.1 (catching up new servers) and paper section 7.
+#[test]
+fn learner_caught_up_by_snapshot_is_promoted_without_further_writes() {
+    let cfg = Config {
+        catchup_gap_entries: 5,
+        snapshot_distance: 10,
+        snapshot_trailing_entries: 0,
+        ..config()
+    };
+    let mut c = Cluster::with_config(3, cfg.clone());
+    c.add_empty_node(4, cfg);
+    c.elect(1);
+    for i in 0..40 {
+        c.propose(1, &format!("e{i}"));
+    }
+    c.run(5);
+    assert!(
+        c.engine(1).status().first_index > 1,
+        "the leader compacted its log"
+    );
+    // The learner is unreachable while its configuration commits and a snapshot covering that
+    // configuration (the leader's last entry) is taken; then it catches up in one snapshot.
+    c.blocked.insert((1, 4));
+    c.engine_mut(1)
+        .add_voter(4, "n4".into())
+        .expect("add voter starts");
+    c.process(1);
+    c.run(5);
+    assert!(c.engine(1).committed_membership().is_learner(4));
+    assert!(c.engine_mut(1).request_snapshot());
+    c.run(2);
+    assert_eq!(
+        c.engine(1).latest_snapshot(),
+        c.engine(1).last_log_id(),
+        "the snapshot covers the whole log"
+    );
+    c.heal();
+    c.run(40);
+    let m = c.engine(1).committed_membership().clone();
+    assert!(m.is_voter(4), "promoted after catching up by snapshot: {m}");
+    assert!(
+        !c.node(4).installed.is_empty(),
+        "caught up through a snapshot"
+    );
+}

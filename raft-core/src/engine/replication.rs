@@ -322,12 +322,17 @@ impl Engine {
                 return;
             }
             let news = p.on_match(match_index);
-            if p.state == ReplicationState::Probe {
+            let now_in_sync = p.state == ReplicationState::Probe;
+            if now_in_sync {
                 p.become_replicate();
             }
             if news {
                 self.maybe_commit();
                 self.maybe_finish_transfer(from);
+            }
+            if news || now_in_sync {
+                // A learner that just got in sync (after a snapshot, say) may be close enough
+                // to promote even though this answer brought no new entries.
                 self.maybe_promote_catching_up(from);
             }
         } else if let Some(hint) = conflict {
