@@ -629,8 +629,8 @@ fn simulation() {
             "simulation: seed {seed} failed: {failure}\nreplay: RAFT_SIM_SEED={seed} cargo test -p raft-core --test simulation -- --nocapture"
         );
     }
-    println!(
-        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes ({} torn writes), {} config changes, {} transfers, {} snapshots built, {} installed, {} messages)",
+    let summary = format!(
+        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes ({} torn writes), {} config changes, {} transfers, {} snapshots built, {} installed, {} messages)\n",
         seeds.len(),
         total.steps,
         total.ops_completed,
@@ -644,4 +644,10 @@ fn simulation() {
         total.snapshots_installed,
         total.messages
     );
+    // Written to the process's stdout directly: the test harness captures `println!` of
+    // passing tests, and this line is meant to be seen in every run.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(summary.as_bytes());
+    let _ = out.flush();
 }
