@@ -10,8 +10,11 @@
 //! cargo bench -p benches --features peers --bench log_store
 //! ```
 //!
-//! Each write iteration appends into a fresh store; opening it and preparing the inputs are
-//! not timed. Iterations are sized to keep the whole run within minutes on a 2-core machine:
+//! Each write iteration appends into a fresh store, except raft-log, which is measured in its
+//! steady state: one store kept across iterations, warmed up until purged segments are free for
+//! reuse, and purged (untimed) after each iteration, as a long-running node that purges after
+//! snapshots is (the floor's file is likewise zero-filled before timing). Opening, warming up,
+//! purging and preparing the inputs are not timed. Iterations are sized to keep the whole run within minutes on a 2-core machine:
 //! see `write_workloads` for the entry counts (throughput is reported per entry).
 
 use std::fs::{File, OpenOptions};
@@ -120,6 +123,18 @@ trait BenchStore: Sized {
     fn read_one(&mut self, index: u64) -> usize {
         self.read_range(index, index + 1)
     }
+    /// Whether each write iteration opens a fresh store. A store that reuses its files in steady
+    /// state says `false`: it is opened once, `warm_up` once, and `purge_all` after every
+    /// timed iteration.
+    const FRESH_PER_ITERATION: bool = true;
+    /// Brings a kept store to its steady state (untimed).
+    fn warm_up(&mut self, _payloads: &[Bytes]) {}
+    /// Removes every entry (untimed).
+    fn purge_all(&mut self) {}
+    /// The index the next append starts at.
+    fn next_index(&self) -> u64 {
+        1
+    }
 }
 
 /// raft-log through its synchronous API.
@@ -151,6 +166,34 @@ impl BenchStore for RaftLogStore {
 
     fn read_one(&mut self, index: u64) -> usize {
         self.0.entry(index).expect("raft-log read").data.len()
+    }
+
+    const FRESH_PER_ITERATION: bool = false;
+
+    /// Writes `FREE_SEGMENTS_MAX + 1` segments and purges them: from then on every new segment
+    /// reuses a purged file, as in a long-running log that purges after snapshots.
+    fn warm_up(&mut self, payloads: &[Bytes]) {
+        let segment_bytes = self.0.options().segment_bytes;
+        let target = (raft_log::FREE_SEGMENTS_MAX as u64 + 1) * segment_bytes;
+        let mut written = 0;
+        while written < target {
+            let first = self.next_index();
+            let batch = self.prepare(first, &payloads[..payloads.len().min(1024)]);
+            written += batch.iter().map(|e| e.data.len() as u64 + 32).sum::<u64>();
+            self.append(batch);
+        }
+        self.purge_all();
+    }
+
+    fn purge_all(&mut self) {
+        let last = self.0.last_index();
+        self.0
+            .purge(raft_core::LogId::new(1, last))
+            .expect("raft-log purge");
+    }
+
+    fn next_index(&self) -> u64 {
+        self.0.last_index() + 1
     }
 }
 
@@ -382,16 +425,28 @@ fn bench_writes<S: BenchStore>(c: &mut Criterion, workload: Workload, payloads: 
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements(workload.entries()));
+    let bytes_hint = workload.entries() * workload.entry_bytes as u64;
+    let kept_dir = tempfile::tempdir().unwrap();
+    let mut kept: Option<S> = None;
     group.bench_function(BenchmarkId::from_parameter(S::NAME), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
-                let bytes_hint = workload.entries() * workload.entry_bytes as u64;
-                let mut store = S::open(dir.path(), bytes_hint);
+                let mut fresh = None;
+                let store: &mut S = if S::FRESH_PER_ITERATION {
+                    fresh.insert(S::open(dir.path(), bytes_hint))
+                } else {
+                    kept.get_or_insert_with(|| {
+                        let mut store = S::open(kept_dir.path(), bytes_hint);
+                        store.warm_up(payloads);
+                        store
+                    })
+                };
+                let base = store.next_index();
                 let batches: Vec<S::Batch> = (0..workload.batches)
                     .map(|k| {
-                        let first = (k * workload.batch) as u64 + 1;
+                        let first = (k * workload.batch) as u64 + base;
                         let chosen: Vec<Bytes> = (0..workload.batch)
                             .map(|i| payloads[(k * workload.batch + i) % payloads.len()].clone())
                             .collect();
@@ -403,7 +458,10 @@ fn bench_writes<S: BenchStore>(c: &mut Criterion, workload: Workload, payloads: 
                     store.append(batch);
                 }
                 total += start.elapsed();
-                drop(store);
+                if !S::FRESH_PER_ITERATION {
+                    store.purge_all();
+                }
+                drop(fresh);
             }
             total
         })

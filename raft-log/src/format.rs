@@ -4,22 +4,25 @@
 //! [`RECORD_ALIGN_BYTES`].
 //!
 //! ```text
-//! Segment file `<first_index:020>.seg`, `segment_bytes` long, zero-filled when created:
+//! Segment file `<first_index:020>.seg`, `segment_bytes` long, either zero-filled when created
+//! or a recycled purged segment (then the bytes after the records are stale, see below):
 //!
 //!   offset  size  field
 //!   0       8     magic           b"RAFTLOG\0"
-//!   8       4     version         u32, = 1
+//!   8       4     version         u32, = 2
 //!   12      4     reserved        u32, = 0
 //!   16      8     first_index     u64, index of the first record (also the file name)
 //!   24      4     reserved        u32, = 0
 //!   28      4     header_crc      u32, CRC32 of bytes 0..28
 //!   32      ...   records, back to back, each padded with zeros to a multiple of 8 bytes;
-//!                 the bytes after the last record are zero
+//!                 the bytes after the last record are zero or, in a recycled file, stale
+//!                 records of its earlier lives (in a segment before the last: zero)
 //!
 //! Record (header 32 bytes, then the payload, then 0..7 zero bytes of padding):
 //!
 //!   offset  size  field
-//!   0       4     crc             u32, CRC32 of bytes 4..32 + payload_len
+//!   0       4     crc             u32, CRC32 of the segment's first_index (8 bytes, LE),
+//!                                 then bytes 4..32 and the payload_len payload bytes
 //!   4       4     payload_len     u32
 //!   8       8     index           u64
 //!   16      8     term            u64
@@ -32,21 +35,32 @@
 //!
 //! Hard state file `hard_state` (48 bytes), replaced by write + sync + rename + directory sync:
 //!
-//!   0  8  magic b"RAFTHST\0" | 8  4 version = 1 | 12 4 flags (bit 0: a vote is recorded)
+//!   0  8  magic b"RAFTHST\0" | 8  4 version = 2 | 12 4 flags (bit 0: a vote is recorded)
 //!   16 8  term               | 24 8 voted_for  | 32 8 commit
 //!   40 4  crc of bytes 0..40 | 44 4 reserved = 0
 //!
 //! Purge point file `purged` (40 bytes), replaced the same way:
 //!
-//!   0  8  magic b"RAFTPRG\0" | 8  4 version = 1 | 12 4 reserved = 0
+//!   0  8  magic b"RAFTPRG\0" | 8  4 version = 2 | 12 4 reserved = 0
 //!   16 8  term               | 24 8 index
 //!   32 4  crc of bytes 0..32 | 36 4 reserved = 0
 //! ```
+//!
+//! # Why the record CRC starts with the segment's first index
+//! A purged segment file is reused for a new segment without being zeroed, so records of its
+//! earlier lives stay behind the new records. A stale record must never pass for a record of
+//! the new segment, and it cannot: (1) its CRC was computed with the first index of the
+//! segment it was written in, and every life of a file has a different first index (a file is
+//! recycled only once every record in it is at or below the durable purge point `P`, and the
+//! new segment starts above the last index, which is at least `P`; so first indexes of one
+//! file strictly increase); (2) its index is at most `P`, below the first index of any later
+//! segment, while recovery accepts only the next index in sequence. Either check alone
+//! rejects it.
 
 use raft_core::{EntryKind, HardState, LogId};
 
 /// Version written in every header; a file with another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTLOG\0";
@@ -184,9 +198,11 @@ pub enum Decoded<'a> {
 }
 
 /// Writes the record for `entry` into `out` (header, payload, padding). `durable_bytes` is the
-/// segment offset below which every byte is known to be synced.
+/// segment offset below which every byte is known to be synced; `segment_first_index` (the
+/// first index of the segment the record goes into) seeds the CRC.
 pub fn encode_record(
     out: &mut Vec<u8>,
+    segment_first_index: u64,
     index: u64,
     term: u64,
     kind: EntryKind,
@@ -204,15 +220,18 @@ pub fn encode_record(
     header[REC_KIND_AT] = kind as u8;
     out.extend_from_slice(payload);
     let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&segment_first_index.to_le_bytes());
     hasher.update(&out[start + REC_LEN_AT..]);
     let crc = hasher.finalize();
     out[start + REC_CRC_AT..start + REC_LEN_AT].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + record_bytes(payload.len()), 0);
 }
 
-/// Decodes the record at `offset` of `segment`. Never panics and never allocates: the length
-/// read from disk is checked against the bytes that exist before it is used.
-pub fn decode_record(segment: &[u8], offset: usize) -> Decoded<'_> {
+/// Decodes the record at `offset` of `segment`, whose first index is `segment_first_index`
+/// (it seeds the CRC: a stale record of an earlier life of a recycled file fails it). Never
+/// panics and never allocates: the length read from disk is checked against the bytes that
+/// exist before it is used.
+pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) -> Decoded<'_> {
     let Some(header) = segment.get(offset..offset.saturating_add(RECORD_HEADER_BYTES)) else {
         return if segment
             .get(offset..)
@@ -234,6 +253,7 @@ pub fn decode_record(segment: &[u8], offset: usize) -> Decoded<'_> {
     }
     let payload = &segment[body_end..body_end + payload_len];
     let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&segment_first_index.to_le_bytes());
     hasher.update(&header[REC_LEN_AT..]);
     hasher.update(payload);
     if hasher.finalize() != u32_at(header, REC_CRC_AT) {
@@ -261,6 +281,15 @@ pub fn decode_record(segment: &[u8], offset: usize) -> Decoded<'_> {
         payload,
         total_bytes,
     })
+}
+
+/// The index field of a record header at `offset`, without any check (`None` past the end):
+/// lets a scan of stale bytes skip offsets that cannot hold a record of this segment before
+/// computing a CRC.
+pub fn record_index_field(segment: &[u8], offset: usize) -> Option<u64> {
+    segment
+        .get(offset + REC_INDEX_AT..offset + REC_TERM_AT)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Encodes the hard state file.
@@ -346,10 +375,10 @@ mod tests {
     #[test]
     fn record_round_trips_and_every_truncation_is_rejected() {
         let mut out = Vec::new();
-        encode_record(&mut out, 7, 3, EntryKind::Normal, b"hello", 32);
+        encode_record(&mut out, 5, 7, 3, EntryKind::Normal, b"hello", 32);
         assert_eq!(out.len(), record_bytes(5));
         assert_eq!(out.len() % RECORD_ALIGN_BYTES, 0);
-        let Decoded::Record(record) = decode_record(&out, 0) else {
+        let Decoded::Record(record) = decode_record(&out, 5, 0) else {
             panic!("not decoded")
         };
         assert_eq!(
@@ -359,7 +388,7 @@ mod tests {
         assert_eq!((record.kind, record.durable_bytes), (EntryKind::Normal, 32));
         for len in 1..RECORD_HEADER_BYTES + 5 {
             assert!(
-                matches!(decode_record(&out[..len], 0), Decoded::Bad(_)),
+                matches!(decode_record(&out[..len], 5, 0), Decoded::Bad(_)),
                 "cut at {len}"
             );
         }
@@ -368,12 +397,12 @@ mod tests {
     #[test]
     fn every_bit_flip_in_a_record_is_detected() {
         let mut out = Vec::new();
-        encode_record(&mut out, 1, 1, EntryKind::Blank, b"xyz", 0);
+        encode_record(&mut out, 1, 1, 1, EntryKind::Blank, b"xyz", 0);
         for bit in 0..(RECORD_HEADER_BYTES + 3) * 8 {
             let mut copy = out.clone();
             copy[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                !matches!(decode_record(&copy, 0), Decoded::Record(_)),
+                !matches!(decode_record(&copy, 1, 0), Decoded::Record(_)),
                 "bit {bit}"
             );
         }
@@ -383,7 +412,30 @@ mod tests {
     fn a_huge_length_is_rejected_without_allocating() {
         let mut header = [0u8; RECORD_HEADER_BYTES];
         header[REC_LEN_AT..REC_INDEX_AT].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_record(&header, 0), Decoded::Bad(_)));
+        assert!(matches!(decode_record(&header, 1, 0), Decoded::Bad(_)));
+    }
+
+    #[test]
+    fn a_record_fails_under_any_other_segment_first_index() {
+        // A stale record in a recycled file was written under another first index.
+        let mut out = Vec::new();
+        encode_record(
+            &mut out,
+            100,
+            150,
+            2,
+            EntryKind::Normal,
+            b"stale payload",
+            32,
+        );
+        assert!(matches!(decode_record(&out, 100, 0), Decoded::Record(_)));
+        for other in [0, 1, 99, 101, 151, 1 << 32, u64::MAX] {
+            assert!(
+                matches!(decode_record(&out, other, 0), Decoded::Bad(_)),
+                "seed {other}"
+            );
+        }
+        assert_eq!(record_index_field(&out, 0), Some(150));
     }
 
     #[test]

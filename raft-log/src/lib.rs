@@ -46,6 +46,9 @@
 //! - Bytes read from disk are checked against the segment size before they are used, so a
 //!   damaged file yields an error, never a panic or an allocation of a length read from disk.
 //! - The in-memory index costs 4 bytes per entry.
+//! - Up to [`FREE_SEGMENTS_MAX`] purged segment files are kept for reuse (so the directory can
+//!   hold that many segments more than the log needs); new segments reuse them instead of
+//!   zero-filling new files.
 //! - One process owns a log directory at a time; nothing locks the directory.
 //!
 //! # Torn writes versus corruption
@@ -66,7 +69,7 @@ mod segment;
 mod store;
 
 pub use error::{Error, Result};
-pub use log::{RaftLog, Ticket, HARD_STATE_FILE, PURGED_FILE};
+pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE};
 pub use store::RaftLogStore;
 
 /// Default segment size: 64 MiB, large enough that rolling (a sync, a rename and a directory

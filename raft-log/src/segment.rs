@@ -1,5 +1,5 @@
-//! One segment file: creation by zero-filling, opening with a full CRC scan, and reads through
-//! its memory map.
+//! One segment file: creation by zero-filling (or recycling, see `log.rs`), opening with a
+//! full CRC scan, and reads through its memory map.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -12,8 +12,8 @@ use raft_core::{Entry, LogId};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_record, decode_segment_header, Decoded, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    decode_record, decode_segment_header, record_index_field, Decoded, RECORD_ALIGN_BYTES,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::SEGMENT_BYTES_MAX;
 
@@ -83,11 +83,16 @@ pub(crate) struct Segment {
     pub offsets: Vec<u32>,
     /// Offset one past the last record: where the next record goes.
     pub end: u64,
+    /// The bytes after `end` may be non-zero: stale records of a recycled file, or torn bytes
+    /// that recovery left in place because they cannot pass for a record. They must be zeroed
+    /// before the segment stops being the last one (recovery requires zeros there).
+    pub stale_tail: bool,
 }
 
 impl Segment {
-    /// Maps `file`, which already holds a valid header for `first_index`.
-    pub fn new(first_index: u64, path: PathBuf, file: File) -> Result<Segment> {
+    /// Maps `file`, which already holds a valid header for `first_index`; `stale_tail` says
+    /// whether the bytes after the header may be non-zero (a recycled file).
+    pub fn new(first_index: u64, path: PathBuf, file: File, stale_tail: bool) -> Result<Segment> {
         // SAFETY: the map is read-only and this process owns the log directory; bytes under a
         // record that readers can reach are never rewritten while that record is indexed
         // (truncation removes records from the index before it zeroes their bytes).
@@ -100,6 +105,7 @@ impl Segment {
             map,
             offsets: Vec::new(),
             end,
+            stale_tail,
         })
     }
 
@@ -121,7 +127,7 @@ impl Segment {
     /// Reads the record at `index`, which must be in this segment, checking its CRC again.
     pub fn read(&self, index: u64) -> Result<Entry> {
         let offset = self.offsets[(index - self.first_index) as usize] as usize;
-        match decode_record(&self.map, offset) {
+        match decode_record(&self.map, self.first_index, offset) {
             Decoded::Record(record) if record.index == index => Ok(Entry {
                 term: record.term,
                 index,
@@ -165,7 +171,7 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
     if len < SEGMENT_HEADER_BYTES as u64 {
         return Err(Error::corrupt(&path, 0, "segment shorter than its header"));
     }
-    let mut segment = Segment::new(first_index, path, file)?;
+    let mut segment = Segment::new(first_index, path, file, false)?;
     match decode_segment_header(&segment.map) {
         Ok(found) if found == first_index => {}
         Ok(found) => {
@@ -178,7 +184,7 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
     if let Some((offset, reason)) = scan.invalid {
         return Err(Error::corrupt(&segment.path, offset as u64, reason));
     }
-    let tail = scan_tail(&segment.map, scan.end);
+    let tail = scan_tail(&segment.map, first_index, scan.end);
     let stopped = scan
         .stop_reason
         .unwrap_or("zeroed bytes where a record should be");
@@ -191,20 +197,41 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
         // A later record was written after these bytes were synced: they were acknowledged.
         return Err(Error::corrupt(&segment.path, scan.end as u64, stopped));
     }
-    if tail.nonzero_end > scan.end {
+    // Only intact records of this segment (right CRC seed, so written in this life of the
+    // file) could later be mistaken for log entries: a new record ending exactly where one of
+    // them starts would let the scan run on into it. They are zeroed. Any other bytes after
+    // `scan.end` (a torn record, stale records of a recycled file) can never pass the CRC
+    // under this segment's first index and are overwritten by later appends; zeroing a
+    // recycled 64 MiB file on every open would cost more than the open itself.
+    if tail.intact_end > scan.end {
         tracing::warn!(
             path = %segment.path.display(),
             offset = scan.end,
             reason = stopped,
             "cutting the torn tail of the log"
         );
-        zero_range(&segment.file, scan.end as u64, tail.nonzero_end as u64)
+        zero_range(&segment.file, scan.end as u64, tail.intact_end as u64)
             .and_then(|()| segment.file.sync_data())
             .map_err(|e| Error::io("zero torn tail", &segment.path, e))?;
-        debug_assert!(segment.map[scan.end..tail.nonzero_end]
+        debug_assert!(segment.map[scan.end..tail.intact_end]
             .iter()
             .all(|&b| b == 0));
+    } else if tail.nonzero_end > scan.end {
+        let this_life =
+            record_index_field(&segment.map, scan.end).is_some_and(|index| index >= first_index);
+        if this_life {
+            tracing::warn!(
+                path = %segment.path.display(),
+                offset = scan.end,
+                reason = stopped,
+                "the log ends in a torn record, left in place (it cannot pass its CRC)"
+            );
+        } else {
+            tracing::debug!(path = %segment.path.display(), offset = scan.end,
+                "the log ends before stale bytes of a recycled segment");
+        }
     }
+    segment.stale_tail = tail.nonzero_end > tail.intact_end.max(scan.end);
     segment.offsets = scan.offsets;
     segment.end = scan.end as u64;
     Ok(segment)
@@ -226,7 +253,7 @@ fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
     let mut at = SEGMENT_HEADER_BYTES;
     let mut expected = first_index;
     loop {
-        let stop_reason = match decode_record(map, at) {
+        let stop_reason = match decode_record(map, first_index, at) {
             Decoded::Record(record) if record.index == expected && expected < u64::MAX => {
                 offsets.push(at as u32);
                 at += record.total_bytes;
@@ -260,18 +287,30 @@ struct TailScan {
     durable_bytes_max: u64,
     /// An offset at or past the last non-zero byte (`from` when everything is zero).
     nonzero_end: usize,
+    /// The end of the last intact record of this segment found after the valid ones (`from`
+    /// when there is none).
+    intact_end: usize,
 }
 
-/// Looks at every aligned offset from `from` to the end for an intact record, skipping zero
-/// runs quickly. Never allocates.
-fn scan_tail(map: &[u8], from: usize) -> TailScan {
+/// Looks at every aligned offset from `from` to the end for an intact record of the segment
+/// starting at `first_index`, skipping zero runs quickly. Never allocates.
+///
+/// An offset whose index field is outside what this segment can hold (`first_index` plus one
+/// record per 32 bytes) is skipped without computing a CRC: such a record could not belong to
+/// this segment (the CRC would fail it anyway). This keeps the scan of a recycled segment's
+/// stale bytes (which are mostly plausible-looking old records) to a few comparisons per
+/// offset.
+fn scan_tail(map: &[u8], first_index: u64, from: usize) -> TailScan {
     /// Bytes checked at once for being zero; a zero block lets the scan skip every header
     /// that starts inside it (all of whose bytes are zero).
     const BLOCK_BYTES: usize = 256;
     let mut tail = TailScan {
         durable_bytes_max: 0,
         nonzero_end: from,
+        intact_end: from,
     };
+    let records_max = (map.len() / RECORD_HEADER_BYTES) as u64;
+    let possible = |index: u64| index.wrapping_sub(first_index) <= records_max;
     let mut at = from;
     while at < map.len() {
         let block_end = (at + BLOCK_BYTES).min(map.len());
@@ -283,13 +322,21 @@ fn scan_tail(map: &[u8], from: usize) -> TailScan {
             continue;
         }
         tail.nonzero_end = tail.nonzero_end.max(block_end);
-        match decode_record(map, at) {
-            Decoded::Record(record) => {
-                tail.durable_bytes_max = tail.durable_bytes_max.max(record.durable_bytes.into());
-                tail.nonzero_end = tail.nonzero_end.max(at + record.total_bytes);
-                at += record.total_bytes;
+        while at < block_end {
+            if !record_index_field(map, at).is_some_and(possible) {
+                at += RECORD_ALIGN_BYTES;
+                continue;
             }
-            _ => at += RECORD_ALIGN_BYTES,
+            match decode_record(map, first_index, at) {
+                Decoded::Record(record) => {
+                    tail.durable_bytes_max =
+                        tail.durable_bytes_max.max(record.durable_bytes.into());
+                    tail.nonzero_end = tail.nonzero_end.max(at + record.total_bytes);
+                    tail.intact_end = at + record.total_bytes;
+                    at += record.total_bytes;
+                }
+                _ => at += RECORD_ALIGN_BYTES,
+            }
         }
     }
     tail

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raft_core::Entry;
-use raft_log::format::{decode_record, Decoded, SEGMENT_HEADER_BYTES};
+use raft_log::format::{decode_record, decode_segment_header, Decoded, SEGMENT_HEADER_BYTES};
 
 /// Every file of a log directory (except `*.tmp`, which recovery deletes), by name.
 pub type Image = BTreeMap<String, Vec<u8>>;
@@ -56,7 +56,8 @@ pub struct RecordAt {
 pub fn records(segment: &[u8]) -> Vec<RecordAt> {
     let mut out = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
-    while let Decoded::Record(record) = decode_record(segment, offset) {
+    let first_index = decode_segment_header(segment).unwrap_or(0);
+    while let Decoded::Record(record) = decode_record(segment, first_index, offset) {
         out.push(RecordAt {
             offset,
             total_bytes: record.total_bytes,
