@@ -29,6 +29,8 @@ const LOAD_BATCH_BYTES_MAX: u64 = 64 << 20;
 /// Commands taken from the queue per loop iteration, at most, so that ticks and inbound
 /// messages are never starved.
 const COMMANDS_PER_ITERATION_MAX: usize = 4096;
+/// Inbound messages stepped per loop iteration, at most.
+const INBOUND_PER_ITERATION_MAX: usize = 4096;
 /// Times a snapshot chunk is retried before the transfer is reported failed.
 const SNAPSHOT_CHUNK_RETRIES_MAX: u32 = 8;
 
@@ -320,19 +322,17 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                     self.prune_waiters();
                     self.publish_status(NodeState::Running);
                 }
-                Some(msg) = self.inbound.recv() => {
-                    self.engine.step(msg);
-                    while let Ok(msg) = self.inbound.try_recv() {
-                        self.engine.step(msg);
-                    }
-                }
+                Some(msg) = self.inbound.recv() => self.engine.step(msg),
                 command = self.commands.recv() => match command {
                     None => break Ok(None),
                     Some(Command::Shutdown { tx }) => break Ok(Some(tx)),
-                    Some(command) => {
-                        if let Some(tx) = self.handle_commands(command) { break Ok(Some(tx)) }
-                    }
+                    Some(command) => self.handle_command(command),
                 },
+            }
+            // Take everything else that is already queued before producing output: the more
+            // inputs one `Ready` covers, the fewer, fuller messages and writes it makes.
+            if let Some(tx) = self.drain_queued_inputs() {
+                break Ok(Some(tx));
             }
             if let Err(e) = self.drive().await {
                 break Err(e);
@@ -341,10 +341,16 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         self.stop(outcome).await;
     }
 
-    /// Handles a command and whatever else is queued, so that concurrent proposals become
-    /// one batch. Returns a shutdown request if one was found.
-    fn handle_commands(&mut self, first: Command) -> Option<oneshot::Sender<()>> {
-        self.handle_command(first);
+    /// Steps every inbound message and handles every command already queued (each bounded
+    /// per iteration so ticks are never starved), so that concurrent proposals become one
+    /// batch. Returns a shutdown request if one was found.
+    fn drain_queued_inputs(&mut self) -> Option<oneshot::Sender<()>> {
+        for _ in 0..INBOUND_PER_ITERATION_MAX {
+            match self.inbound.try_recv() {
+                Ok(msg) => self.engine.step(msg),
+                Err(_) => break,
+            }
+        }
         for _ in 0..COMMANDS_PER_ITERATION_MAX {
             match self.commands.try_recv() {
                 Ok(Command::Shutdown { tx }) => return Some(tx),
