@@ -209,22 +209,45 @@ pub fn encode_record(
     payload: &[u8],
     durable_bytes: u32,
 ) {
-    let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
     let start = out.len();
-    out.resize(start + RECORD_HEADER_BYTES, 0);
-    let header = &mut out[start..];
+    let header = encode_record_header(
+        segment_first_index,
+        index,
+        term,
+        kind,
+        payload,
+        durable_bytes,
+    );
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+    out.resize(start + record_bytes(payload.len()), 0);
+}
+
+/// The header of the record for `payload` (CRC included), for writers that write the payload
+/// from where it is: on disk the record is this header, the payload, then zeros up to
+/// [`record_bytes`]`(payload.len())`. Arguments as for [`encode_record`].
+pub fn encode_record_header(
+    segment_first_index: u64,
+    index: u64,
+    term: u64,
+    kind: EntryKind,
+    payload: &[u8],
+    durable_bytes: u32,
+) -> [u8; RECORD_HEADER_BYTES] {
+    let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    let mut header = [0u8; RECORD_HEADER_BYTES];
     header[REC_LEN_AT..REC_INDEX_AT].copy_from_slice(&payload_len.to_le_bytes());
     header[REC_INDEX_AT..REC_TERM_AT].copy_from_slice(&index.to_le_bytes());
     header[REC_TERM_AT..REC_DURABLE_AT].copy_from_slice(&term.to_le_bytes());
     header[REC_DURABLE_AT..REC_KIND_AT].copy_from_slice(&durable_bytes.to_le_bytes());
     header[REC_KIND_AT] = kind as u8;
-    out.extend_from_slice(payload);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&segment_first_index.to_le_bytes());
-    hasher.update(&out[start + REC_LEN_AT..]);
+    hasher.update(&header[REC_LEN_AT..]);
+    hasher.update(payload);
     let crc = hasher.finalize();
-    out[start + REC_CRC_AT..start + REC_LEN_AT].copy_from_slice(&crc.to_le_bytes());
-    out.resize(start + record_bytes(payload.len()), 0);
+    header[REC_CRC_AT..REC_LEN_AT].copy_from_slice(&crc.to_le_bytes());
+    header
 }
 
 /// Decodes the record at `offset` of `segment`, whose first index is `segment_first_index`

@@ -39,7 +39,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -50,7 +50,7 @@ use raft_core::{Entry, HardState, LogId};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record,
+    decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record_header,
     encode_segment_header, record_bytes, HARD_STATE_FILE_BYTES, PURGED_FILE_BYTES,
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
@@ -562,29 +562,54 @@ impl RaftLog {
             let durable_bytes = u32::try_from(writer.durable_bytes).expect("segment <= 1 GiB");
             writer.buf.clear();
             let mut offsets = Vec::with_capacity(rest.len().min(4096));
+            // Runs of `writer.buf` and large payloads written from the entries, in file order.
+            let mut parts: Vec<Part> = Vec::new();
+            let mut run_start = 0;
             let mut at = start;
-            for entry in rest {
-                let size = record_bytes(entry.data.len()) as u64;
+            for (position, entry) in rest.iter().enumerate() {
+                let payload = &entry.data[..];
+                let size = record_bytes(payload.len()) as u64;
                 if at + size > capacity {
                     break;
                 }
                 offsets.push(u32::try_from(at).expect("segment <= 1 GiB"));
-                let (index, term, kind) = (entry.index, entry.term, entry.kind);
-                encode_record(
-                    &mut writer.buf,
+                let header = encode_record_header(
                     seed,
-                    index,
-                    term,
-                    kind,
-                    &entry.data,
+                    entry.index,
+                    entry.term,
+                    entry.kind,
+                    payload,
                     durable_bytes,
                 );
+                let buf = &mut writer.buf;
+                buf.extend_from_slice(&header);
+                if payload.len() <= COPY_PAYLOAD_BYTES_MAX {
+                    buf.extend_from_slice(payload);
+                } else {
+                    parts.push(Part::Buf(run_start, buf.len()));
+                    parts.push(Part::Payload(position));
+                    run_start = buf.len();
+                }
+                let padding = size as usize - RECORD_HEADER_BYTES - payload.len();
+                buf.resize(buf.len() + padding, 0);
                 at += size;
             }
+            parts.push(Part::Buf(run_start, writer.buf.len()));
             let written = offsets.len();
             if written > 0 {
-                debug_assert_eq!(writer.buf.len() as u64, at - start);
-                file.write_all_at(&writer.buf, start)
+                let slices: Vec<IoSlice<'_>> = parts
+                    .iter()
+                    .map(|part| match *part {
+                        Part::Buf(from, to) => IoSlice::new(&writer.buf[from..to]),
+                        Part::Payload(position) => IoSlice::new(&rest[position].data),
+                    })
+                    .filter(|slice| !slice.is_empty())
+                    .collect();
+                debug_assert_eq!(
+                    slices.iter().map(|s| s.len() as u64).sum::<u64>(),
+                    at - start
+                );
+                write_all_vectored_at(&file, slices, start)
                     .map_err(|e| Error::io("write records", &path, e))?;
                 let mut index = self.write_index();
                 let current = index.current_mut();
@@ -767,6 +792,45 @@ impl RaftLog {
         }
         Ok(())
     }
+}
+
+/// Payloads up to this size are copied into the encoding buffer next to their headers; larger
+/// ones are written straight from the entries with `writev`, which saves copying every byte
+/// once more in user space. Measured (`log_store` bench, steady state, alternating runs of both
+/// versions, raft-log's rate over the floor's in the same run): 4 KiB x 64 went from 0.84-0.88x
+/// to 1.00-1.02x, 4 KiB x 1024 from 0.77-1.03x to 0.94-0.97x. For small payloads the copy is
+/// cheaper than an extra `iovec` each.
+const COPY_PAYLOAD_BYTES_MAX: usize = 1024;
+
+/// A piece of a batch to write: a range of the encoding buffer, or the payload of an entry.
+enum Part {
+    Buf(usize, usize),
+    Payload(usize),
+}
+
+/// Writes `slices` back to back at `offset` of `file`. One slice: `pwrite`. More: a seek and
+/// `writev` calls (std has no stable `pwritev`); only the writer, under the writer lock, uses
+/// the file position of a segment, and everything else uses positional I/O or the map.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: Vec<IoSlice<'_>>,
+    offset: u64,
+) -> std::io::Result<()> {
+    if let [only] = &slices[..] {
+        return file.write_all_at(only, offset);
+    }
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Maps the error of an out-of-range read.
