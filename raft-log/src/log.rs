@@ -67,8 +67,8 @@ pub const PURGED_FILE: &str = "purged";
 const SPARE_FILE: &str = "spare.tmp";
 /// Suffix of files being written before an atomic rename.
 const TMP_SUFFIX: &str = ".tmp";
-/// Prefix of purged segment files kept for reuse (`free-<old first index>.tmp`). Deleted on
-/// open like every `*.tmp` file.
+/// Prefix of purged segment files kept for reuse (`free-<old segment name>.tmp`); unlike other
+/// `*.tmp` files they are kept on open and reused (see `reuse_free_files`).
 const FREE_PREFIX: &str = "free-";
 /// Purged segment files kept for reuse at most; further purged segments are deleted.
 pub const FREE_SEGMENTS_MAX: usize = 4;
@@ -209,7 +209,7 @@ impl RaftLog {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
         let dir_file = File::open(&dir).map_err(|e| Error::io("open log directory", &dir, e))?;
-        let names = list_segments(&dir)?;
+        let (names, free) = list_segments(&dir)?;
         let hard_state = read_small_file(&dir, HARD_STATE_FILE, HARD_STATE_FILE_BYTES)?
             .map(|(path, bytes)| decode_hard_state(&bytes).map_err(|r| Error::corrupt(path, 0, r)))
             .transpose()?
@@ -232,6 +232,7 @@ impl RaftLog {
             free: Vec::new(),
             buf: Vec::new(),
         };
+        reuse_free_files(&mut writer, options, free)?;
         let mut index = Index {
             hard_state,
             purged,
@@ -845,12 +846,16 @@ fn out_of_range(index: &Index, low: u64, high: u64) -> Error {
 
 /// Deletes leftover temporary files and returns the first indexes of the segment files,
 /// sorted.
-fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
     let mut names = Vec::new();
+    let mut free = Vec::new();
     for item in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
         let item = item.map_err(|e| Error::io("list log directory", dir, e))?;
         let name = item.file_name().to_string_lossy().into_owned();
-        if name.ends_with(TMP_SUFFIX) {
+        if name.starts_with(FREE_PREFIX) && name.ends_with(TMP_SUFFIX) {
+            // A purged segment kept for reuse: see `reuse_free_files`.
+            free.push(item.path());
+        } else if name.ends_with(TMP_SUFFIX) {
             // An interrupted atomic replace or zero-fill: never part of the log.
             let path = item.path();
             fs::remove_file(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
@@ -859,7 +864,34 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         }
     }
     names.sort_unstable();
-    Ok(names)
+    free.sort_unstable();
+    Ok((names, free))
+}
+
+/// Puts the purged segment files kept by an earlier run back into the pool (deleting what does
+/// not fit: another segment size, or more than [`FREE_SEGMENTS_MAX`]). Reusing them is as safe
+/// as in the run that freed them: a file is renamed to `free-*.tmp` only after the purge point
+/// covering all its records is durable, and purge points never go back. A free file that was
+/// being installed when the process stopped (new header written, not yet renamed) holds no
+/// record under that header: records are written only after the rename is durable.
+fn reuse_free_files(writer: &mut Writer, options: Options, paths: Vec<PathBuf>) -> Result<()> {
+    for path in paths {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open free segment", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat free segment", &path, e))?
+            .len();
+        if len == options.segment_bytes && writer.free.len() < FREE_SEGMENTS_MAX {
+            writer.free.push((path, file));
+        } else {
+            fs::remove_file(&path).map_err(|e| Error::io("remove free segment", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens the segments named `first_indexes` (sorted), deletes those wholly below the purge

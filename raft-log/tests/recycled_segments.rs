@@ -309,3 +309,76 @@ fn an_interrupted_purge_of_recycled_segments_finishes_on_reopen() {
         vec![entry(3, 261, 50, 1)]
     );
 }
+
+/// Reopen time with a recycled 64 MiB last segment, whose stale tail recovery scans (prints the
+/// time; `cargo test -p raft-log --release --test recycled_segments -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn reopen_with_a_recycled_default_size_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLog::open(dir.path(), Options::default()).unwrap();
+    let payload = vec![0x5au8; 256];
+    let mut next = 1u64;
+    let mut fill = |log: &RaftLog, entries: u64| {
+        for _ in 0..entries / 1024 {
+            let batch: Vec<Entry> = (next..next + 1024)
+                .map(|i| Entry::normal(1, i, payload.clone()))
+                .collect();
+            log.append(&batch).unwrap();
+            next += 1024;
+        }
+    };
+    // Two segments full of records, purged twice so that the second purge's roll reuses one.
+    fill(&log, 500 * 1024);
+    log.purge(LogId::new(1, log.last_index())).unwrap();
+    fill(&log, 300 * 1024);
+    log.purge(LogId::new(1, log.last_index())).unwrap();
+    fill(&log, 10 * 1024);
+    let last = log.last_index();
+    drop(log);
+    let start = std::time::Instant::now();
+    let log = RaftLog::open(dir.path(), Options::default()).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(log.last_index(), last);
+    println!("reopen with a recycled last segment: {elapsed:?} (first)");
+    drop(log);
+    let start = std::time::Instant::now();
+    let log = RaftLog::open(dir.path(), Options::default()).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(log.last_index(), last);
+    println!("reopen with a recycled last segment: {elapsed:?} (again)");
+}
+
+#[test]
+fn purged_files_are_kept_across_a_reopen_and_reused() {
+    let free_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("free-")
+            })
+            .count()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
+    log.append(&old).unwrap();
+    log.purge(LogId::new(1, 200)).unwrap();
+    drop(log);
+    assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX);
+    let log = open(dir.path());
+    assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX, "kept on open");
+    // Fill the current segment and roll: the next segment is one of the free files.
+    let new: Vec<Entry> = (201..=300).map(|i| entry(2, i, 100, 0x22)).collect();
+    for chunk in new.chunks(3) {
+        log.append(chunk).unwrap();
+    }
+    let segments = segment_names(&snapshot(dir.path())).len() as u64;
+    assert!(segments >= 2);
+    let reused = FREE_SEGMENTS_MAX as u64 - free_files(dir.path()) as u64;
+    assert_eq!(reused, segments - 1, "every new segment reused a free file");
+    drop(log);
+    let log = open(dir.path());
+    check(&log, 200, &new, 300, 300, "after reuse");
+}
