@@ -21,8 +21,10 @@
 //! Record (header 32 bytes, then the payload, then 0..7 zero bytes of padding):
 //!
 //!   offset  size  field
-//!   0       4     crc             u32, CRC32 of the segment's first_index (8 bytes, LE),
-//!                                 then bytes 4..32 and the payload_len payload bytes
+//!   0       4     crc             u32, CRC32 of bytes 4..32 and the payload_len payload
+//!                                 bytes, started from the seed `(first_index as u32) ^
+//!                                 (first_index >> 32) as u32` of the segment instead of 0
+//!                                 (crc32fast `Hasher::new_with_initial(seed)`)
 //!   4       4     payload_len     u32
 //!   8       8     index           u64
 //!   16      8     term            u64
@@ -49,8 +51,9 @@
 //! # Why the record CRC starts with the segment's first index
 //! A purged segment file is reused for a new segment without being zeroed, so records of its
 //! earlier lives stay behind the new records. A stale record must never pass for a record of
-//! the new segment, and it cannot: (1) its CRC was computed with the first index of the
-//! segment it was written in, and every life of a file has a different first index (a file is
+//! the new segment, and it cannot: (1) its CRC was started from a seed made of the first index
+//! of the segment it was written in (a CRC started from another seed never matches), and every
+//! life of a file has a different first index (a file is
 //! recycled only once every record in it is at or below the durable purge point `P`, and the
 //! new segment starts above the last index, which is at least `P`; so first indexes of one
 //! file strictly increase); (2) its index is at most `P`, below the first index of any later
@@ -241,8 +244,7 @@ pub fn encode_record_header(
     header[REC_TERM_AT..REC_DURABLE_AT].copy_from_slice(&term.to_le_bytes());
     header[REC_DURABLE_AT..REC_KIND_AT].copy_from_slice(&durable_bytes.to_le_bytes());
     header[REC_KIND_AT] = kind as u8;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&segment_first_index.to_le_bytes());
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc_seed(segment_first_index));
     hasher.update(&header[REC_LEN_AT..]);
     hasher.update(payload);
     let crc = hasher.finalize();
@@ -275,8 +277,7 @@ pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) ->
         return Decoded::Bad("record length runs past the end of the segment");
     }
     let payload = &segment[body_end..body_end + payload_len];
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&segment_first_index.to_le_bytes());
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc_seed(segment_first_index));
     hasher.update(&header[REC_LEN_AT..]);
     hasher.update(payload);
     if hasher.finalize() != u32_at(header, REC_CRC_AT) {
@@ -304,6 +305,14 @@ pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) ->
         payload,
         total_bytes,
     })
+}
+
+/// The value a record's CRC starts from in the segment starting at `first_index`: its two
+/// 32-bit halves XORed. Starting a CRC32 from a different value changes the result by a
+/// bijective function of the difference (for a given length), so a record can never pass under
+/// another seed; first indexes below 2^32 all have different seeds.
+pub const fn crc_seed(first_index: u64) -> u32 {
+    (first_index as u32) ^ ((first_index >> 32) as u32)
 }
 
 /// The index field of a record header at `offset`, without any check (`None` past the end):
@@ -452,7 +461,7 @@ mod tests {
             32,
         );
         assert!(matches!(decode_record(&out, 100, 0), Decoded::Record(_)));
-        for other in [0, 1, 99, 101, 151, 1 << 32, u64::MAX] {
+        for other in [0, 1, 99, 101, 151, (1 << 32) + 1, u64::MAX] {
             assert!(
                 matches!(decode_record(&out, other, 0), Decoded::Bad(_)),
                 "seed {other}"

@@ -333,14 +333,24 @@ fn scan_tail(map: &[u8], first_index: u64, from: usize) -> TailScan {
     tail
 }
 
-/// The offset one past the last non-zero 8-byte word at or after `from` (`from` if none).
+/// The offset one past the 8-byte word holding the last non-zero byte at or after `from`
+/// (`from` if there is none; `map.len() - from` is a multiple of 8).
 fn nonzero_end(map: &[u8], from: usize) -> usize {
-    let mut words = map[from..].chunks_exact(RECORD_ALIGN_BYTES);
-    if words.remainder().iter().any(|&b| b != 0) {
-        return map.len();
+    /// Bytes OR-folded at once while looking for the last non-zero block.
+    const BLOCK_BYTES: usize = 256;
+    let tail = &map[from..];
+    let mut end = tail.len();
+    // Segment sizes and `from` are multiples of 8: blocks from the end are whole words.
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK_BYTES);
+        if tail[start..end].iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            let last = tail[start..end]
+                .iter()
+                .rposition(|&b| b != 0)
+                .expect("a non-zero byte");
+            return from + ((start + last) / RECORD_ALIGN_BYTES + 1) * RECORD_ALIGN_BYTES;
+        }
+        end = start;
     }
-    match words.rposition(|word| word.iter().any(|&b| b != 0)) {
-        Some(k) => from + (k + 1) * RECORD_ALIGN_BYTES,
-        None => from,
-    }
+    from
 }
