@@ -9,12 +9,11 @@ mod common;
 use bytes::Bytes;
 use common::{
     append, append_entries_of, config, entries, entry, is_append, is_vote_request, msg, restored,
-    vote_request, Cluster,
+    snapshot_meta, vote_request, Cluster,
 };
 use raft_core::engine::{Config, Engine, EngineError, ReplicationState, RestoredState, Role};
 use raft_core::{
     ConflictHint, Entry, HardState, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
-    SnapshotMeta,
 };
 
 /// The paper's own setting: no pre-vote, no check-quorum (so the classic scenarios unfold).
@@ -23,17 +22,6 @@ fn classic() -> Config {
         pre_vote: false,
         check_quorum: false,
         ..config()
-    }
-}
-
-fn snapshot_meta(last: LogId, voters: &[NodeId]) -> SnapshotMeta {
-    SnapshotMeta {
-        last_log_id: last,
-        membership: Membership::new_voters(voters.iter().copied()),
-        membership_log_id: LogId::ZERO,
-        size_bytes: 0,
-        crc32: 0,
-        created_unix_ms: 0,
     }
 }
 

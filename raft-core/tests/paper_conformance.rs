@@ -9,12 +9,10 @@ mod common;
 use bytes::Bytes;
 use common::{
     append, append_entries_of, config, entries, entry, is_append, is_vote_request, msg, restored,
-    vote_request, Cluster,
+    snapshot_meta, vote_request, Cluster,
 };
 use raft_core::engine::{Config, EngineError, ReplicationState, Role};
-use raft_core::{
-    ConflictHint, Entry, EntryKind, LogId, Membership, Message, MessageBody, NodeId, SnapshotMeta,
-};
+use raft_core::{ConflictHint, Entry, EntryKind, LogId, Membership, Message, MessageBody, NodeId};
 
 /// The vote responses `from` sent that are still in the outbox: (to, granted).
 fn vote_responses(c: &Cluster, from: NodeId) -> Vec<(NodeId, bool)> {
@@ -52,17 +50,6 @@ fn no_pre_vote() -> Config {
     Config {
         pre_vote: false,
         ..config()
-    }
-}
-
-fn snapshot_meta(last: LogId, voters: &[NodeId]) -> SnapshotMeta {
-    SnapshotMeta {
-        last_log_id: last,
-        membership: Membership::new_voters(voters.iter().copied()),
-        membership_log_id: LogId::ZERO,
-        size_bytes: 0,
-        crc32: 0,
-        created_unix_ms: 0,
     }
 }
 

@@ -59,6 +59,18 @@ pub fn restored(term: Term, voters: &[NodeId], log: Vec<Entry>) -> RestoredState
     }
 }
 
+/// Metadata of a snapshot ending at `last` with the given voters (size and checksum unset).
+pub fn snapshot_meta(last: LogId, voters: &[NodeId]) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: last,
+        membership: Membership::new_voters(voters.iter().copied()),
+        membership_log_id: LogId::ZERO,
+        size_bytes: 0,
+        crc32: 0,
+        created_unix_ms: 0,
+    }
+}
+
 /// Builds a message.
 pub fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
     Message {
