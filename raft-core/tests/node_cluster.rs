@@ -383,3 +383,37 @@ async fn restart_with_a_snapshot_newer_than_the_log() {
     assert_eq!(state.purged, LogId::new(2, 10));
     assert!(state.last.index > 10);
 }
+
+/// An InstallSnapshot that arrives as a plain message (not produced locally after a verified
+/// chunked transfer) names a snapshot the store does not have: it is dropped, and the node
+/// keeps serving instead of failing its restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_install_snapshot_from_the_network_is_dropped() {
+    use raft_core::node::NodeState;
+    use raft_core::{LogId, Message, MessageBody, SnapshotMeta};
+
+    let cluster = TestCluster::new(3).await;
+    cluster.put("a", "1").await;
+    let leader = cluster.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let status = cluster.handle(follower).status();
+    let forged = Message {
+        from: leader,
+        to: follower,
+        term: status.term,
+        body: MessageBody::InstallSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(status.term, status.commit_index + 1000),
+                membership: Membership::new_voters([1, 2, 3]),
+                membership_log_id: LogId::ZERO,
+                size_bytes: 10,
+                crc32: 0,
+                created_unix_ms: 0,
+            },
+        },
+    };
+    cluster.handle(follower).deliver(forged);
+    cluster.put("b", "2").await;
+    assert_eq!(cluster.get(follower, "b").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(cluster.handle(follower).status().state, NodeState::Running);
+}

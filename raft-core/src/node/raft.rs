@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::runtime::{self, Command};
 use super::storage::{LogStore, SnapshotStore};
@@ -439,12 +439,18 @@ impl MembershipChange {
 #[async_trait]
 impl MessageHandler for RaftHandle {
     fn deliver(&self, msg: Message) {
-        if self.inner.inbound.try_send(msg).is_err() {
-            debug!(
+        // An InstallSnapshot is only valid when this node produced it itself, after receiving
+        // and verifying every chunk (`deliver_install`); from the network it would name a
+        // snapshot the store does not have and stop the node when the restore fails.
+        if matches!(msg.body, MessageBody::InstallSnapshot { .. }) {
+            warn!(
                 id = self.inner.id,
-                "inbound queue full or node stopped; message dropped"
+                from = msg.from,
+                "InstallSnapshot from the network dropped"
             );
+            return;
         }
+        self.enqueue(msg);
     }
 
     async fn deliver_snapshot_chunk(&self, chunk: SnapshotChunk) -> SnapshotChunkAck {
@@ -514,7 +520,16 @@ impl RaftHandle {
                 meta: chunk.meta.clone(),
             },
         };
-        self.deliver(msg);
+        self.enqueue(msg);
+    }
+
+    fn enqueue(&self, msg: Message) {
+        if self.inner.inbound.try_send(msg).is_err() {
+            debug!(
+                id = self.inner.id,
+                "inbound queue full or node stopped; message dropped"
+            );
+        }
     }
 }
 
