@@ -247,14 +247,7 @@ impl Driver {
             return;
         };
         let ids = self.cluster.ids();
-        let engine = self
-            .cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .engine
-            .as_mut()
-            .unwrap();
+        let engine = self.cluster.engine_mut(leader);
         let current = engine.membership().clone();
         let outsiders: Vec<NodeId> = ids
             .iter()
@@ -316,14 +309,7 @@ impl Driver {
         let Some(leader) = self.cluster.leader() else {
             return;
         };
-        let engine = self
-            .cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .engine
-            .as_mut()
-            .unwrap();
+        let engine = self.cluster.engine_mut(leader);
         let voters: Vec<NodeId> = engine.membership().voters.iter().copied().collect();
         if let Some(target) = self.rng.pick(&voters) {
             if engine.transfer_leadership(target).is_ok() {
@@ -334,14 +320,7 @@ impl Driver {
 
     fn request_snapshot(&mut self) {
         if let Some(id) = self.rng.pick(&self.cluster.up_ids()) {
-            self.cluster
-                .nodes
-                .get_mut(&id)
-                .unwrap()
-                .engine
-                .as_mut()
-                .unwrap()
-                .request_snapshot();
+            self.cluster.engine_mut(id).request_snapshot();
         }
     }
 
@@ -446,14 +425,7 @@ impl Driver {
         let key = self.rng.below(KEYS);
         let since = self.cluster.step_no;
         let incarnation = self.incarnations[&target];
-        let engine = self
-            .cluster
-            .nodes
-            .get_mut(&target)
-            .unwrap()
-            .engine
-            .as_mut()
-            .unwrap();
+        let engine = self.cluster.engine_mut(target);
         match self.rng.below(3) {
             0 => {
                 let read_id = self.next_read_id;
@@ -535,14 +507,7 @@ impl Driver {
             let Some(leader) = self.cluster.leader() else {
                 continue;
             };
-            let engine = self
-                .cluster
-                .nodes
-                .get_mut(&leader)
-                .unwrap()
-                .engine
-                .as_mut()
-                .unwrap();
+            let engine = self.cluster.engine_mut(leader);
             if engine.role() != Role::Leader {
                 continue;
             }

@@ -385,6 +385,16 @@ impl Cluster {
             .map(|e| e.id())
     }
 
+    /// The engine of a node that is up.
+    pub fn engine_mut(&mut self, id: NodeId) -> &mut Engine {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .engine
+            .as_mut()
+            .expect("node is up")
+    }
+
     /// Starts (or restarts) a node from its disk.
     pub fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
