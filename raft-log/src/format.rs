@@ -202,7 +202,8 @@ pub enum Decoded<'a> {
 
 /// Writes the record for `entry` into `out` (header, payload, padding). `durable_bytes` is the
 /// segment offset below which every byte is known to be synced; `segment_first_index` (the
-/// first index of the segment the record goes into) seeds the CRC.
+/// first index of the segment the record goes into) seeds the CRC, which is computed in one
+/// pass over the header fields and the payload once both are in `out`.
 pub fn encode_record(
     out: &mut Vec<u8>,
     segment_first_index: u64,
@@ -213,24 +214,25 @@ pub fn encode_record(
     durable_bytes: u32,
 ) {
     let start = out.len();
-    let header = encode_record_header(
-        segment_first_index,
+    let total = record_bytes(payload.len());
+    out.reserve(total);
+    out.extend_from_slice(&record_header_fields(
         index,
         term,
         kind,
         payload,
         durable_bytes,
-    );
-    out.extend_from_slice(&header);
+    ));
     out.extend_from_slice(payload);
-    out.resize(start + record_bytes(payload.len()), 0);
+    out.resize(start + total, 0);
+    let record = &mut out[start..];
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc_seed(segment_first_index));
+    hasher.update(&record[REC_LEN_AT..RECORD_HEADER_BYTES + payload.len()]);
+    record[REC_CRC_AT..REC_LEN_AT].copy_from_slice(&hasher.finalize().to_le_bytes());
 }
 
-/// The header of the record for `payload` (CRC included), for writers that write the payload
-/// from where it is: on disk the record is this header, the payload, then zeros up to
-/// [`record_bytes`]`(payload.len())`. Arguments as for [`encode_record`].
-pub fn encode_record_header(
-    segment_first_index: u64,
+/// A record header with every field but the CRC (left zero).
+fn record_header_fields(
     index: u64,
     term: u64,
     kind: EntryKind,
@@ -244,6 +246,21 @@ pub fn encode_record_header(
     header[REC_TERM_AT..REC_DURABLE_AT].copy_from_slice(&term.to_le_bytes());
     header[REC_DURABLE_AT..REC_KIND_AT].copy_from_slice(&durable_bytes.to_le_bytes());
     header[REC_KIND_AT] = kind as u8;
+    header
+}
+
+/// The header of the record for `payload` (CRC included), for writers that write the payload
+/// from where it is: on disk the record is this header, the payload, then zeros up to
+/// [`record_bytes`]`(payload.len())`. Arguments as for [`encode_record`].
+pub fn encode_record_header(
+    segment_first_index: u64,
+    index: u64,
+    term: u64,
+    kind: EntryKind,
+    payload: &[u8],
+    durable_bytes: u32,
+) -> [u8; RECORD_HEADER_BYTES] {
+    let mut header = record_header_fields(index, term, kind, payload, durable_bytes);
     let mut hasher = crc32fast::Hasher::new_with_initial(crc_seed(segment_first_index));
     hasher.update(&header[REC_LEN_AT..]);
     hasher.update(payload);
@@ -267,7 +284,7 @@ pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) ->
             Decoded::Bad("record header runs past the end of the segment")
         };
     };
-    if header.iter().all(|&b| b == 0) {
+    if is_zero_header(header) {
         return Decoded::Zero;
     }
     let payload_len = u32_at(header, REC_LEN_AT) as usize;
@@ -276,10 +293,12 @@ pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) ->
     if payload_len > available {
         return Decoded::Bad("record length runs past the end of the segment");
     }
-    let payload = &segment[body_end..body_end + payload_len];
+    // The hashed bytes (header after the CRC field, then the payload) are contiguous here: one
+    // pass, not one per part (a CRC of the concatenation equals the CRC updated part by part).
+    let hashed = &segment[offset + REC_LEN_AT..body_end + payload_len];
+    let payload = &hashed[RECORD_HEADER_BYTES - REC_LEN_AT..];
     let mut hasher = crc32fast::Hasher::new_with_initial(crc_seed(segment_first_index));
-    hasher.update(&header[REC_LEN_AT..]);
-    hasher.update(payload);
+    hasher.update(hashed);
     if hasher.finalize() != u32_at(header, REC_CRC_AT) {
         return Decoded::Bad("record checksum mismatch");
     }
@@ -305,6 +324,13 @@ pub fn decode_record(segment: &[u8], segment_first_index: u64, offset: usize) ->
         payload,
         total_bytes,
     })
+}
+
+/// Whether a record header is all zeros (the end of the records), by 8-byte words.
+fn is_zero_header(header: &[u8]) -> bool {
+    header.chunks_exact(8).fold(0u64, |acc, word| {
+        acc | u64::from_le_bytes(word.try_into().expect("8 bytes"))
+    }) == 0
 }
 
 /// The value a record's CRC starts from in the segment starting at `first_index`: its two
@@ -423,6 +449,22 @@ mod tests {
                 matches!(decode_record(&out[..len], 5, 0), Decoded::Bad(_)),
                 "cut at {len}"
             );
+        }
+    }
+
+    #[test]
+    fn both_encoders_write_the_same_bytes() {
+        // `encode_record` hashes header and payload in one pass, `encode_record_header` part
+        // by part: the CRCs must agree for every padding length.
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(31) ^ 0xa5).collect();
+            let mut one_pass = Vec::new();
+            encode_record(&mut one_pass, 9, 12, 4, EntryKind::Membership, &payload, 64);
+            let mut parts =
+                encode_record_header(9, 12, 4, EntryKind::Membership, &payload, 64).to_vec();
+            parts.extend_from_slice(&payload);
+            parts.resize(record_bytes(len), 0);
+            assert_eq!(one_pass, parts, "payload of {len} bytes");
         }
     }
 
