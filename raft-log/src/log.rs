@@ -540,7 +540,7 @@ impl RaftLog {
         if let Err(error) = &result {
             writer.poison(error);
         }
-        self.notify_synced(&writer);
+        self.notify_synced(writer);
         result
     }
 
@@ -721,7 +721,7 @@ impl RaftLog {
             self.write_index().current_mut().stale_tail = false;
         }
         writer.synced_ticket = writer.written_ticket;
-        self.notify_synced(&writer);
+        self.notify_synced(writer);
         let segment = install_segment(&self.dir, writer, self.options, first_index)?;
         let mut index = self.write_index();
         if index.current().first_index == first_index {
