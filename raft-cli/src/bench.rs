@@ -1,6 +1,9 @@
 //! `raft bench`: a closed-loop load generator over the native client protocol. Each client
-//! has its own connection and keeps exactly one request in flight; latencies go into an
-//! HDR histogram (microseconds), merged at the end.
+//! keeps exactly one request in flight; latencies go into an HDR histogram (microseconds),
+//! merged at the end. By default each client has its own connection; with `--conns N` the
+//! clients share N connections round-robin (client i uses connection i mod N), the way etcd's
+//! benchmark tool separates `--clients` from `--conns`: requests of the clients on one
+//! connection are pipelined and their answers share writes.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +41,9 @@ pub struct BenchArgs {
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Connections the clients share (client i uses connection i mod N); 0: one per client.
+    #[arg(long, default_value_t = 0)]
+    pub conns: usize,
     /// Run for this many seconds (ignored with --ops).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -120,8 +126,12 @@ pub async fn measure(args: &BenchArgs, progress: bool) -> anyhow::Result<BenchRe
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration.max(0.0));
     let mut tasks = Vec::with_capacity(args.clients);
+    let connections = connection_count(args);
+    let clients = (0..connections)
+        .map(|_| args.cluster.client().map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for client_index in 0..args.clients {
-        let client = args.cluster.client()?;
+        let client = clients[client_index % connections].clone();
         let counters = counters.clone();
         let stop = stop.clone();
         let args = args.clone();
@@ -163,8 +173,17 @@ pub async fn measure(args: &BenchArgs, progress: bool) -> anyhow::Result<BenchRe
     })
 }
 
+/// Connections the run opens: `--conns`, or one per client when it is 0 or above the number
+/// of clients.
+pub fn connection_count(args: &BenchArgs) -> usize {
+    match args.conns {
+        0 => args.clients,
+        conns => conns.min(args.clients),
+    }
+}
+
 async fn client_loop(
-    client: ClusterClient,
+    client: Arc<ClusterClient>,
     seed: u64,
     args: &BenchArgs,
     counters: &Counters,
@@ -269,8 +288,13 @@ fn print_text(args: &BenchArgs, r: &BenchResult) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let ops = r.writes + r.reads;
     println!(
-        "{} clients, {}-byte values, read ratio {}, {} keys, {:.2} s",
-        args.clients, args.value_size, args.read_ratio, args.keys, secs
+        "{} clients on {} connections, {}-byte values, read ratio {}, {} keys, {:.2} s",
+        args.clients,
+        connection_count(args),
+        args.value_size,
+        args.read_ratio,
+        args.keys,
+        secs
     );
     println!(
         "ops: {ops} ({} writes acknowledged, {} reads), errors {}, outcome unknown {}",
@@ -297,11 +321,12 @@ fn to_json(args: &BenchArgs, r: &BenchResult) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let h = &r.latency_us;
     format!(
-        "{{\"clients\":{},\"value_size\":{},\"read_ratio\":{},\"keys\":{},\"elapsed_s\":{:.3},\
+        "{{\"clients\":{},\"conns\":{},\"value_size\":{},\"read_ratio\":{},\"keys\":{},\"elapsed_s\":{:.3},\
          \"ops\":{},\"writes\":{},\"reads\":{},\"errors\":{},\"unknown\":{},\"ops_per_s\":{:.1},\
          \"writes_per_s\":{:.1},\"latency_ms\":{{\"p50\":{:.3},\"p95\":{:.3},\"p99\":{:.3},\
          \"p999\":{:.3},\"max\":{:.3}}}}}",
         args.clients,
+        connection_count(args),
         args.value_size,
         args.read_ratio,
         args.keys,

@@ -8,6 +8,12 @@ use raft_cli::config::{NodeArgs, NodeSettings};
 use raft_core::NodeId;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: a node allocates small buffers on one thread and
+/// frees them on another (messages, entries, responses), which made glibc's malloc, free and
+/// heap growth (`sysmalloc`, `mprotect`) about a fifth of a leader's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A replicated key-value store on Raft, with a Redis-protocol front end.
 #[derive(Parser, Debug)]
 #[command(name = "raft", version, about)]

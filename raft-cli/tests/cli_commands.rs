@@ -62,3 +62,76 @@ async fn client_subcommands_find_the_leader_and_answer() {
     let now = cluster.client().leader_status().await.unwrap();
     assert_eq!(now.id, follower.id);
 }
+
+/// `raft bench --ops` does exactly that many acknowledged writes and reads, with clients
+/// sharing fewer connections than there are clients, and `--json` prints one JSON object
+/// with the fields scripts read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_a_fixed_number_of_operations_and_prints_json() {
+    let cluster = cluster(3).await;
+    let members = cluster
+        .nodes
+        .values()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = [
+        "bench",
+        "--clients",
+        "8",
+        "--conns",
+        "3",
+        "--ops",
+        "400",
+        "--read-ratio",
+        "0.25",
+        "--keys",
+        "50",
+        "--json",
+    ];
+    let (code, json) = raft(&members, &args);
+    assert_eq!(code, 0, "{json}");
+    let json = json.trim();
+    assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+    for field in [
+        "\"clients\":8,",
+        "\"conns\":3,",
+        "\"ops\":400,",
+        "\"errors\":0,",
+        "\"unknown\":0,",
+        "\"p99\":",
+    ] {
+        assert!(json.contains(field), "{field} missing in {json}");
+    }
+    let writes = json_u64(json, "writes");
+    let reads = json_u64(json, "reads");
+    assert_eq!(writes + reads, 400, "{json}");
+    assert!(writes > 0 && reads > 0, "{json}");
+    // The writes are really there: of the first 10 keys (each written about 6 times on
+    // average), those that exist hold the bench's 256-byte value.
+    let value = "v".repeat(256);
+    let mut found = 0;
+    for i in 0..10 {
+        let (code, got) = raft(&members, &["get", &format!("key:{i:012}")]);
+        if code == 0 {
+            assert_eq!(got.trim_end(), value);
+            found += 1;
+        }
+    }
+    assert!(found > 0, "none of the first 10 keys was written");
+}
+
+fn json_u64(json: &str, field: &str) -> u64 {
+    let key = format!("\"{field}\":");
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("{field} in {json}"))
+        + key.len();
+    let digits: String = json[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} in {json}"))
+}
