@@ -62,12 +62,14 @@
 
 #![warn(missing_docs)]
 
+mod borrow;
 mod error;
 pub mod format;
 mod log;
 mod segment;
 mod store;
 
+pub use borrow::EntryRef;
 pub use error::{Error, Result};
 pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE};
 pub use store::RaftLogStore;

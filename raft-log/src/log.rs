@@ -48,6 +48,7 @@ use std::thread::JoinHandle;
 use raft_core::node::LogState;
 use raft_core::{Entry, HardState, LogId};
 
+use crate::borrow::{EntryRef, Pins};
 use crate::error::{Error, Result};
 use crate::format::{
     decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record,
@@ -86,6 +87,8 @@ pub struct RaftLog {
     writer: Mutex<Writer>,
     /// Signalled whenever a sync finishes (or fails).
     synced: Condvar,
+    /// Keeps the bytes under [`EntryRef`]s still: truncate and purge wait for them.
+    pins: Pins,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -278,6 +281,7 @@ impl RaftLog {
             index: RwLock::new(index),
             writer: Mutex::new(writer),
             synced: Condvar::new(),
+            pins: Pins::default(),
         })
     }
 
@@ -325,7 +329,7 @@ impl RaftLog {
     pub fn term(&self, index: u64) -> Result<u64> {
         let guard = self.read_index();
         if index < guard.purged.index || index > guard.last.index {
-            return Err(out_of_range(&guard, index, index + 1));
+            return Err(out_of_range(&guard, index, index.saturating_add(1)));
         }
         guard.log_id(index).map(|id| id.term)
     }
@@ -335,9 +339,55 @@ impl RaftLog {
     pub fn entry(&self, index: u64) -> Result<Entry> {
         let guard = self.read_index();
         if index <= guard.purged.index || index > guard.last.index {
-            return Err(out_of_range(&guard, index, index + 1));
+            return Err(out_of_range(&guard, index, index.saturating_add(1)));
         }
         guard.segments[guard.segment_of(index)].read(index)
+    }
+
+    /// Reads the entry at `index` in place, without copying its payload: the returned
+    /// [`EntryRef`] borrows it from the segment's memory map. The record's CRC is checked on
+    /// every call, as by [`RaftLog::entry`] (a page evicted from the page cache and read back
+    /// from disk may have rotted).
+    ///
+    /// While an `EntryRef` is alive, [`RaftLog::truncate`] and [`RaftLog::purge`] wait for it
+    /// (they are the only operations that change or unmap the bytes of a record); appends do
+    /// not. Never truncate or purge from a thread that holds an `EntryRef` of the same log: it
+    /// would wait for itself.
+    ///
+    /// ```
+    /// use raft_core::Entry;
+    /// use raft_log::{Options, RaftLog};
+    ///
+    /// # fn main() -> Result<(), raft_log::Error> {
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let log = RaftLog::open(dir.path(), Options::default())?;
+    /// log.append(&[Entry::normal(1, 1, "set x=1")])?;
+    /// let entry = log.entry_ref(1)?;
+    /// assert_eq!((entry.term(), entry.payload()), (1, &b"set x=1"[..]));
+    /// drop(entry); // before truncating or purging on this thread
+    /// log.truncate(1)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn entry_ref(&self, index: u64) -> Result<EntryRef<'_>> {
+        let pin = self.pins.pin();
+        let guard = self.read_index();
+        if index <= guard.purged.index || index > guard.last.index {
+            return Err(out_of_range(&guard, index, index.saturating_add(1)));
+        }
+        let record = guard.segments[guard.segment_of(index)].record(index)?;
+        // SAFETY: the payload lies in the map of a segment of the log. That map stays mapped,
+        // and those bytes stay unchanged, while `pin` lives, although the index lock is
+        // released on return: the only operations that unmap a segment holding records or
+        // rewrite bytes of records readers could find are truncate (zeroes the records it
+        // removes, drops removed segments) and purge (drops removed segments, whose files
+        // are deleted or recycled through a new map), and both hold the pins exclusively,
+        // which waits for every live pin. Appends write only after the end of the records;
+        // a roll drops only an empty segment; the log cannot be dropped while `self` is
+        // borrowed.
+        let payload: &[u8] =
+            unsafe { std::slice::from_raw_parts(record.payload.as_ptr(), record.payload.len()) };
+        Ok(EntryRef::new(record.term, index, record.kind, payload, pin))
     }
 
     /// Reads entries `[low, high)` in order, stopping once their payload bytes reach
@@ -421,7 +471,11 @@ impl RaftLog {
 
     /// Removes every entry with index `>= from`, durably. `from` must be above the purged
     /// index; truncating past the end changes nothing.
+    ///
+    /// Waits until no [`EntryRef`] of this log is alive (see [`RaftLog::entry_ref`]).
     pub fn truncate(&self, from: u64) -> Result<()> {
+        // Before the writer lock: a thread holding a pin may be appending.
+        let _exclusive = self.pins.exclusive();
         let mut writer = self.lock_idle_writer()?;
         let (purged, last) = {
             let index = self.read_index();
@@ -445,7 +499,11 @@ impl RaftLog {
     /// durably. Whole segments are deleted; a purge at or past the last index empties the log
     /// and the next append starts at `upto.index + 1`. A purge at or below the current purge
     /// point changes nothing.
+    ///
+    /// Waits until no [`EntryRef`] of this log is alive (see [`RaftLog::entry_ref`]).
     pub fn purge(&self, upto: LogId) -> Result<()> {
+        // Before the writer lock: a thread holding a pin may be appending.
+        let _exclusive = self.pins.exclusive();
         let mut writer = self.lock_idle_writer()?;
         if upto.index <= self.read_index().purged.index {
             return Ok(());

@@ -12,8 +12,8 @@ use raft_core::{Entry, LogId};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_record, decode_segment_header, record_index_field, Decoded, RECORD_ALIGN_BYTES,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_record, decode_segment_header, record_index_field, Decoded, RecordRef,
+    RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::SEGMENT_BYTES_MAX;
 
@@ -95,7 +95,8 @@ impl Segment {
     pub fn new(first_index: u64, path: PathBuf, file: File, stale_tail: bool) -> Result<Segment> {
         // SAFETY: the map is read-only and this process owns the log directory; bytes under a
         // record that readers can reach are never rewritten while that record is indexed
-        // (truncation removes records from the index before it zeroes their bytes).
+        // (truncation removes records from the index before it zeroes their bytes), nor while
+        // an `EntryRef` borrows them (truncate and purge wait for its pin: `borrow.rs`).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map segment", &path, e))?;
         let end = SEGMENT_HEADER_BYTES as u64;
         Ok(Segment {
@@ -121,19 +122,26 @@ impl Segment {
 
     /// The id of the record at `index`, which must be in this segment.
     pub fn log_id(&self, index: u64) -> Result<LogId> {
-        self.read(index).map(|entry| entry.log_id())
+        self.record(index)
+            .map(|record| LogId::new(record.term, record.index))
     }
 
-    /// Reads the record at `index`, which must be in this segment, checking its CRC again.
+    /// Reads the record at `index`, which must be in this segment, checking its CRC again,
+    /// and copies it out.
     pub fn read(&self, index: u64) -> Result<Entry> {
+        self.record(index).map(|record| Entry {
+            term: record.term,
+            index,
+            kind: record.kind,
+            data: Bytes::copy_from_slice(record.payload),
+        })
+    }
+
+    /// The record at `index`, which must be in this segment, in place, its CRC checked again.
+    pub fn record(&self, index: u64) -> Result<RecordRef<'_>> {
         let offset = self.offsets[(index - self.first_index) as usize] as usize;
         match decode_record(&self.map, self.first_index, offset) {
-            Decoded::Record(record) if record.index == index => Ok(Entry {
-                term: record.term,
-                index,
-                kind: record.kind,
-                data: Bytes::copy_from_slice(record.payload),
-            }),
+            Decoded::Record(record) if record.index == index => Ok(record),
             other => Err(Error::corrupt(
                 &self.path,
                 offset as u64,
