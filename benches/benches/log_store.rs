@@ -2,7 +2,7 @@
 //! entries in batches of 1, 64 and 1024 with one durable sync per batch, then sequential reads,
 //! random point reads and reopen time.
 //!
-//! Stores: `raft-log`, the plain-file floor (`pwrite` + `fdatasync` into a zero-filled file, no
+//! Stores: `raft-log` (reads also through its borrowed `entry_ref`), the plain-file floor (`pwrite` + `fdatasync` into a zero-filled file, no
 //! framing, no checksum), and with `--features peers` the crates `raft-engine` 0.4 and
 //! `okaywal` 0.3. Run (release):
 //!
@@ -194,6 +194,36 @@ impl BenchStore for RaftLogStore {
 
     fn next_index(&self) -> u64 {
         self.0.last_index() + 1
+    }
+}
+
+/// raft-log read through `RaftLog::entry_ref` (payload borrowed from the map, CRC checked,
+/// no copy); writes as [`RaftLogStore`]. Only the read benchmarks use it.
+struct RaftLogBorrowed(RaftLogStore);
+
+impl BenchStore for RaftLogBorrowed {
+    type Batch = Vec<Entry>;
+    const NAME: &'static str = "raft-log entry_ref";
+
+    fn open(dir: &Path, bytes_hint: u64) -> Self {
+        RaftLogBorrowed(RaftLogStore::open(dir, bytes_hint))
+    }
+
+    fn prepare(&self, first: u64, payloads: &[Bytes]) -> Vec<Entry> {
+        self.0.prepare(first, payloads)
+    }
+
+    fn append(&mut self, batch: Vec<Entry>) {
+        self.0.append(batch);
+    }
+
+    fn read_range(&mut self, low: u64, high: u64) -> usize {
+        (low..high).map(|index| self.read_one(index)).sum()
+    }
+
+    fn read_one(&mut self, index: u64) -> usize {
+        let log = &(self.0).0;
+        log.entry_ref(index).expect("raft-log read").payload().len()
     }
 }
 
@@ -635,6 +665,7 @@ fn all_stores(c: &mut Criterion) {
     }
     let payloads = payloads(256);
     bench_reads::<RaftLogStore>(c, &payloads);
+    bench_reads::<RaftLogBorrowed>(c, &payloads);
     bench_reads::<PlainFile>(c, &payloads);
     #[cfg(feature = "peers")]
     {
