@@ -112,11 +112,44 @@ pub enum KvResponse {
     Error(String),
 }
 
+/// Bytes MessagePack adds around the byte strings of a command or response, at most (enum
+/// tags, array and length markers): the encoders reserve this much plus the byte strings, so
+/// encoding never grows its buffer.
+const ENCODING_OVERHEAD_BYTES: usize = 64;
+
+/// Encodes `value` with MessagePack into a buffer of `payload_bytes` plus overhead.
+pub(crate) fn encode_msgpack<T: Serialize>(value: &T, payload_bytes: usize) -> Bytes {
+    let mut buf = Vec::with_capacity(payload_bytes + ENCODING_OVERHEAD_BYTES);
+    // Encoding plain enums of byte strings and numbers into a Vec cannot fail.
+    match rmp_serde::encode::write(&mut buf, value) {
+        Ok(()) => Bytes::from(buf),
+        Err(e) => unreachable!("MessagePack encoding into memory failed: {e}"),
+    }
+}
+
 impl KvCommand {
     /// Encodes the command for the log.
     pub fn encode(&self) -> Bytes {
-        // Encoding a plain enum of byte strings into a Vec cannot fail.
-        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+        encode_msgpack(self, self.payload_bytes())
+    }
+
+    /// Bytes of the keys and values the command carries.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            KvCommand::Set {
+                key,
+                value,
+                condition,
+            } => {
+                let expected = match condition {
+                    SetCondition::IfEqual(expected) => expected.len(),
+                    _ => 0,
+                };
+                key.len() + value.len() + expected
+            }
+            KvCommand::Delete { keys } => keys.iter().map(|k| k.len() + 8).sum(),
+            KvCommand::Incr { key, .. } => key.len(),
+        }
     }
 
     /// Decodes a command from the log.
@@ -128,7 +161,12 @@ impl KvCommand {
 impl KvResponse {
     /// Encodes the response for the node to hand back to the proposer.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+        let payload_bytes = match self {
+            KvResponse::Set { previous, .. } => previous.as_ref().map_or(0, Bytes::len),
+            KvResponse::Error(message) => message.len(),
+            KvResponse::Deleted(_) | KvResponse::Integer(_) => 0,
+        };
+        encode_msgpack(self, payload_bytes)
     }
 
     /// Decodes a response.

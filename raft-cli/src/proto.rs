@@ -7,7 +7,7 @@ use bytes::Bytes;
 use raft_core::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{KvCommand, KvResponse};
+use crate::kv::{encode_msgpack, KvCommand, KvResponse};
 
 /// A request of the native client protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +83,12 @@ impl Request {
 
     /// Encodes the request.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(rmp_serde::to_vec(self).unwrap_or_default())
+        let payload_bytes = match self {
+            Request::Write(command) => command.payload_bytes(),
+            Request::Get { keys } | Request::Exists { keys } => keys.iter().map(Bytes::len).sum(),
+            _ => SMALL_MESSAGE_BYTES,
+        };
+        encode_msgpack(self, payload_bytes)
     }
 
     /// Decodes a request from untrusted bytes.
@@ -192,9 +197,19 @@ pub enum ServiceError {
 /// The payload of a native response: the reply or the error.
 pub type Outcome = Result<Reply, ServiceError>;
 
+/// Bytes reserved for encoding a message that carries no keys or values.
+const SMALL_MESSAGE_BYTES: usize = 256;
+
 /// Encodes an outcome.
 pub fn encode_outcome(outcome: &Outcome) -> Bytes {
-    Bytes::from(rmp_serde::to_vec(outcome).unwrap_or_default())
+    let payload_bytes = match outcome {
+        Ok(Reply::Values(values)) => values.iter().flatten().map(|v| v.len() + 8).sum(),
+        Ok(Reply::Write(KvResponse::Set { previous, .. })) => {
+            previous.as_ref().map_or(0, Bytes::len)
+        }
+        _ => SMALL_MESSAGE_BYTES,
+    };
+    encode_msgpack(outcome, payload_bytes)
 }
 
 /// Decodes an outcome from untrusted bytes.

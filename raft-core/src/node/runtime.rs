@@ -664,11 +664,10 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     }
 
     fn check_waiters(&mut self) {
-        let committed = self.engine.committed_membership().clone();
         let leading = self.engine.role() == Role::Leader;
         let waiters = std::mem::take(&mut self.membership_waiters);
         for (change, tx) in waiters {
-            if change.is_done(&committed) {
+            if change.is_done(self.engine.committed_membership()) {
                 let _ = tx.send(Ok(()));
             } else if !leading {
                 // The change may still commit under the next leader: say so, don't time out.
