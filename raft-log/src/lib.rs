@@ -5,6 +5,9 @@
 //! commit), reads are served from memory maps, and recovery cuts a torn tail but refuses to
 //! open over corruption anywhere else, naming the file and offset.
 //!
+//! Point reads either copy the entry out ([`RaftLog::entry`]) or borrow its payload from the
+//! map without a copy ([`RaftLog::entry_ref`], an [`EntryRef`]); both check the record's CRC.
+//!
 //! [`RaftLog`] is the synchronous API. [`RaftLogStore`] adapts it to raft-core's async
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking
 //! pool. The byte layout is drawn in `FORMAT.md` and at the top of the [`format`](mod@format) module;

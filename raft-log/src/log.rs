@@ -79,7 +79,8 @@ pub const FREE_SEGMENTS_MAX: usize = 4;
 /// Every method takes `&self`: reads run concurrently with each other and with writes; writes
 /// are serialized internally, and concurrent appends share syncs (group commit). All writes
 /// return only once durable. After a failed write or sync every later write returns
-/// [`Error::Poisoned`] until the log is opened again.
+/// [`Error::Poisoned`] until the log is opened again. [`RaftLog::truncate`] and
+/// [`RaftLog::purge`] wait until no [`EntryRef`] of the log is alive.
 pub struct RaftLog {
     dir: PathBuf,
     options: Options,
