@@ -28,6 +28,12 @@
 //! A caller that pipelines may call [`Engine::take_messages`] while step 2 of an earlier
 //! `Ready` is still in flight: entries proposed meanwhile are then persisted together in the
 //! next `Ready` (group commit).
+//!
+//! Steps 4 and 5 need not wait for steps 2 and 3 of the same `Ready` when it carries no
+//! snapshot: [`Ready::committed_entries`] holds only entries that are committed *and* already
+//! reported durable here through [`Engine::on_persisted`], and confirmed reads depend on a
+//! heartbeat quorum, not on local writes. The async node applies them before starting the
+//! `Ready`'s writes, which takes a whole write cycle off every answer under load.
 
 mod config;
 mod election;
@@ -564,8 +570,7 @@ impl Engine {
             self.hard_state_dirty = false;
         }
         self.ready.entries.extend(self.log.take_unstable());
-        let apply_batch_max = self.config.entries_per_message_max * 4;
-        let committed = self.log.take_committed(apply_batch_max);
+        let committed = self.take_committed_entries();
         self.ready.committed_entries.extend(committed);
         self.maybe_request_snapshot();
         self.log.check();
@@ -577,6 +582,16 @@ impl Engine {
     pub fn take_messages(&mut self) -> Vec<Message> {
         self.flush_broadcast();
         std::mem::take(&mut self.ready.messages)
+    }
+
+    /// Takes only the entries that are ready to apply (step 4): committed, and durable here
+    /// as reported through [`Engine::on_persisted`]. For runtimes that keep applying while a
+    /// persist is in flight: a leader learns most commits from acknowledgements that arrive
+    /// during its next write, and answering them need not wait for that write.
+    pub fn take_committed_entries(&mut self) -> Vec<Entry> {
+        debug_assert!(self.ready.committed_entries.is_empty());
+        let apply_batch_max = self.config.entries_per_message_max * 4;
+        self.log.take_committed(apply_batch_max)
     }
 
     // ----- shared helpers -----

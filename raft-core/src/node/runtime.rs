@@ -442,7 +442,9 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             for msg in self.engine.take_messages() {
                 self.transport.send(msg);
             }
-            return Ok(());
+            // Commits learnt meanwhile are answered now, not after the write in flight.
+            let entries = self.engine.take_committed_entries();
+            return self.apply_entries(entries).await;
         }
         if !self.engine.has_ready() {
             self.check_waiters();
@@ -471,6 +473,13 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             .last()
             .map(|e| e.log_id())
             .or(ready.snapshot.as_ref().map(|m| m.last_log_id));
+        if ready.snapshot.is_none() {
+            // The engine hands out only entries that are already durable here (and committed
+            // on a quorum), so applying them need not wait for this Ready's own writes:
+            // waiting would add a whole write cycle to every answer under load.
+            self.apply_committed(&mut ready).await?;
+            self.take_read_states(&mut ready);
+        }
         if ready.needs_persist() || ready.purge_to.is_some() {
             self.spawn_persist(&mut ready);
             self.in_flight = Some(AfterPersist { last, ready });
@@ -523,15 +532,41 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         for msg in std::mem::take(&mut ready.persisted_messages) {
             self.transport.send(msg);
         }
-        if !ready.committed_entries.is_empty() {
-            let entries = std::mem::take(&mut ready.committed_entries);
-            let responders = self.take_responders(&entries);
-            self.send_apply(ApplyItem::Apply {
-                entries,
-                responders,
-            })
-            .await?;
+        self.apply_committed(&mut ready).await?;
+        self.take_read_states(&mut ready);
+        for peer in ready.send_snapshots.drain(..) {
+            self.start_snapshot_transfer(peer).await;
         }
+        if let Some(request) = ready.build_snapshot.take() {
+            self.send_apply(ApplyItem::BuildSnapshot(request.to_meta()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the Ready's committed entries (if not handed yet) to the apply task, with the
+    /// proposals waiting for them.
+    async fn apply_committed(&mut self, ready: &mut Ready) -> Result<(), String> {
+        let entries = std::mem::take(&mut ready.committed_entries);
+        self.apply_entries(entries).await
+    }
+
+    /// Hands committed entries to the apply task, with the proposals waiting for them.
+    async fn apply_entries(&mut self, entries: Vec<crate::types::Entry>) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let responders = self.take_responders(&entries);
+        self.send_apply(ApplyItem::Apply {
+            entries,
+            responders,
+        })
+        .await
+    }
+
+    /// Queues the Ready's confirmed reads until the applied index reaches them, and fails
+    /// its failed reads. Reads depend on a heartbeat quorum, not on anything persisted here.
+    fn take_read_states(&mut self, ready: &mut Ready) {
         for read in ready.read_states.drain(..) {
             if let Some(tx) = self.reads_waiting.remove(&read.id) {
                 self.reads_ready.push_back((read.index, tx));
@@ -543,14 +578,6 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             }
         }
         self.answer_reads();
-        for peer in ready.send_snapshots.drain(..) {
-            self.start_snapshot_transfer(peer).await;
-        }
-        if let Some(request) = ready.build_snapshot.take() {
-            self.send_apply(ApplyItem::BuildSnapshot(request.to_meta()))
-                .await?;
-        }
-        Ok(())
     }
 
     async fn send_apply(&mut self, item: ApplyItem) -> Result<(), String> {
