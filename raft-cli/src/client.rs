@@ -233,6 +233,7 @@ impl ClusterClient {
             key,
             value,
             condition: SetCondition::Always,
+            return_previous: false,
         })
         .await
         .map(|_| ())
@@ -255,6 +256,7 @@ impl ClusterClient {
                 key,
                 value: new,
                 condition,
+                return_previous: true,
             })
             .await?
         {

@@ -291,6 +291,7 @@ async fn set(service: &Service, args: Vec<Bytes>) -> Value {
         key: args[1].clone(),
         value: args[2].clone(),
         condition,
+        return_previous: get,
     };
     match write(service, command).await {
         Ok(KvResponse::Set { previous, .. }) if get => previous.map_or(Value::Nil, Value::Bulk),
