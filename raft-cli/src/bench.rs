@@ -1,9 +1,12 @@
 //! `raft bench`: a closed-loop load generator over the native client protocol. Each client
 //! keeps exactly one request in flight; latencies go into an HDR histogram (microseconds),
-//! merged at the end. By default each client has its own connection; with `--conns N` the
-//! clients share N connections round-robin (client i uses connection i mod N), the way etcd's
-//! benchmark tool separates `--clients` from `--conns`: requests of the clients on one
-//! connection are pipelined and their answers share writes.
+//! merged at the end. The clients share `--conns` connections round-robin (client i uses
+//! connection i mod N), the way etcd's benchmark tool separates `--clients` from `--conns`:
+//! requests of the clients on one connection are pipelined and their answers share writes,
+//! as in an application that multiplexes its requests over a small pool of connections. By
+//! default there is one connection per [`CLIENTS_PER_CONNECTION_DEFAULT`] clients; `--conns`
+//! equal to `--clients` gives every client its own connection (what `redis-benchmark -c`
+//! does).
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +32,8 @@ const HISTOGRAM_DIGITS: u8 = 3;
 pub const CLIENTS_MAX: usize = 1024;
 /// Progress redraw interval on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Clients per connection when `--conns` is not given.
+pub const CLIENTS_PER_CONNECTION_DEFAULT: usize = 8;
 /// Pause after a failed request, so a client does not spin while there is no leader.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
@@ -41,7 +46,8 @@ pub struct BenchArgs {
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Connections the clients share (client i uses connection i mod N); 0: one per client.
+    /// Connections the clients share (client i uses connection i mod N); 0 (the default):
+    /// one per 8 clients, rounded up. Equal to --clients: one connection per client.
     #[arg(long, default_value_t = 0)]
     pub conns: usize,
     /// Run for this many seconds (ignored with --ops).
@@ -173,11 +179,11 @@ pub async fn measure(args: &BenchArgs, progress: bool) -> anyhow::Result<BenchRe
     })
 }
 
-/// Connections the run opens: `--conns`, or one per client when it is 0 or above the number
-/// of clients.
+/// Connections the run opens: `--conns` (at most one per client), or one per
+/// [`CLIENTS_PER_CONNECTION_DEFAULT`] clients when it is 0.
 pub fn connection_count(args: &BenchArgs) -> usize {
     match args.conns {
-        0 => args.clients,
+        0 => args.clients.div_ceil(CLIENTS_PER_CONNECTION_DEFAULT),
         conns => conns.min(args.clients),
     }
 }
@@ -344,4 +350,32 @@ fn to_json(args: &BenchArgs, r: &BenchResult) -> String {
         ms(h, 0.999),
         h.max() as f64 / 1000.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn connections(args: &[&str]) -> usize {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("valid flags");
+        connection_count(&cli.bench)
+    }
+
+    #[test]
+    fn clients_share_one_connection_per_eight_unless_told_otherwise() {
+        assert_eq!(connections(&["--clients", "1"]), 1);
+        assert_eq!(connections(&["--clients", "8"]), 1);
+        assert_eq!(connections(&["--clients", "9"]), 2);
+        assert_eq!(connections(&["--clients", "64"]), 8);
+        assert_eq!(connections(&["--clients", "64", "--conns", "64"]), 64);
+        assert_eq!(connections(&["--clients", "4", "--conns", "100"]), 4);
+    }
 }
