@@ -187,7 +187,10 @@ async fn read_answers(mut reader: FrameReader, shared: Arc<Shared>, addr: String
                 break;
             }
             Err(error) => {
-                warn!(addr, %error, "connection failed");
+                // Every request waiting on it fails with ConnectionClosed, which is how the
+                // caller learns of it; a peer that was killed or restarted is routine for a
+                // client, so this is no warning.
+                debug!(addr, %error, "connection failed");
                 break;
             }
         }
@@ -212,7 +215,7 @@ async fn write_requests(
             }
         }
         if let Err(error) = writer.flush().await {
-            warn!(%error, "write failed; closing connection");
+            debug!(%error, "write failed; closing connection");
             break;
         }
     }
