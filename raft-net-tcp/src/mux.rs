@@ -204,6 +204,13 @@ async fn write_requests(
     shared: Arc<Shared>,
 ) {
     while let Some(frame) = queued.recv().await {
+        if queued.is_empty() && shared.pending().waiters.len() > 1 {
+            // Other requests share this connection: let the tasks that were woken together
+            // with the sender of this one (say, by one batch of answers) queue theirs too,
+            // so that they leave in one write; on loopback each write also costs a wake-up
+            // of the server. A connection with one request at a time never waits here.
+            tokio::task::yield_now().await;
+        }
         let mut next = Some(frame);
         while let Some(frame) = next.take() {
             if let Err(error) = writer.queue(&frame) {

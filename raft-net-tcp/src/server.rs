@@ -384,6 +384,11 @@ impl Link<'_> {
             tokio::select! {
                 Some(frame) = inflight.next() => {
                     self.queue_or_error(&frame);
+                    if !inflight.is_empty() {
+                        // Answers of one commit become ready together, possibly while this
+                        // task already runs: give the rest a chance to join this write.
+                        tokio::task::yield_now().await;
+                    }
                     // Answers that are ready too go out in the same write: with many
                     // requests pipelined on one connection this saves a system call (and a
                     // wakeup of the client) per answer.
