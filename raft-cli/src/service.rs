@@ -126,11 +126,13 @@ impl Service {
             Some(copy) => {
                 // Ask the node first only when it believes it leads, so a follower does not
                 // pay a round trip through its own event loop for every forwarded write.
-                let status = self.handle.status();
-                if status.role == Role::Leader {
-                    self.execute(copy).await
-                } else {
-                    Err(not_leader(status.leader, status.leader_address()))
+                let not_leading = self.handle.with_status(|status| {
+                    (status.role != Role::Leader)
+                        .then(|| not_leader(status.leader, status.leader_address()))
+                });
+                match not_leading {
+                    None => self.execute(copy).await,
+                    Some(error) => Err(error),
                 }
             }
             None => self.execute(request.clone()).await,

@@ -48,6 +48,9 @@ async fn a_resumed_old_leader_serves_no_stale_read() {
             break status;
         }
         if Instant::now() > deadline {
+            for addr in &others {
+                eprintln!("status of {addr}: {:?}", majority.status_at(addr).await);
+            }
             signal(pid, libc::SIGCONT);
             dump_logs(&cluster);
             panic!("no new leader while node {} was paused", old.id);

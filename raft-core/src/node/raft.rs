@@ -285,12 +285,20 @@ impl RaftHandle {
         self.inner.id
     }
 
-    /// Status and metrics (refreshed every tick).
+    /// Status and metrics. Changes of role, term, leader, membership and snapshot are
+    /// published at once; the commit and applied indexes, progress and counters are
+    /// refreshed every tick (`tick_ms`), so they may lag by up to one tick.
     pub fn status(&self) -> NodeStatus {
         self.inner.status.borrow().clone()
     }
 
-    /// A receiver that sees every status update.
+    /// Runs `f` on the current status without copying it (cheaper than [`RaftHandle::status`]
+    /// on a request path). `f` must be quick: the status cannot be updated meanwhile.
+    pub fn with_status<R>(&self, f: impl FnOnce(&NodeStatus) -> R) -> R {
+        f(&self.inner.status.borrow())
+    }
+
+    /// A receiver that sees every status update (see [`RaftHandle::status`] for how fresh).
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.inner.status.clone()
     }

@@ -76,17 +76,16 @@ struct AfterPersist {
     ready: Ready,
 }
 
-/// The fields of a status whose change is published at once (others wait for the tick).
+/// The fields of a status whose change is published at once; the others (commit and applied
+/// indexes, progress, counters) wait for the next tick. Under load the commit index moves on
+/// every loop iteration, and publishing it each time cost a status build and a wake-up of
+/// every watcher per iteration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct StatusKey {
     role: Option<Role>,
     term: Term,
     leader: Option<NodeId>,
-    commit: LogIndex,
-    applied: LogIndex,
     snapshot: LogId,
-    members: usize,
-    joint: bool,
 }
 
 struct Runtime<L, S, T> {
@@ -123,6 +122,8 @@ struct Runtime<L, S, T> {
     applied_total: u64,
     /// What the last published status showed; a change republishes at once.
     status_key: StatusKey,
+    /// The membership in the last published status (published at once when it changes).
+    membership_published: Membership,
 }
 
 /// Loads the stores, starts the apply task and the event loop.
@@ -252,6 +253,7 @@ where
         proposals_total: 0,
         applied_total: 0,
         status_key: StatusKey::default(),
+        membership_published: Membership::default(),
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
@@ -713,7 +715,9 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 self.transfer_waiters.push((target, tx));
             }
         }
-        if self.status_key_now() != self.status_key {
+        if self.status_key_now() != self.status_key
+            || self.engine.membership() != &self.membership_published
+        {
             self.publish_status(NodeState::Running);
         }
     }
@@ -723,11 +727,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             role: Some(self.engine.role()),
             term: self.engine.term(),
             leader: self.engine.leader(),
-            commit: self.engine.commit_index(),
-            applied: self.applied_index,
             snapshot: self.engine.latest_snapshot(),
-            members: self.engine.membership().all_members().count(),
-            joint: self.engine.membership().is_joint(),
         }
     }
 
@@ -754,6 +754,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     fn publish_status(&mut self, state: NodeState) {
         self.status_key = self.status_key_now();
         let s = self.engine.status();
+        self.membership_published = s.membership.clone();
         let peers = s
             .progress
             .iter()
