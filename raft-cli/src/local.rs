@@ -41,6 +41,14 @@ impl LocalNode {
         self.child.is_some()
     }
 
+    /// Whether its process has ended on its own (or was never started); reaps it if so.
+    pub fn has_exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
     /// Its process id, if running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -61,8 +69,26 @@ pub struct LocalCluster {
 /// A free loopback port (bound, read, released: another process could take it in between,
 /// which is unlikely enough for tests and the demo).
 pub fn free_addr() -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.to_string())
+    Ok(free_addrs(1, &[])?.remove(0))
+}
+
+/// `count` distinct free loopback ports, none of them in `taken`. All are held at once while
+/// they are chosen: ports bound and released one after the other may repeat (the kernel can
+/// hand a just-released port out again), and two nodes given the same port made one of them
+/// fail to start.
+pub fn free_addrs(count: usize, taken: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut held = Vec::with_capacity(count);
+    let mut addrs = Vec::with_capacity(count);
+    while addrs.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let addr = listener.local_addr()?.to_string();
+        if !taken.contains(&addr.as_str()) {
+            addrs.push(addr);
+        }
+        held.push(listener);
+        anyhow::ensure!(held.len() <= count + 64, "no free loopback port found");
+    }
+    Ok(addrs)
 }
 
 impl LocalCluster {
@@ -98,10 +124,17 @@ impl LocalCluster {
     }
 
     fn define(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let taken: Vec<&str> = self
+            .nodes
+            .values()
+            .flat_map(|n| [n.addr.as_str(), n.redis_addr.as_str()])
+            .collect();
+        let mut addrs = free_addrs(2, &taken)?.into_iter();
+        let (addr, redis_addr) = (addrs.next(), addrs.next());
         let node = LocalNode {
             id,
-            addr: free_addr()?,
-            redis_addr: free_addr()?,
+            addr: addr.context("a free port")?,
+            redis_addr: redis_addr.context("a free port")?,
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
         };
@@ -311,5 +344,21 @@ fn terminate(child: &Child) {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_addrs_are_distinct_and_avoid_taken_ones() {
+        let first = free_addrs(20, &[]).unwrap();
+        let taken: Vec<&str> = first.iter().map(String::as_str).collect();
+        let second = free_addrs(20, &taken).unwrap();
+        let mut all: Vec<&String> = first.iter().chain(&second).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 40, "{first:?} {second:?}");
     }
 }

@@ -32,8 +32,19 @@ pub fn binary() -> &'static Path {
 
 /// Starts `voters` nodes and waits for a leader.
 pub async fn cluster(voters: u64) -> LocalCluster {
-    let cluster = LocalCluster::start(binary(), voters, NODE_ARGS).expect("cluster starts");
+    let mut cluster = LocalCluster::start(binary(), voters, NODE_ARGS).expect("cluster starts");
     cluster.wait_leader(WAIT).await.expect("a leader");
+    // A node that could not start (say, its port was taken) can leave a smaller cluster that
+    // still elects a leader: say so here rather than in a confusing later failure.
+    let dead: Vec<_> = cluster
+        .nodes
+        .values_mut()
+        .filter_map(|n| n.has_exited().then_some(n.id))
+        .collect();
+    if !dead.is_empty() {
+        dump_logs(&cluster);
+        panic!("nodes {dead:?} exited during start-up");
+    }
     cluster
 }
 
