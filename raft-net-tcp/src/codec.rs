@@ -88,6 +88,8 @@ pub fn decode_body(body: &[u8]) -> Result<Frame> {
 /// never costs more memory than the limit); on any error `dst` is restored to its previous
 /// length, so the frames already in it stay valid.
 pub fn encode_frame(frame: &Frame, frame_bytes_max: u32, dst: &mut BytesMut) -> Result<()> {
+    // Room for the whole frame at once (never more than a frame may hold).
+    dst.reserve(4 + frame.encoded_bytes_hint().min(frame_bytes_max as usize));
     let frame_start = dst.len();
     dst.put_u32(0);
     let body_start = dst.len();
