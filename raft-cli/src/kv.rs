@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::node::{StateMachine, StateMachineError};
+use raft_core::node::{SnapshotBuilder, StateMachine, StateMachineError};
 use raft_core::{Entry, EntryKind, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -297,19 +297,57 @@ impl StateMachine for Kv {
         &mut self,
         writer: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<(), StateMachineError> {
-        // Cloning `Bytes` only bumps reference counts: the lock is held briefly and the
-        // values are not copied.
-        let items: Vec<(Bytes, Bytes)> = read_map(&self.map)
+        self.capture().write_to(writer).await
+    }
+
+    /// Snapshots are written in the background: the copy is a list of reference-counted
+    /// pairs taken under the read lock, so applying (and answering clients) goes on while a
+    /// snapshot of the whole table is written and synced.
+    fn snapshot_builder(&mut self) -> Option<Box<dyn SnapshotBuilder>> {
+        Some(Box::new(self.capture()))
+    }
+
+    async fn restore(
+        &mut self,
+        _meta: &SnapshotMeta,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(), StateMachineError> {
+        let map = read_snapshot(reader).await?;
+        *write_map(&self.map) = map;
+        Ok(())
+    }
+}
+
+/// The pairs of a [`Kv`] at one moment, to be written as a snapshot.
+struct KvSnapshot {
+    items: Vec<(Bytes, Bytes)>,
+}
+
+impl Kv {
+    /// Copies the table's pairs. Cloning `Bytes` only bumps reference counts: the lock is
+    /// held briefly and no key or value is copied.
+    fn capture(&self) -> KvSnapshot {
+        let items = read_map(&self.map)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        KvSnapshot { items }
+    }
+}
+
+impl KvSnapshot {
+    /// Writes the snapshot format (see the module documentation).
+    async fn write_to(
+        self,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), StateMachineError> {
         let io = |e: std::io::Error| StateMachineError(format!("snapshot write: {e}"));
         // Pairs are laid out into a plain buffer and written a buffer at a time: one await
         // per buffer, not four per pair.
         let mut chunk = Vec::with_capacity(SNAPSHOT_BUFFER_BYTES);
         chunk.extend_from_slice(&SNAPSHOT_MAGIC);
-        chunk.extend_from_slice(&(items.len() as u64).to_le_bytes());
-        for (key, value) in items {
+        chunk.extend_from_slice(&(self.items.len() as u64).to_le_bytes());
+        for (key, value) in self.items {
             for item in [key, value] {
                 chunk.extend_from_slice(&(item.len() as u32).to_le_bytes());
                 chunk.extend_from_slice(&item);
@@ -322,15 +360,15 @@ impl StateMachine for Kv {
         writer.write_all(&chunk).await.map_err(io)?;
         writer.flush().await.map_err(io)
     }
+}
 
-    async fn restore(
-        &mut self,
-        _meta: &SnapshotMeta,
-        reader: &mut (dyn AsyncRead + Send + Unpin),
+#[async_trait]
+impl SnapshotBuilder for KvSnapshot {
+    async fn write(
+        self: Box<Self>,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<(), StateMachineError> {
-        let map = read_snapshot(reader).await?;
-        *write_map(&self.map) = map;
-        Ok(())
+        self.write_to(writer).await
     }
 }
 

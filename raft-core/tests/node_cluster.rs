@@ -417,3 +417,158 @@ async fn forged_install_snapshot_from_the_network_is_dropped() {
     assert_eq!(cluster.get(follower, "b").await.as_deref(), Some(&b"2"[..]));
     assert_eq!(cluster.handle(follower).status().state, NodeState::Running);
 }
+
+/// A [`MemKv`] whose snapshots are written in the background through a builder that waits
+/// for a gate: the test holds the gate shut to show that applying goes on meanwhile.
+struct GatedSnapshotKv {
+    inner: MemKv,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+struct GatedBuilder {
+    copy: MemKv,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl raft_core::node::SnapshotBuilder for GatedBuilder {
+    async fn write(
+        mut self: Box<Self>,
+        writer: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    ) -> Result<(), raft_core::node::StateMachineError> {
+        let _open = self.gate.acquire().await.expect("gate open");
+        use raft_core::node::StateMachine;
+        self.copy.build_snapshot(writer).await
+    }
+}
+
+#[async_trait::async_trait]
+impl raft_core::node::StateMachine for GatedSnapshotKv {
+    async fn apply(
+        &mut self,
+        entries: &[raft_core::Entry],
+    ) -> Result<Vec<Bytes>, raft_core::node::StateMachineError> {
+        self.inner.apply(entries).await
+    }
+
+    async fn build_snapshot(
+        &mut self,
+        _writer: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    ) -> Result<(), raft_core::node::StateMachineError> {
+        panic!("snapshots of this state machine are built in the background")
+    }
+
+    fn snapshot_builder(&mut self) -> Option<Box<dyn raft_core::node::SnapshotBuilder>> {
+        let copy = MemKv::new();
+        *copy.map().write().unwrap() = self.inner.map().read().unwrap().clone();
+        Some(Box::new(GatedBuilder {
+            copy,
+            gate: self.gate.clone(),
+        }))
+    }
+
+    async fn restore(
+        &mut self,
+        meta: &raft_core::SnapshotMeta,
+        reader: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    ) -> Result<(), raft_core::node::StateMachineError> {
+        self.inner.restore(meta, reader).await
+    }
+}
+
+async fn start_gated(
+    log: Arc<MemLogStore>,
+    snapshots: Arc<MemSnapshotStore>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> (RaftHandle, KvMap) {
+    let router = MemRouter::new();
+    let inner = MemKv::new();
+    let map = inner.map();
+    let mut config = config(1);
+    config.engine.snapshot_distance = 0;
+    let handle = RaftNode::start(
+        config,
+        log,
+        snapshots,
+        Arc::new(router.transport(1)),
+        GatedSnapshotKv { inner, gate },
+        Membership::new_voters([1]),
+    )
+    .await
+    .expect("node starts");
+    for _ in 0..400 {
+        if handle.status().role == Role::Leader {
+            return (handle, map);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the single node never led");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_snapshot_does_not_stall_applying_and_holds_the_captured_state() {
+    let log = Arc::new(MemLogStore::new());
+    let snapshots = Arc::new(MemSnapshotStore::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (handle, map) = start_gated(log.clone(), snapshots.clone(), gate.clone()).await;
+    handle.propose(MemKv::set(b"k", b"captured")).await.unwrap();
+
+    let building = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.trigger_snapshot().await }
+    });
+    // Writes go on being applied and answered while the snapshot cannot be written.
+    for i in 0..20 {
+        let value = format!("later-{i}");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            handle.propose(MemKv::set(b"k", value.as_bytes())),
+        )
+        .await
+        .expect("applying stalled behind the snapshot")
+        .unwrap();
+    }
+    assert_eq!(
+        map.read().unwrap().get(&b"k"[..]).map(|v| v.to_vec()),
+        Some(b"later-19".to_vec())
+    );
+    assert!(
+        !building.is_finished(),
+        "the snapshot was written past its gate"
+    );
+
+    gate.add_permits(1);
+    let snapshot = building.await.unwrap().expect("snapshot built");
+    let last = handle.status().last_log_id.index;
+    assert!(
+        snapshot.index < last,
+        "{snapshot:?} should precede the later writes ({last})"
+    );
+
+    // The snapshot holds the state it was captured at, not the later writes.
+    use raft_core::node::{SnapshotStore, StateMachine};
+    let meta = snapshots.latest().await.unwrap().expect("a snapshot");
+    assert_eq!(meta.last_log_id, snapshot);
+    let mut restored = MemKv::new();
+    let mut reader = snapshots.open(&meta).await.unwrap();
+    restored.restore(&meta, &mut reader).await.unwrap();
+    assert_eq!(
+        restored
+            .map()
+            .read()
+            .unwrap()
+            .get(&b"k"[..])
+            .map(|v| v.to_vec()),
+        Some(b"captured".to_vec())
+    );
+
+    // A restart from the snapshot and the log after it has every write.
+    handle.shutdown().await;
+    gate.add_permits(1);
+    let (handle, map) = start_gated(log, snapshots, gate).await;
+    handle.read_barrier().await.unwrap();
+    assert_eq!(
+        map.read().unwrap().get(&b"k"[..]).map(|v| v.to_vec()),
+        Some(b"later-19".to_vec())
+    );
+}

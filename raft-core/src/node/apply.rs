@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::raft::RaftError;
 use super::runtime::Event;
 use super::storage::SnapshotStore;
-use super::StateMachine;
+use super::{SnapshotBuilder, StateMachine};
 use crate::types::{Entry, SnapshotMeta};
 
 /// Where a proposal's response goes.
@@ -39,11 +40,19 @@ pub(crate) async fn run<M: StateMachine>(
     events: mpsc::UnboundedSender<Event>,
     snapshots: Arc<dyn SnapshotStore>,
 ) {
+    // The snapshot being written in the background, if any (one at a time: the engine asks
+    // for the next build only after this one is reported).
+    let mut background: Option<JoinHandle<()>> = None;
     while let Some(item) = queue.recv().await {
-        if let Err(reason) = handle(&mut sm, item, &events, snapshots.as_ref()).await {
+        if let Err(reason) = handle(&mut sm, item, &events, &snapshots, &mut background).await {
             let _ = events.send(Event::Fatal(reason));
-            return;
+            break;
         }
+    }
+    // The node is stopping: let a snapshot being written finish (or fail) rather than leave
+    // a writer behind the node's back.
+    if let Some(task) = background {
+        let _ = task.await;
     }
 }
 
@@ -51,7 +60,8 @@ async fn handle<M: StateMachine>(
     sm: &mut M,
     item: ApplyItem,
     events: &mpsc::UnboundedSender<Event>,
-    snapshots: &dyn SnapshotStore,
+    snapshots: &Arc<dyn SnapshotStore>,
+    background: &mut Option<JoinHandle<()>>,
 ) -> Result<(), String> {
     match item {
         ApplyItem::Apply {
@@ -80,14 +90,26 @@ async fn handle<M: StateMachine>(
         ApplyItem::PreCommit(entries) => entries.iter().for_each(|e| sm.pre_commit(e)),
         ApplyItem::Rollback(entries) => entries.iter().for_each(|e| sm.rollback(e)),
         ApplyItem::BuildSnapshot(meta) => {
-            let result = build_snapshot(sm, snapshots, meta).await;
-            if let Err(e) = &result {
-                warn!(error = %e, "snapshot build failed");
+            if let Some(previous) = background.take() {
+                let _ = previous.await;
             }
-            let _ = events.send(Event::SnapshotBuilt(result));
+            match sm.snapshot_builder() {
+                Some(builder) => {
+                    let (snapshots, events) = (snapshots.clone(), events.clone());
+                    *background = Some(tokio::spawn(async move {
+                        let result = write_snapshot(builder, snapshots.as_ref(), meta).await;
+                        report_built(&events, result);
+                    }));
+                }
+                None => {
+                    let result = build_snapshot(sm, snapshots.as_ref(), meta).await;
+                    report_built(events, result);
+                }
+            }
         }
         ApplyItem::Restore(meta) => {
             let mut reader = snapshots
+                .as_ref()
                 .open(&meta)
                 .await
                 .map_err(|e| format!("open snapshot: {e}"))?;
@@ -99,6 +121,27 @@ async fn handle<M: StateMachine>(
         }
     }
     Ok(())
+}
+
+fn report_built(events: &mpsc::UnboundedSender<Event>, result: Result<SnapshotMeta, String>) {
+    if let Err(e) = &result {
+        warn!(error = %e, "snapshot build failed");
+    }
+    let _ = events.send(Event::SnapshotBuilt(result));
+}
+
+/// Writes a snapshot captured by [`StateMachine::snapshot_builder`] (off the apply task).
+async fn write_snapshot(
+    builder: Box<dyn SnapshotBuilder>,
+    snapshots: &dyn SnapshotStore,
+    meta: SnapshotMeta,
+) -> Result<SnapshotMeta, String> {
+    let mut writer = snapshots.begin(meta).await.map_err(|e| e.to_string())?;
+    if let Err(e) = builder.write(&mut writer).await {
+        writer.abort().await;
+        return Err(e.to_string());
+    }
+    writer.finish().await.map_err(|e| e.to_string())
 }
 
 async fn build_snapshot<M: StateMachine>(

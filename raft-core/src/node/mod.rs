@@ -24,7 +24,7 @@ pub use mem_snapshot::MemSnapshotStore;
 pub use mem_transport::{MemRouter, MemTransport};
 pub use raft::{NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode};
 pub use runtime::StopAndWaitSender;
-pub use state_machine::{StateMachine, StateMachineError};
+pub use state_machine::{SnapshotBuilder, StateMachine, StateMachineError};
 pub use storage::{
     LogState, LogStore, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError,
 };

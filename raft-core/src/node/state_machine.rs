@@ -20,7 +20,10 @@ pub struct StateMachineError(pub String);
 ///    membership entries). It must be deterministic: every replica applying the same entries
 ///    must reach the same state.
 /// 2. `build_snapshot` writes the state as of the last applied entry; the node labels the
-///    snapshot with that entry's index and term.
+///    snapshot with that entry's index and term. A state machine that can copy its state
+///    cheaply may instead return a [`SnapshotBuilder`] from `snapshot_builder`: it must
+///    capture the state as of the last applied entry when called, and its `write` then runs
+///    in the background while `apply` goes on.
 /// 3. `restore` replaces the whole state with the snapshot's.
 /// 4. `pre_commit` (optional) sees every entry when it is appended to the local log, on leader
 ///    and followers alike; `rollback` (optional) sees, newest first, **every** pre-committed
@@ -40,8 +43,26 @@ pub trait StateMachine: Send + 'static {
         meta: &SnapshotMeta,
         reader: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<(), StateMachineError>;
+    /// Captures the state as of the last applied entry for a snapshot written in the
+    /// background (rule 2), so that applying entries, and answering the clients waiting for
+    /// them, does not stall while a large snapshot is written. Default: `None`, and the node
+    /// calls `build_snapshot` on the apply task instead.
+    fn snapshot_builder(&mut self) -> Option<Box<dyn SnapshotBuilder>> {
+        None
+    }
     /// Called when an entry is appended to the local log (rule 4). Default: nothing.
     fn pre_commit(&mut self, _entry: &Entry) {}
     /// Called for each appended entry that was truncated before being committed (rule 4).
     fn rollback(&mut self, _entry: &Entry) {}
+}
+
+/// A copy of a state machine's state taken by [`StateMachine::snapshot_builder`], written out
+/// as a snapshot while the state machine goes on applying entries.
+#[async_trait]
+pub trait SnapshotBuilder: Send + 'static {
+    /// Streams the captured state into `writer`, in the format `restore` reads.
+    async fn write(
+        self: Box<Self>,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), StateMachineError>;
 }
