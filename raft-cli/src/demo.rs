@@ -181,7 +181,7 @@ async fn kill_leader_under_load(
     tokio::time::sleep(LOAD_AFTER_RECOVERY).await;
     let report = load.finish().await;
     let failover = report
-        .first_ack_after(killed_at)
+        .first_ack_of_write_sent_after(killed_at)
         .map_or(resumed, |t| t.duration_since(killed_at));
     println!(
         "3. SIGKILL of leader node {} under load; node {} elected in term {} after {}; \

@@ -24,6 +24,8 @@ const WRITE_TIMEOUT_MS: u64 = 5_000;
 pub struct LoadReport {
     /// Every acknowledged write: key, value and when the acknowledgement arrived.
     pub acked: Vec<(Bytes, Bytes, Instant)>,
+    /// When each acknowledged write was sent, in the order of `acked`.
+    pub sent: Vec<Instant>,
     /// Writes whose outcome is unknown (never counted as acknowledged).
     pub unknown: u64,
     /// Writes that failed without effect.
@@ -43,9 +45,16 @@ impl LoadReport {
         self.acked.len() as f64 / secs.max(1e-9)
     }
 
-    /// The first acknowledgement at or after `t`.
-    pub fn first_ack_after(&self, t: Instant) -> Option<Instant> {
-        self.acked.iter().map(|a| a.2).filter(|a| *a >= t).min()
+    /// The first acknowledgement of a write sent at or after `t`. (An answer already on its
+    /// way at `t`, say from a leader killed at `t`, does not count: it says nothing about
+    /// when the cluster served again.)
+    pub fn first_ack_of_write_sent_after(&self, t: Instant) -> Option<Instant> {
+        self.acked
+            .iter()
+            .zip(&self.sent)
+            .filter(|(_, sent)| **sent >= t)
+            .map(|(acked, _)| acked.2)
+            .min()
     }
 }
 
@@ -100,6 +109,7 @@ impl WriteLoad {
             }
             if let Ok(report) = joined {
                 total.acked.extend(report.acked);
+                total.sent.extend(report.sent);
                 total.unknown += report.unknown;
                 total.errors += report.errors;
                 let _ = total.latency_us.add(&report.latency_us);
@@ -113,6 +123,7 @@ impl WriteLoad {
 fn empty_report(started: Instant) -> LoadReport {
     LoadReport {
         acked: Vec::new(),
+        sent: Vec::new(),
         unknown: 0,
         errors: 0,
         latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
@@ -143,6 +154,7 @@ async fn writer(
                 let us = (now.duration_since(began).as_micros() as u64).clamp(1, LATENCY_US_MAX);
                 let _ = report.latency_us.record(us);
                 report.acked.push((key, value, now));
+                report.sent.push(began);
             }
             Err(ClientError::OutcomeUnknown(_)) => {
                 report.unknown += 1;

@@ -21,7 +21,7 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_write() {
     assert_ne!(new.id, old.id);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let report = load.finish().await;
-    let resumed = report.first_ack_after(killed_at);
+    let resumed = report.first_ack_of_write_sent_after(killed_at);
     if resumed.is_none() {
         dump_logs(&cluster);
         panic!("no write was acknowledged after the leader died");
