@@ -133,12 +133,10 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
 async fn wait_for_stop(handle: &RaftHandle) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let mut status = handle.watch_status();
     tokio::select! {
         _ = interrupt.recv() => Ok(()),
         _ = terminate.recv() => Ok(()),
-        changed = status.wait_for(|s| s.state != NodeState::Running) => {
-            let state = changed.map(|s| s.state.clone()).unwrap_or(NodeState::Stopped);
+        state = handle.wait_stopped() => {
             match state {
                 NodeState::Failed(why) => {
                     error!(reason = %why, "the node failed");

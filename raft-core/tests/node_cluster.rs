@@ -539,7 +539,8 @@ async fn a_background_snapshot_does_not_stall_applying_and_holds_the_captured_st
 
     gate.add_permits(1);
     let snapshot = building.await.unwrap().expect("snapshot built");
-    let last = handle.status().last_log_id.index;
+    // (The status's indexes may lag by a tick; a read barrier's index does not.)
+    let last = handle.read_barrier().await.unwrap();
     assert!(
         snapshot.index < last,
         "{snapshot:?} should precede the later writes ({last})"
@@ -571,4 +572,187 @@ async fn a_background_snapshot_does_not_stall_applying_and_holds_the_captured_st
         map.read().unwrap().get(&b"k"[..]).map(|v| v.to_vec()),
         Some(b"later-19".to_vec())
     );
+}
+
+/// A state machine that refuses to apply out of order and records, inside every snapshot,
+/// the index it had really applied, so a snapshot labelled with another index is caught.
+struct SequenceCheckingSm {
+    applied: u64,
+    /// Snapshots built: (index recorded inside, bytes).
+    built: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+#[async_trait::async_trait]
+impl raft_core::node::StateMachine for SequenceCheckingSm {
+    async fn apply(
+        &mut self,
+        entries: &[raft_core::Entry],
+    ) -> Result<Vec<Bytes>, raft_core::node::StateMachineError> {
+        for entry in entries {
+            if entry.index != self.applied + 1 {
+                return Err(raft_core::node::StateMachineError(format!(
+                    "entry {} applied after {}",
+                    entry.index, self.applied
+                )));
+            }
+            self.applied = entry.index;
+        }
+        Ok(vec![Bytes::new(); entries.len()])
+    }
+
+    async fn build_snapshot(
+        &mut self,
+        writer: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    ) -> Result<(), raft_core::node::StateMachineError> {
+        use tokio::io::AsyncWriteExt;
+        self.built.lock().unwrap().push(self.applied);
+        writer
+            .write_all(&self.applied.to_le_bytes())
+            .await
+            .map_err(|e| raft_core::node::StateMachineError(e.to_string()))
+    }
+
+    async fn restore(
+        &mut self,
+        meta: &raft_core::SnapshotMeta,
+        reader: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    ) -> Result<(), raft_core::node::StateMachineError> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 8];
+        reader
+            .read_exact(&mut buf)
+            .await
+            .map_err(|e| raft_core::node::StateMachineError(e.to_string()))?;
+        let inside = u64::from_le_bytes(buf);
+        if inside != meta.last_log_id.index {
+            return Err(raft_core::node::StateMachineError(format!(
+                "snapshot labelled {} holds the state at {inside}",
+                meta.last_log_id.index
+            )));
+        }
+        self.applied = inside;
+        Ok(())
+    }
+}
+
+/// Many concurrent proposals and a snapshot every few entries: every entry is applied once and
+/// in order, and every snapshot holds exactly the state its label says (the node applies while
+/// a log write is in flight, and builds snapshots meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_labelled_with_the_state_they_hold_under_concurrent_load() {
+    let router = MemRouter::new();
+    let initial = Membership::new_voters(1..=3);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let built = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let snapshots = Arc::new(MemSnapshotStore::new());
+        let mut config = config(id);
+        config.engine.snapshot_distance = 7;
+        config.engine.snapshot_trailing_entries = 3;
+        let handle = RaftNode::start(
+            config,
+            Arc::new(MemLogStore::new()),
+            snapshots.clone(),
+            Arc::new(router.transport(id)),
+            SequenceCheckingSm {
+                applied: 0,
+                built: built.clone(),
+            },
+            initial.clone(),
+        )
+        .await
+        .expect("node starts");
+        router.register(id, Arc::new(handle.clone()) as Arc<dyn MessageHandler>);
+        nodes.insert(id, (handle, snapshots, built));
+    }
+    let mut leader = None;
+    for _ in 0..400 {
+        leader = nodes
+            .values()
+            .find(|(h, _, _)| h.status().role == Role::Leader)
+            .map(|(h, _, _)| h.clone());
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = leader.expect("a leader");
+    // Checks every snapshot it sees published while the load runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let stores: Vec<_> = nodes.values().map(|(_, s, _)| s.clone()).collect();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use raft_core::node::{SnapshotStore, StateMachine};
+            let mut checked = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (n, store) in stores.iter().enumerate() {
+                    let Ok(Some(meta)) = store.latest().await else {
+                        continue;
+                    };
+                    if !checked.insert((n, meta.last_log_id)) {
+                        continue;
+                    }
+                    let Ok(mut reader) = store.open(&meta).await else {
+                        continue;
+                    };
+                    let mut check = SequenceCheckingSm {
+                        applied: 0,
+                        built: Arc::default(),
+                    };
+                    if let Err(e) = check.restore(&meta, &mut reader).await {
+                        return Err(format!("node {}: {e}", n + 1));
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok(checked.len())
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let leader = leader.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let key = format!("w{w}-{i}");
+                leader
+                    .propose(MemKv::set(key.as_bytes(), b"v"))
+                    .await
+                    .expect("write");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let checked = checker.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked > 10, "only {checked} snapshots checked");
+    use raft_core::node::{NodeState, SnapshotStore};
+    for (id, (handle, snapshots, built)) in &nodes {
+        assert_eq!(
+            handle.status().state,
+            NodeState::Running,
+            "node {id} stopped (applied out of order?)"
+        );
+        let meta = snapshots
+            .latest()
+            .await
+            .unwrap()
+            .expect("snapshots were built");
+        let mut reader = snapshots.open(&meta).await.unwrap();
+        let mut check = SequenceCheckingSm {
+            applied: 0,
+            built: Arc::default(),
+        };
+        use raft_core::node::StateMachine;
+        check
+            .restore(&meta, &mut reader)
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        assert!(
+            built.lock().unwrap().len() > 10,
+            "node {id} built few snapshots"
+        );
+    }
 }

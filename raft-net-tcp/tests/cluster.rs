@@ -181,7 +181,9 @@ async fn three_nodes_over_tcp_elect_replicate_and_survive_the_leader() {
 
     // The leader shuts down; the other two elect another and keep replicating.
     let old = nodes.remove(&first_leader).unwrap();
-    let old_last_index = old.handle.status().last_log_id.index;
+    // Everything the old leader has is committed: a read barrier's index is its last entry
+    // (the status's indexes may lag by a tick).
+    let old_last_index = old.handle.read_barrier().await.expect("read barrier");
     let old_addr = membership.addresses[&first_leader].clone();
     let (log, snapshots) = stop_node(old).await;
     let second_leader = wait_leader(&nodes).await;

@@ -367,6 +367,11 @@ impl Engine {
         self.log.last_log_id()
     }
 
+    /// The first index still in the log (entries below it are in the latest snapshot).
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
+    }
+
     /// The effective configuration: the latest in the log, committed or not.
     pub fn membership(&self) -> &Membership {
         self.pending_configs

@@ -43,7 +43,13 @@ pub(crate) async fn run<M: StateMachine>(
     // The snapshot being written in the background, if any (one at a time: the engine asks
     // for the next build only after this one is reported).
     let mut background: Option<JoinHandle<()>> = None;
+    // The index of the last entry applied (or restored), to check snapshot labels against.
+    let mut applied: Option<u64> = None;
     while let Some(item) = queue.recv().await {
+        if let Err(reason) = check_order(&item, &mut applied) {
+            let _ = events.send(Event::Fatal(reason));
+            break;
+        }
         if let Err(reason) = handle(&mut sm, item, &events, &snapshots, &mut background).await {
             let _ = events.send(Event::Fatal(reason));
             break;
@@ -54,6 +60,42 @@ pub(crate) async fn run<M: StateMachine>(
     if let Some(task) = background {
         let _ = task.await;
     }
+}
+
+/// The apply queue's own invariants: entries arrive in log order without gaps, and a
+/// snapshot is requested exactly at the last applied entry (its label must match the state
+/// it holds). A violation is a bug in the node; it stops the node rather than let a replica
+/// diverge or a snapshot lie.
+fn check_order(item: &ApplyItem, applied: &mut Option<u64>) -> Result<(), String> {
+    match item {
+        ApplyItem::Apply { entries, .. } => {
+            for entry in entries {
+                if let Some(last) = *applied {
+                    if entry.index != last + 1 {
+                        return Err(format!(
+                            "bug: entry {} handed to the state machine after entry {last}",
+                            entry.index
+                        ));
+                    }
+                }
+                *applied = Some(entry.index);
+            }
+        }
+        ApplyItem::Restore(meta) => *applied = Some(meta.last_log_id.index),
+        ApplyItem::BuildSnapshot(meta) => {
+            if let Some(last) = *applied {
+                if meta.last_log_id.index != last {
+                    return Err(format!(
+                        "bug: snapshot labelled {} requested when the state machine had \
+                         applied up to {last}",
+                        meta.last_log_id.index
+                    ));
+                }
+            }
+        }
+        ApplyItem::PreCommit(_) | ApplyItem::Rollback(_) => {}
+    }
+    Ok(())
 }
 
 async fn handle<M: StateMachine>(

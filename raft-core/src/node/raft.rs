@@ -261,6 +261,7 @@ pub(crate) struct HandleInner {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) inbound: mpsc::Sender<Message>,
     pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) state: watch::Receiver<NodeState>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
 }
 
@@ -285,9 +286,9 @@ impl RaftHandle {
         self.inner.id
     }
 
-    /// Status and metrics. Changes of role, term, leader, membership and snapshot are
-    /// published at once; the commit and applied indexes, progress and counters are
-    /// refreshed every tick (`tick_ms`), so they may lag by up to one tick.
+    /// Status and metrics. Role, term, leader, membership, snapshot and the log indexes
+    /// (commit, applied, last, first) are published as they change; per-peer progress and
+    /// the counters are refreshed every tick (`tick_ms`).
     pub fn status(&self) -> NodeStatus {
         self.inner.status.borrow().clone()
     }
@@ -413,8 +414,15 @@ impl RaftHandle {
         {
             let _ = rx.await;
         }
-        let mut status = self.inner.status.clone();
-        let _ = status.wait_for(|s| s.state != NodeState::Running).await;
+        self.wait_stopped().await;
+    }
+
+    /// Waits until the node has stopped (shut down, or failed) and returns how it ended.
+    /// Unlike a status watch, this wakes only when the node's state changes.
+    pub async fn wait_stopped(&self) -> NodeState {
+        let mut state = self.inner.state.clone();
+        let ended = state.wait_for(|s| *s != NodeState::Running).await;
+        ended.map_or(NodeState::Stopped, |s| s.clone())
     }
 }
 

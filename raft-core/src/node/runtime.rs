@@ -76,16 +76,36 @@ struct AfterPersist {
     ready: Ready,
 }
 
-/// The fields of a status whose change is published at once; the others (commit and applied
-/// indexes, progress, counters) wait for the next tick. Under load the commit index moves on
-/// every loop iteration, and publishing it each time cost a status build and a wake-up of
-/// every watcher per iteration.
+impl AfterPersist {
+    /// Whether the Ready has already handed everything it had for the apply queue over
+    /// (committed entries, snapshot request, snapshot install), so that entries committed
+    /// later may go to the apply task before this write is durable.
+    fn ready_handed_out(&self) -> bool {
+        self.ready.committed_entries.is_empty()
+            && self.ready.build_snapshot.is_none()
+            && self.ready.snapshot.is_none()
+    }
+}
+
+/// The fields of a status whose change republishes the whole status at once. The indexes
+/// (`LogIndexes`) are updated in place as they move, without rebuilding the rest; progress
+/// and counters wait for the next tick. Under load the indexes move on every loop iteration,
+/// and rebuilding the status each time (peers, membership) was a few percent of a leader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct StatusKey {
     role: Option<Role>,
     term: Term,
     leader: Option<NodeId>,
     snapshot: LogId,
+}
+
+/// The indexes of a status, updated in place whenever they move.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LogIndexes {
+    commit: LogIndex,
+    applied: LogIndex,
+    last: LogId,
+    first: LogIndex,
 }
 
 struct Runtime<L, S, T> {
@@ -103,6 +123,8 @@ struct Runtime<L, S, T> {
     apply_tx: mpsc::Sender<ApplyItem>,
     apply_task: JoinHandle<()>,
     status_tx: watch::Sender<NodeStatus>,
+    /// The node's state alone, for waiting on the end without waking at every status update.
+    state_tx: watch::Sender<NodeState>,
 
     in_flight: Option<AfterPersist>,
     /// Proposals waiting for their entry to be applied: index -> (term, reply).
@@ -124,6 +146,8 @@ struct Runtime<L, S, T> {
     status_key: StatusKey,
     /// The membership in the last published status (published at once when it changes).
     membership_published: Membership,
+    /// The indexes in the last published status.
+    indexes_published: LogIndexes,
 }
 
 /// Loads the stores, starts the apply task and the event loop.
@@ -207,6 +231,7 @@ where
     let (events_tx, events) = mpsc::unbounded_channel();
     let (apply_tx, apply_rx) = mpsc::channel(config.apply_queue_len_max);
     let (status_tx, status_rx) = watch::channel(NodeStatus::initial(config.id));
+    let (state_tx, state_rx) = watch::channel(NodeState::Running);
     let snapshots_dyn: Arc<dyn SnapshotStore> = snapshots.clone();
     let apply_task = tokio::spawn(apply::run(
         state_machine,
@@ -221,6 +246,7 @@ where
             commands: commands_tx,
             inbound: inbound_tx,
             status: status_rx,
+            state: state_rx,
             snapshots: snapshots_dyn,
         }),
     };
@@ -239,6 +265,7 @@ where
         apply_tx,
         apply_task,
         status_tx,
+        state_tx,
         in_flight: None,
         proposals: BTreeMap::new(),
         next_read_id: 1,
@@ -254,6 +281,7 @@ where
         applied_total: 0,
         status_key: StatusKey::default(),
         membership_published: Membership::default(),
+        indexes_published: LogIndexes::default(),
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
@@ -444,9 +472,20 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             for msg in self.engine.take_messages() {
                 self.transport.send(msg);
             }
-            // Commits learnt meanwhile are answered now, not after the write in flight.
-            let entries = self.engine.take_committed_entries();
-            return self.apply_entries(entries).await;
+            // Commits learnt meanwhile are answered now, not after the write in flight; but
+            // only if that write's Ready has nothing left for the apply queue, which must
+            // see entries in log order and a snapshot request right after the entry it is
+            // labelled with.
+            if self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.ready_handed_out())
+            {
+                let entries = self.engine.take_committed_entries();
+                self.apply_entries(entries).await?;
+            }
+            self.publish_indexes();
+            return Ok(());
         }
         if !self.engine.has_ready() {
             self.check_waiters();
@@ -478,9 +517,11 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         if ready.snapshot.is_none() {
             // The engine hands out only entries that are already durable here (and committed
             // on a quorum), so applying them need not wait for this Ready's own writes:
-            // waiting would add a whole write cycle to every answer under load.
+            // waiting would add a whole write cycle to every answer under load. A snapshot
+            // request is labelled with the last of them, so it follows them at once.
             self.apply_committed(&mut ready).await?;
             self.take_read_states(&mut ready);
+            self.request_build(&mut ready).await?;
         }
         if ready.needs_persist() || ready.purge_to.is_some() {
             self.spawn_persist(&mut ready);
@@ -539,11 +580,20 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         for peer in ready.send_snapshots.drain(..) {
             self.start_snapshot_transfer(peer).await;
         }
-        if let Some(request) = ready.build_snapshot.take() {
-            self.send_apply(ApplyItem::BuildSnapshot(request.to_meta()))
-                .await?;
+        self.request_build(&mut ready).await
+    }
+
+    /// Asks the apply task for the snapshot the Ready requests, if not asked yet. Must follow
+    /// the Ready's committed entries and precede any later ones: the request is labelled with
+    /// the last entry handed out when the Ready was taken.
+    async fn request_build(&mut self, ready: &mut Ready) -> Result<(), String> {
+        match ready.build_snapshot.take() {
+            Some(request) => {
+                self.send_apply(ApplyItem::BuildSnapshot(request.to_meta()))
+                    .await
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Hands the Ready's committed entries (if not handed yet) to the apply task, with the
@@ -719,7 +769,33 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             || self.engine.membership() != &self.membership_published
         {
             self.publish_status(NodeState::Running);
+        } else {
+            self.publish_indexes();
         }
+    }
+
+    fn log_indexes_now(&self) -> LogIndexes {
+        LogIndexes {
+            commit: self.engine.commit_index(),
+            applied: self.applied_index,
+            last: self.engine.last_log_id(),
+            first: self.engine.first_index(),
+        }
+    }
+
+    /// Updates the published status's indexes in place (no rebuild) if they moved.
+    fn publish_indexes(&mut self) {
+        let now = self.log_indexes_now();
+        if now == self.indexes_published {
+            return;
+        }
+        self.indexes_published = now;
+        self.status_tx.send_modify(|s| {
+            s.commit_index = now.commit;
+            s.applied_index = now.applied;
+            s.last_log_id = now.last;
+            s.first_index = now.first;
+        });
     }
 
     fn status_key_now(&self) -> StatusKey {
@@ -753,6 +829,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
 
     fn publish_status(&mut self, state: NodeState) {
         self.status_key = self.status_key_now();
+        self.indexes_published = self.log_indexes_now();
         let s = self.engine.status();
         self.membership_published = s.membership.clone();
         let peers = s
@@ -831,11 +908,13 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             apply_tx,
             apply_task,
             status_tx,
+            state_tx,
             ..
         } = self;
         drop(apply_tx);
         let _ = apply_task.await;
-        status_tx.send_modify(|s| s.state = state);
+        status_tx.send_modify(|s| s.state = state.clone());
+        state_tx.send_replace(state);
         if let Ok(Some(tx)) = outcome {
             let _ = tx.send(());
         }
