@@ -215,6 +215,21 @@ async fn add(nodes: &Mutex<BTreeMap<NodeId, Node>>, amount: u64) -> Option<bool>
     }
 }
 
+/// Each node's (applied, count); panics if a node stopped.
+fn current_views(nodes: &Mutex<BTreeMap<NodeId, Node>>) -> Vec<(LogIndex, u64)> {
+    let guard = nodes.lock().unwrap();
+    for node in guard.values() {
+        let state = node.handle.status().state;
+        assert_eq!(
+            state,
+            NodeState::Running,
+            "node {} stopped",
+            node.handle.id()
+        );
+    }
+    guard.values().map(|n| *n.view.lock().unwrap()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_kill() {
     let router = MemRouter::new();
@@ -290,7 +305,8 @@ async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_
     // Every replica applies the same entries and reaches the same count.
     let mut found = None;
     for _ in 0..1_000 {
-        if let Some(leader) = leader(&nodes.lock().unwrap()) {
+        let current = leader(&nodes.lock().unwrap());
+        if let Some(leader) = current {
             if leader.read_barrier().await.is_ok() {
                 found = Some(leader);
                 break;
@@ -302,17 +318,7 @@ async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_
     let target = leader.read_barrier().await.unwrap();
     let mut views = Vec::new();
     for _ in 0..1_000 {
-        let guard = nodes.lock().unwrap();
-        for node in guard.values() {
-            assert_eq!(
-                node.handle.status().state,
-                NodeState::Running,
-                "node {} stopped",
-                node.handle.id()
-            );
-        }
-        views = guard.values().map(|n| *n.view.lock().unwrap()).collect();
-        drop(guard);
+        views = current_views(&nodes);
         if views.iter().all(|(applied, _)| *applied >= target) {
             break;
         }
