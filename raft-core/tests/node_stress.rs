@@ -18,7 +18,8 @@ use bytes::Bytes;
 use raft_core::engine::Role;
 use raft_core::node::{
     LogState, LogStore, MemLogStore, MemRouter, MemSnapshotStore, MessageHandler, NodeConfig,
-    NodeState, RaftHandle, RaftNode, StateMachine, StateMachineError, StorageError,
+    NodeState, RaftHandle, RaftNode, SnapshotBuilder, StateMachine, StateMachineError,
+    StorageError,
 };
 use raft_core::{Entry, EntryKind, HardState, LogId, LogIndex, Membership, NodeId, SnapshotMeta};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -86,6 +87,8 @@ impl LogStore for JitteryLog {
 struct Counter {
     applied: LogIndex,
     total: u64,
+    /// Write snapshots in the background (`snapshot_builder`) instead of on the apply task.
+    background: bool,
     /// (applied, total), published for the test after every apply.
     view: Arc<Mutex<(LogIndex, u64)>>,
 }
@@ -122,6 +125,15 @@ impl StateMachine for Counter {
         writer.flush().await.map_err(io)
     }
 
+    fn snapshot_builder(&mut self) -> Option<Box<dyn SnapshotBuilder>> {
+        self.background.then(|| {
+            Box::new(CounterSnapshot {
+                applied: self.applied,
+                total: self.total,
+            }) as Box<dyn SnapshotBuilder>
+        })
+    }
+
     async fn restore(
         &mut self,
         meta: &SnapshotMeta,
@@ -139,6 +151,27 @@ impl StateMachine for Counter {
         (self.applied, self.total) = (applied, total);
         *self.view.lock().unwrap() = (applied, total);
         Ok(())
+    }
+}
+
+/// A counter's state captured for a background snapshot.
+struct CounterSnapshot {
+    applied: LogIndex,
+    total: u64,
+}
+
+#[async_trait]
+impl SnapshotBuilder for CounterSnapshot {
+    async fn write(
+        self: Box<Self>,
+        writer: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<(), StateMachineError> {
+        let io = |e: std::io::Error| StateMachineError(e.to_string());
+        // Slow enough that applying goes on meanwhile.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        writer.write_u64_le(self.applied).await.map_err(io)?;
+        writer.write_u64_le(self.total).await.map_err(io)?;
+        writer.flush().await.map_err(io)
     }
 }
 
@@ -163,10 +196,12 @@ async fn start(
     id: NodeId,
     log: Arc<JitteryLog>,
     snapshots: Arc<MemSnapshotStore>,
+    background: bool,
 ) -> Node {
     let view = Arc::new(Mutex::new((0, 0)));
     let counter = Counter {
         view: view.clone(),
+        background,
         ..Counter::default()
     };
     let handle = RaftNode::start(
@@ -232,11 +267,27 @@ fn current_views(nodes: &Mutex<BTreeMap<NodeId, Node>>) -> Vec<(LogIndex, u64)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_kill() {
+    run_stress(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_snapshots_written_in_the_background() {
+    run_stress(true).await;
+}
+
+async fn run_stress(background: bool) {
     let router = MemRouter::new();
     let mut map = BTreeMap::new();
     for id in 1..=3 {
         let log = Arc::new(JitteryLog::new(0x9e37_79b9 * id));
-        let node = start(&router, id, log, Arc::new(MemSnapshotStore::new())).await;
+        let node = start(
+            &router,
+            id,
+            log,
+            Arc::new(MemSnapshotStore::new()),
+            background,
+        )
+        .await;
         map.insert(id, node);
     }
     let nodes = Arc::new(Mutex::new(map));
@@ -277,7 +328,7 @@ async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_
         let old = nodes.lock().unwrap().remove(&victim).unwrap();
         router.unregister(victim);
         old.handle.shutdown().await;
-        let node = start(&router, victim, old.log, old.snapshots).await;
+        let node = start(&router, victim, old.log, old.snapshots, background).await;
         nodes.lock().unwrap().insert(victim, node);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -288,7 +339,7 @@ async fn replicas_apply_every_entry_once_in_order_through_restarts_and_a_leader_
         old.handle.shutdown().await;
         // Back from its stores after the others have moved on.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let node = start(&router, id, old.log, old.snapshots).await;
+        let node = start(&router, id, old.log, old.snapshots, background).await;
         nodes.lock().unwrap().insert(id, node);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
