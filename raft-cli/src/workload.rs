@@ -19,13 +19,24 @@ const ERROR_PAUSE: Duration = Duration::from_millis(5);
 /// Time a writer keeps looking for a leader per write before it counts an error.
 const WRITE_TIMEOUT_MS: u64 = 5_000;
 
+/// One acknowledged write.
+#[derive(Clone, Debug)]
+pub struct AckedWrite {
+    /// The key written.
+    pub key: Bytes,
+    /// The value written.
+    pub value: Bytes,
+    /// When the write was sent.
+    pub sent: Instant,
+    /// When its acknowledgement arrived.
+    pub acked: Instant,
+}
+
 /// What the writers did.
 #[derive(Debug)]
 pub struct LoadReport {
-    /// Every acknowledged write: key, value and when the acknowledgement arrived.
-    pub acked: Vec<(Bytes, Bytes, Instant)>,
-    /// When each acknowledged write was sent, in the order of `acked`.
-    pub sent: Vec<Instant>,
+    /// Every acknowledged write.
+    pub acked: Vec<AckedWrite>,
     /// Writes whose outcome is unknown (never counted as acknowledged).
     pub unknown: u64,
     /// Writes that failed without effect.
@@ -51,9 +62,8 @@ impl LoadReport {
     pub fn first_ack_of_write_sent_after(&self, t: Instant) -> Option<Instant> {
         self.acked
             .iter()
-            .zip(&self.sent)
-            .filter(|(_, sent)| **sent >= t)
-            .map(|(acked, _)| acked.2)
+            .filter(|w| w.sent >= t)
+            .map(|w| w.acked)
             .min()
     }
 }
@@ -109,7 +119,6 @@ impl WriteLoad {
             }
             if let Ok(report) = joined {
                 total.acked.extend(report.acked);
-                total.sent.extend(report.sent);
                 total.unknown += report.unknown;
                 total.errors += report.errors;
                 let _ = total.latency_us.add(&report.latency_us);
@@ -123,7 +132,6 @@ impl WriteLoad {
 fn empty_report(started: Instant) -> LoadReport {
     LoadReport {
         acked: Vec::new(),
-        sent: Vec::new(),
         unknown: 0,
         errors: 0,
         latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
@@ -153,8 +161,12 @@ async fn writer(
                 let now = Instant::now();
                 let us = (now.duration_since(began).as_micros() as u64).clamp(1, LATENCY_US_MAX);
                 let _ = report.latency_us.record(us);
-                report.acked.push((key, value, now));
-                report.sent.push(began);
+                report.acked.push(AckedWrite {
+                    key,
+                    value,
+                    sent: began,
+                    acked: now,
+                });
             }
             Err(ClientError::OutcomeUnknown(_)) => {
                 report.unknown += 1;
@@ -175,17 +187,17 @@ async fn writer(
 /// whose value is missing or different.
 pub async fn verify(
     client: &ClusterClient,
-    acked: &[(Bytes, Bytes, Instant)],
+    acked: &[AckedWrite],
 ) -> Result<Vec<Bytes>, ClientError> {
     /// Keys per read request.
     const BATCH_KEYS: usize = 500;
     let mut lost = Vec::new();
     for batch in acked.chunks(BATCH_KEYS) {
-        let keys = batch.iter().map(|(k, _, _)| k.clone()).collect();
+        let keys = batch.iter().map(|w| w.key.clone()).collect();
         let values = client.get_many(keys).await?;
-        for ((key, expected, _), actual) in batch.iter().zip(values) {
-            if actual.as_ref() != Some(expected) {
-                lost.push(key.clone());
+        for (write, actual) in batch.iter().zip(values) {
+            if actual.as_ref() != Some(&write.value) {
+                lost.push(write.key.clone());
             }
         }
     }

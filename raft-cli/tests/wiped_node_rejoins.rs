@@ -55,7 +55,7 @@ async fn a_wiped_node_rejoins_and_catches_up() {
 
     let lost = verify(&client, &report.acked).await.unwrap();
     assert!(lost.is_empty());
-    let (key, value, _) = &report.acked[0];
+    let (key, value) = (&report.acked[0].key, &report.acked[0].value);
     let reply = client
         .call_at(
             cluster.addr(victim),
