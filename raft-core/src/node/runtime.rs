@@ -87,27 +87,6 @@ impl AfterPersist {
     }
 }
 
-/// The fields of a status whose change republishes the whole status at once. The indexes
-/// (`LogIndexes`) are updated in place as they move, without rebuilding the rest; progress
-/// and counters wait for the next tick. Under load the indexes move on every loop iteration,
-/// and rebuilding the status each time (peers, membership) was a few percent of a leader.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct StatusKey {
-    role: Option<Role>,
-    term: Term,
-    leader: Option<NodeId>,
-    snapshot: LogId,
-}
-
-/// The indexes of a status, updated in place whenever they move.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct LogIndexes {
-    commit: LogIndex,
-    applied: LogIndex,
-    last: LogId,
-    first: LogIndex,
-}
-
 struct Runtime<L, S, T> {
     id: NodeId,
     config: NodeConfig,
@@ -142,12 +121,6 @@ struct Runtime<L, S, T> {
     peers_published: BTreeMap<NodeId, String>,
     proposals_total: u64,
     applied_total: u64,
-    /// What the last published status showed; a change republishes at once.
-    status_key: StatusKey,
-    /// The membership in the last published status (published at once when it changes).
-    membership_published: Membership,
-    /// The indexes in the last published status.
-    indexes_published: LogIndexes,
 }
 
 /// Loads the stores, starts the apply task and the event loop.
@@ -279,9 +252,6 @@ where
         peers_published: BTreeMap::new(),
         proposals_total: 0,
         applied_total: 0,
-        status_key: StatusKey::default(),
-        membership_published: Membership::default(),
-        indexes_published: LogIndexes::default(),
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
@@ -765,46 +735,54 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 self.transfer_waiters.push((target, tx));
             }
         }
-        if self.status_key_now() != self.status_key
-            || self.engine.membership() != &self.membership_published
-        {
+        self.refresh_status();
+    }
+
+    /// Publishes what changed since the last status, compared with the published status
+    /// itself: the whole status when role, term, leader, snapshot or membership changed, else
+    /// only the log indexes, in place. (Under load the indexes move on every loop iteration,
+    /// and rebuilding the status, peers and membership included, each time was a few percent
+    /// of a leader.) Progress and counters are refreshed at each tick.
+    fn refresh_status(&mut self) {
+        let rebuild = {
+            let published = self.status_tx.borrow();
+            published.role != self.engine.role()
+                || published.term != self.engine.term()
+                || published.leader != self.engine.leader()
+                || published.snapshot != self.engine.latest_snapshot()
+                || published.membership != *self.engine.membership()
+        };
+        if rebuild {
             self.publish_status(NodeState::Running);
         } else {
             self.publish_indexes();
         }
     }
 
-    fn log_indexes_now(&self) -> LogIndexes {
-        LogIndexes {
-            commit: self.engine.commit_index(),
-            applied: self.applied_index,
-            last: self.engine.last_log_id(),
-            first: self.engine.first_index(),
-        }
-    }
-
-    /// Updates the published status's indexes in place (no rebuild) if they moved.
-    fn publish_indexes(&mut self) {
-        let now = self.log_indexes_now();
-        if now == self.indexes_published {
-            return;
-        }
-        self.indexes_published = now;
-        self.status_tx.send_modify(|s| {
-            s.commit_index = now.commit;
-            s.applied_index = now.applied;
-            s.last_log_id = now.last;
-            s.first_index = now.first;
+    /// Updates the published status's log indexes in place if they moved; watchers are
+    /// woken only then.
+    fn publish_indexes(&self) {
+        let commit = self.engine.commit_index();
+        let applied = self.applied_index;
+        let last = self.engine.last_log_id();
+        let first = self.engine.first_index();
+        self.status_tx.send_if_modified(|s| {
+            let moved = (
+                s.commit_index,
+                s.applied_index,
+                s.last_log_id,
+                s.first_index,
+            ) != (commit, applied, last, first);
+            if moved {
+                (
+                    s.commit_index,
+                    s.applied_index,
+                    s.last_log_id,
+                    s.first_index,
+                ) = (commit, applied, last, first);
+            }
+            moved
         });
-    }
-
-    fn status_key_now(&self) -> StatusKey {
-        StatusKey {
-            role: Some(self.engine.role()),
-            term: self.engine.term(),
-            leader: self.engine.leader(),
-            snapshot: self.engine.latest_snapshot(),
-        }
     }
 
     /// Drops waiters whose caller gave up (timed out).
@@ -828,10 +806,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     }
 
     fn publish_status(&mut self, state: NodeState) {
-        self.status_key = self.status_key_now();
-        self.indexes_published = self.log_indexes_now();
         let s = self.engine.status();
-        self.membership_published = s.membership.clone();
         let peers = s
             .progress
             .iter()
