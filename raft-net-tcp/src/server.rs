@@ -32,6 +32,9 @@ const RESPONSE_BATCH_BYTES_MAX: usize = 256 << 10;
 ///
 /// Requests of one connection are handled concurrently (at most `inflight_requests_max` at
 /// once), and each is bounded by `request_timeout_ms`; responses go out as they complete.
+/// The handlers of one connection are polled by that connection's task, so `handle` must not
+/// block the thread (await instead); long synchronous work would hold up the connection's
+/// other requests.
 #[async_trait]
 pub trait ClientHandler: Send + Sync + 'static {
     /// Handles one request.
