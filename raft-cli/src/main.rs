@@ -108,10 +108,26 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// The runtime of `raft node`: `worker_threads` 1 is a single-threaded runtime, 0 one
+/// worker per CPU core, any other number that many workers.
+fn node_runtime(worker_threads: usize) -> tokio::runtime::Builder {
+    match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut command = cli.command;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Clients (bench, demo, admin commands) run on one thread: a load generator's tasks
+    // spend their time waiting on sockets, and a second thread only adds wake-ups.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     if let Command::Node(args) = command {
         let settings = match (*args).resolve() {
             Ok(settings) => settings,
@@ -120,9 +136,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        if settings.worker_threads > 0 {
-            builder.worker_threads(settings.worker_threads);
-        }
+        builder = node_runtime(settings.worker_threads);
         command = Command::Resolved(Box::new(settings));
     }
     let runtime = match builder.enable_all().build() {
