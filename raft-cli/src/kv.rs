@@ -30,6 +30,10 @@ use raft_core::{Entry, EntryKind, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use set_codec::{ConditionView, SetView};
+
+mod set_codec;
+
 /// Bytes of one key or value, at most. Also bounds what a snapshot reader allocates for one
 /// item; raft-core's default entry limit (4 MiB) is the tighter bound for values written
 /// through the log.
@@ -135,7 +139,28 @@ pub(crate) fn encode_msgpack<T: Serialize>(value: &T, payload_bytes: usize) -> B
 impl KvCommand {
     /// Encodes the command for the log.
     pub fn encode(&self) -> Bytes {
-        encode_msgpack(self, self.payload_bytes())
+        match self.as_set() {
+            Some(set) => set_codec::encode_set(&set),
+            None => encode_msgpack(self, self.payload_bytes()),
+        }
+    }
+
+    /// A `Set` as a borrowed view, for the hand-written codec and [`apply_set`].
+    fn as_set(&self) -> Option<SetView<'_>> {
+        match self {
+            KvCommand::Set {
+                key,
+                value,
+                condition,
+                return_previous,
+            } => Some(SetView {
+                key,
+                value,
+                condition: ConditionView::of(condition),
+                return_previous: *return_previous,
+            }),
+            _ => None,
+        }
     }
 
     /// Bytes of the keys and values the command carries.
@@ -167,6 +192,9 @@ impl KvCommand {
 impl KvResponse {
     /// Encodes the response for the node to hand back to the proposer.
     pub fn encode(&self) -> Bytes {
+        if let KvResponse::Set { written, previous } = self {
+            return set_codec::encode_set_answer(*written, previous.as_ref());
+        }
         let payload_bytes = match self {
             KvResponse::Set { previous, .. } => previous.as_ref().map_or(0, Bytes::len),
             KvResponse::Error(message) => message.len(),
@@ -178,6 +206,14 @@ impl KvResponse {
     /// Decodes a response.
     pub fn decode(bytes: &[u8]) -> Result<KvResponse, String> {
         rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Decodes a response held in `Bytes`: the answer to a `Set` without copying.
+    pub fn decode_bytes(bytes: &Bytes) -> Result<KvResponse, String> {
+        match set_codec::decode_set_answer(bytes) {
+            Some((written, previous)) => Ok(KvResponse::Set { written, previous }),
+            None => KvResponse::decode(bytes),
+        }
     }
 }
 
@@ -221,24 +257,12 @@ pub fn apply_command(map: &mut KvTable, command: KvCommand) -> KvResponse {
             return_previous,
         } => {
             let current = map.get(&key);
-            let holds = match &condition {
-                SetCondition::Always => true,
-                SetCondition::IfAbsent => current.is_none(),
-                SetCondition::IfPresent => current.is_some(),
-                SetCondition::IfEqual(expected) => current == Some(expected),
-            };
-            let previous = if return_previous {
-                current.cloned()
-            } else {
-                None
-            };
-            if holds {
+            let written = holds(ConditionView::of(&condition), current);
+            let previous = current.filter(|_| return_previous).cloned();
+            if written {
                 map.insert(key, value);
             }
-            KvResponse::Set {
-                written: holds,
-                previous,
-            }
+            KvResponse::Set { written, previous }
         }
         KvCommand::Delete { keys } => {
             let removed = keys.iter().filter(|k| map.remove(*k).is_some()).count();
@@ -265,6 +289,48 @@ pub fn apply_command(map: &mut KvTable, command: KvCommand) -> KvResponse {
     }
 }
 
+/// Applies a `Set` borrowed from its log entry: the key is copied only when it is new, the
+/// value once (into an allocation of its own, so the table never pins a larger buffer).
+fn apply_set(map: &mut KvTable, set: SetView<'_>) -> KvResponse {
+    let slot = map.get_mut(set.key);
+    let written = holds(set.condition, slot.as_deref());
+    let previous = slot.as_deref().filter(|_| set.return_previous).cloned();
+    if written {
+        let value = Bytes::copy_from_slice(set.value);
+        match slot {
+            Some(slot) => *slot = value,
+            None => {
+                map.insert(Bytes::copy_from_slice(set.key), value);
+            }
+        }
+    }
+    KvResponse::Set { written, previous }
+}
+
+/// Whether a `Set`'s condition holds for the key's current value.
+fn holds(condition: ConditionView<'_>, current: Option<&Bytes>) -> bool {
+    match condition {
+        ConditionView::Always => true,
+        ConditionView::IfAbsent => current.is_none(),
+        ConditionView::IfPresent => current.is_some(),
+        ConditionView::IfEqual(expected) => current.is_some_and(|v| v[..] == *expected),
+    }
+}
+
+/// Applies one normal entry: a `Set` in the canonical encoding without rmp-serde or any
+/// allocation but the value's; everything else through [`KvCommand::decode`].
+fn apply_entry(map: &mut KvTable, data: &[u8]) -> KvResponse {
+    if let Some(set) = set_codec::decode_set(data) {
+        return apply_set(map, set);
+    }
+    match KvCommand::decode(data) {
+        Ok(command) => apply_command(map, command),
+        // Only this binary proposes, so this means a bug or a foreign writer; the entry is
+        // answered with an error on every replica alike.
+        Err(e) => KvResponse::Error(format!("malformed command: {e}")),
+    }
+}
+
 /// Parses a decimal integer the way Redis does for INCR: optional minus, digits, no spaces.
 pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(bytes).ok()?;
@@ -281,12 +347,7 @@ impl StateMachine for Kv {
         let responses = entries
             .iter()
             .map(|entry| match entry.kind {
-                EntryKind::Normal => match KvCommand::decode(&entry.data) {
-                    Ok(command) => apply_command(&mut map, command).encode(),
-                    // Only this binary proposes, so this means a bug or a foreign writer; the
-                    // entry is answered with an error on every replica alike.
-                    Err(e) => KvResponse::Error(format!("malformed command: {e}")).encode(),
-                },
+                EntryKind::Normal => apply_entry(&mut map, &entry.data).encode(),
                 _ => Bytes::new(),
             })
             .collect();

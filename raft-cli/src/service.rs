@@ -63,7 +63,7 @@ impl Service {
             Request::Write(command) => {
                 let response = self.handle.propose(command.encode()).await;
                 let bytes = response.map_err(from_raft)?;
-                KvResponse::decode(&bytes)
+                KvResponse::decode_bytes(&bytes)
                     .map(Reply::Write)
                     .map_err(|e| ServiceError::Failed(format!("undecodable response: {e}")))
             }
