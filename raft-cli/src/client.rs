@@ -14,7 +14,7 @@ use raft_net_tcp::{ClientResponse, TcpClient, TcpConfig};
 use tokio::time::{sleep, Instant};
 
 use crate::kv::{KvCommand, KvResponse, SetCondition};
-use crate::proto::{decode_outcome, Reply, Request, ServiceError, StatusReport};
+use crate::proto::{decode_outcome_bytes, Reply, Request, ServiceError, StatusReport};
 use crate::service::was_sent;
 
 /// Default time a request keeps looking for a leader before it gives up.
@@ -205,7 +205,7 @@ impl ClusterClient {
             }
         };
         let outcome = match response {
-            ClientResponse::Ok(bytes) => match decode_outcome(&bytes) {
+            ClientResponse::Ok(bytes) => match decode_outcome_bytes(&bytes) {
                 Ok(outcome) => outcome,
                 Err(e) => return Attempt::Fail(ClientError::Protocol(e)),
             },

@@ -128,7 +128,13 @@ const ENCODING_OVERHEAD_BYTES: usize = 64;
 
 /// Encodes `value` with MessagePack into a buffer of `payload_bytes` plus overhead.
 pub(crate) fn encode_msgpack<T: Serialize>(value: &T, payload_bytes: usize) -> Bytes {
-    let mut buf = Vec::with_capacity(payload_bytes + ENCODING_OVERHEAD_BYTES);
+    encode_msgpack_after(&[], value, payload_bytes)
+}
+
+/// Encodes `prefix` followed by `value` with MessagePack.
+fn encode_msgpack_after<T: Serialize>(prefix: &[u8], value: &T, payload_bytes: usize) -> Bytes {
+    let mut buf = Vec::with_capacity(prefix.len() + payload_bytes + ENCODING_OVERHEAD_BYTES);
+    buf.extend_from_slice(prefix);
     // Encoding plain enums of byte strings and numbers into a Vec cannot fail.
     match rmp_serde::encode::write(&mut buf, value) {
         Ok(()) => Bytes::from(buf),
@@ -139,10 +145,27 @@ pub(crate) fn encode_msgpack<T: Serialize>(value: &T, payload_bytes: usize) -> B
 impl KvCommand {
     /// Encodes the command for the log.
     pub fn encode(&self) -> Bytes {
+        self.encode_after(&[])
+    }
+
+    /// Encodes `prefix` followed by the command, in one buffer: how an enclosing message
+    /// (a native request) carries it.
+    pub fn encode_after(&self, prefix: &[u8]) -> Bytes {
         match self.as_set() {
-            Some(set) => set_codec::encode_set(&set),
-            None => encode_msgpack(self, self.payload_bytes()),
+            Some(set) => {
+                let mut buf = Vec::with_capacity(prefix.len() + set_codec::encoded_set_bytes(&set));
+                buf.extend_from_slice(prefix);
+                set_codec::put_set(&mut buf, &set);
+                Bytes::from(buf)
+            }
+            None => encode_msgpack_after(prefix, self, self.payload_bytes()),
         }
+    }
+
+    /// Whether `bytes` hold a `Set` in the canonical encoding the log uses, which the state
+    /// machine applies without rmp-serde.
+    pub fn is_canonical_set(bytes: &[u8]) -> bool {
+        set_codec::decode_set(bytes).is_some()
     }
 
     /// A `Set` as a borrowed view, for the hand-written codec and [`apply_set`].
@@ -210,10 +233,18 @@ impl KvResponse {
 
     /// Decodes a response held in `Bytes`: the answer to a `Set` without copying.
     pub fn decode_bytes(bytes: &Bytes) -> Result<KvResponse, String> {
-        match set_codec::decode_set_answer(bytes) {
-            Some((written, previous)) => Ok(KvResponse::Set { written, previous }),
+        match KvResponse::decode_set_answer(bytes) {
+            Some(response) => Ok(response),
             None => KvResponse::decode(bytes),
         }
+    }
+
+    /// Decodes the answer to a `Set` in the canonical encoding, without rmp-serde and
+    /// without copying the previous value; `None` for anything else (which
+    /// [`KvResponse::decode`] may still accept).
+    pub fn decode_set_answer(bytes: &Bytes) -> Option<KvResponse> {
+        let (written, previous) = set_codec::decode_set_answer(bytes)?;
+        Some(KvResponse::Set { written, previous })
     }
 }
 

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use raft_core::NodeId;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::kv::SetCondition;
 use crate::kv::{encode_msgpack, KvCommand, KvResponse};
 
 /// A request of the native client protocol.
@@ -83,6 +85,9 @@ impl Request {
 
     /// Encodes the request.
     pub fn encode(&self) -> Bytes {
+        if let Request::Write(command) = self {
+            return command.encode_after(WRITE_REQUEST_PREFIX);
+        }
         let payload_bytes = match self {
             Request::Write(command) => command.payload_bytes(),
             Request::Get { keys } | Request::Exists { keys } => keys.iter().map(Bytes::len).sum(),
@@ -217,6 +222,43 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, String> {
     rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// Decodes an outcome held in `Bytes`: the answer to a `Set` without rmp-serde and without
+/// copying the previous value.
+pub fn decode_outcome_bytes(bytes: &Bytes) -> Result<Outcome, String> {
+    if bytes.starts_with(WRITE_OUTCOME_PREFIX) {
+        let answer = bytes.slice(WRITE_OUTCOME_PREFIX.len()..);
+        if let Some(response) = KvResponse::decode_set_answer(&answer) {
+            return Ok(Ok(Reply::Write(response)));
+        }
+    }
+    decode_outcome(bytes)
+}
+
+/// How MessagePack (as rmp-serde writes it) opens a `Request::Write`: a map of one entry,
+/// `"Write"`, whose value is the command's own encoding.
+const WRITE_REQUEST_PREFIX: &[u8] = b"\x81\xa5Write";
+
+/// How an `Ok(Reply::Write(..))` outcome opens, before the state machine's answer.
+const WRITE_OUTCOME_PREFIX: &[u8] = b"\x81\xa2Ok\x81\xa5Write";
+
+/// The command of a native write request whose command is a `Set` in the canonical
+/// encoding, sliced out of the request without copying: the leader proposes these bytes as
+/// they are, with no decoding and re-encoding. `None` for any other request.
+pub fn encoded_set_write(payload: &Bytes) -> Option<Bytes> {
+    let command = payload.strip_prefix(WRITE_REQUEST_PREFIX)?;
+    KvCommand::is_canonical_set(command).then(|| payload.slice(WRITE_REQUEST_PREFIX.len()..))
+}
+
+/// Encodes the outcome of a write the state machine answered with `answer` (an encoded
+/// [`KvResponse`]) without decoding the answer: the same bytes as
+/// `encode_outcome(&Ok(Reply::Write(answer)))`.
+pub fn encode_write_outcome(answer: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(WRITE_OUTCOME_PREFIX.len() + answer.len());
+    buf.extend_from_slice(WRITE_OUTCOME_PREFIX);
+    buf.extend_from_slice(answer);
+    Bytes::from(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +276,74 @@ mod tests {
         assert_eq!(decode_outcome(&encode_outcome(&outcome)).unwrap(), outcome);
         assert!(Request::decode(b"\xff\x00garbage").is_err());
         assert!(decode_outcome(b"").is_err());
+    }
+
+    fn sets() -> Vec<KvCommand> {
+        let conditions = [
+            SetCondition::Always,
+            SetCondition::IfAbsent,
+            SetCondition::IfEqual(Bytes::from_static(b"old")),
+        ];
+        conditions
+            .into_iter()
+            .map(|condition| KvCommand::Set {
+                key: Bytes::from_static(b"key"),
+                value: Bytes::from(vec![7; 300]),
+                condition,
+                return_previous: true,
+            })
+            .collect()
+    }
+
+    /// The shortcuts splice encodings together; each must give exactly the bytes rmp-serde
+    /// gives for the whole message.
+    #[test]
+    fn write_requests_are_prefix_plus_command_and_the_leader_can_slice_the_command_out() {
+        let delete = KvCommand::Delete {
+            keys: vec![Bytes::from_static(b"a")],
+        };
+        for command in sets().into_iter().chain([delete.clone()]) {
+            let request = Request::Write(command.clone());
+            let encoded = request.encode();
+            assert_eq!(&encoded[..], &rmp_serde::to_vec(&request).unwrap()[..]);
+            assert_eq!(Request::decode(&encoded).unwrap(), request);
+            let sliced = encoded_set_write(&encoded);
+            if command == delete {
+                assert_eq!(sliced, None);
+            } else {
+                assert_eq!(sliced, Some(command.encode()));
+            }
+        }
+        assert_eq!(encoded_set_write(&Request::Status.encode()), None);
+        assert_eq!(
+            encoded_set_write(&Bytes::from_static(b"\x81\xa5Write")),
+            None
+        );
+    }
+
+    #[test]
+    fn write_outcomes_are_prefix_plus_answer_and_decode_like_rmp_serde() {
+        let answers = [
+            KvResponse::Set {
+                written: true,
+                previous: None,
+            },
+            KvResponse::Set {
+                written: false,
+                previous: Some(Bytes::from(vec![1; 300])),
+            },
+            KvResponse::Error("value is not an integer".into()),
+            KvResponse::Integer(-3),
+        ];
+        for answer in answers {
+            let outcome: Outcome = Ok(Reply::Write(answer.clone()));
+            let encoded = encode_write_outcome(&answer.encode());
+            assert_eq!(encoded, encode_outcome(&outcome));
+            assert_eq!(decode_outcome_bytes(&encoded).unwrap(), outcome);
+        }
+        let not_leader: Outcome = Err(ServiceError::NoLeader);
+        let encoded = encode_outcome(&not_leader);
+        assert_eq!(decode_outcome_bytes(&encoded).unwrap(), not_leader);
+        assert!(decode_outcome_bytes(&Bytes::from_static(b"\x81\xa2Ok\x81\xa5Write")).is_err());
     }
 }

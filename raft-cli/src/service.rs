@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use raft_core::engine::Role;
 use raft_core::node::{RaftError, RaftHandle};
 use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpConfig};
@@ -14,8 +15,8 @@ use tokio::sync::Mutex;
 
 use crate::kv::{read_map, KvMap, KvResponse};
 use crate::proto::{
-    decode_outcome, encode_outcome, MemberInfo, Outcome, PeerProgress, Reply, Request,
-    ServiceError, StatusReport,
+    decode_outcome_bytes, encode_outcome, encode_write_outcome, encoded_set_write, MemberInfo,
+    Outcome, PeerProgress, Reply, Request, ServiceError, StatusReport,
 };
 
 /// Leader addresses a node keeps a forwarding connection to, at most. A cluster has few
@@ -118,6 +119,14 @@ impl Service {
         }
     }
 
+    /// Proposes a write already encoded as the log holds it (see
+    /// [`encoded_set_write`]) and returns its encoded outcome, without decoding the state
+    /// machine's answer. Errors as [`Service::execute`] reports them.
+    pub async fn write_encoded(&self, command: Bytes) -> Result<Bytes, ServiceError> {
+        let answer = self.handle.propose(command).await.map_err(from_raft)?;
+        Ok(encode_write_outcome(&answer))
+    }
+
     /// Executes `request` here, or at the leader when this node is not the leader.
     pub async fn execute_or_forward(&self, request: Request) -> Outcome {
         let idempotent = request.is_idempotent();
@@ -149,7 +158,7 @@ impl Service {
     async fn forward(&self, addr: &str, request: &Request, idempotent: bool) -> Outcome {
         let client = self.forward_client(addr).await?;
         match client.request(request.encode()).await {
-            Ok(ClientResponse::Ok(payload)) => decode_outcome(&payload)
+            Ok(ClientResponse::Ok(payload)) => decode_outcome_bytes(&payload)
                 .map_err(|e| ServiceError::Failed(format!("undecodable answer: {e}")))?,
             // The leader changed between our look-up and its answer; nothing was done.
             Ok(ClientResponse::NotLeader { .. }) => Err(ServiceError::NoLeader),
@@ -277,16 +286,28 @@ pub struct NativeHandler(pub Arc<Service>);
 #[async_trait]
 impl ClientHandler for NativeHandler {
     async fn handle(&self, request: ClientRequest) -> ClientResponse {
-        let request = match Request::decode(&request.payload) {
-            Ok(request) => request,
-            Err(e) => return ClientResponse::Error(format!("malformed request: {e}")),
-        };
-        match self.0.execute(request).await {
-            Err(ServiceError::NotLeader { leader, addr }) => ClientResponse::NotLeader {
-                leader_id: leader,
-                leader_addr: addr,
-            },
-            outcome => ClientResponse::Ok(encode_outcome(&outcome)),
+        // The common write goes into the log as the client encoded it, and its answer back
+        // as the state machine encoded it: no decoding and re-encoding on the leader.
+        if let Some(command) = encoded_set_write(&request.payload) {
+            return match self.0.write_encoded(command).await {
+                Ok(outcome) => ClientResponse::Ok(outcome),
+                Err(error) => respond(Err(error)),
+            };
         }
+        match Request::decode(&request.payload) {
+            Ok(request) => respond(self.0.execute(request).await),
+            Err(e) => ClientResponse::Error(format!("malformed request: {e}")),
+        }
+    }
+}
+
+/// The native protocol's response carrying `outcome`.
+fn respond(outcome: Outcome) -> ClientResponse {
+    match outcome {
+        Err(ServiceError::NotLeader { leader, addr }) => ClientResponse::NotLeader {
+            leader_id: leader,
+            leader_addr: addr,
+        },
+        outcome => ClientResponse::Ok(encode_outcome(&outcome)),
     }
 }

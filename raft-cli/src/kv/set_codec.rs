@@ -95,28 +95,38 @@ pub(crate) fn decode_set(bytes: &[u8]) -> Option<SetView<'_>> {
 }
 
 /// Encodes a `Set` command, exactly as rmp-serde does.
+#[cfg(test)]
 pub(crate) fn encode_set(set: &SetView<'_>) -> Bytes {
+    let mut buf = Vec::with_capacity(encoded_set_bytes(set));
+    put_set(&mut buf, set);
+    Bytes::from(buf)
+}
+
+/// Bytes of a `Set` command's encoding, at most.
+pub(crate) fn encoded_set_bytes(set: &SetView<'_>) -> usize {
     let expected = match set.condition {
         ConditionView::IfEqual(expected) => expected.len(),
         _ => 0,
     };
-    let capacity = set.key.len() + set.value.len() + expected + SET_OVERHEAD_BYTES;
-    let mut buf = Vec::with_capacity(capacity);
+    set.key.len() + set.value.len() + expected + SET_OVERHEAD_BYTES
+}
+
+/// Appends the encoding of a `Set` command to `buf`, exactly as rmp-serde writes it.
+pub(crate) fn put_set(buf: &mut Vec<u8>, set: &SetView<'_>) {
     buf.put_slice(SET_TAG);
     buf.put_u8(ARRAY_OF_4);
-    put_bin(&mut buf, set.key);
-    put_bin(&mut buf, set.value);
+    put_bin(buf, set.key);
+    put_bin(buf, set.value);
     match set.condition {
         ConditionView::Always => buf.put_slice(ALWAYS),
         ConditionView::IfAbsent => buf.put_slice(IF_ABSENT),
         ConditionView::IfPresent => buf.put_slice(IF_PRESENT),
         ConditionView::IfEqual(expected) => {
             buf.put_slice(IF_EQUAL);
-            put_bin(&mut buf, expected);
+            put_bin(buf, expected);
         }
     }
     buf.put_u8(if set.return_previous { TRUE } else { FALSE });
-    Bytes::from(buf)
 }
 
 /// Encodes the answer to a `Set`, exactly as rmp-serde does.
