@@ -72,7 +72,9 @@ impl Service {
                 self.barrier().await?;
                 let map = read_map(&self.map);
                 Ok(Reply::Values(
-                    keys.iter().map(|k| map.get(k).cloned()).collect(),
+                    keys.iter()
+                        .map(|k| map.get(k).map(|v| Bytes::copy_from_slice(v)))
+                        .collect(),
                 ))
             }
             Request::Exists { keys } => {
