@@ -45,14 +45,24 @@ pub(crate) struct Pins {
 
 impl Pins {
     /// Takes a pin: until it drops, no truncate or purge runs. Waits only while one runs.
+    ///
+    /// The usual case (no truncate or purge running) is inlined into the read, and the rest
+    /// kept out of line: every instruction of a random point read delays the next one's cache
+    /// misses (see `RaftLog::entry_ref`).
+    #[inline]
     pub(crate) fn pin(&self) -> Pin<'_> {
+        let before = self.state.fetch_add(1, Ordering::Acquire);
+        debug_assert!(before & PINS_MASK < PINS_MASK, "pin count overflow");
+        if before & REWRITING == 0 {
+            return Pin { pins: self };
+        }
+        self.pin_after_rewrite()
+    }
+
+    /// Gives back a pin taken while a truncate or purge runs, waits for its end and pins again.
+    #[cold]
+    fn pin_after_rewrite(&self) -> Pin<'_> {
         loop {
-            let before = self.state.fetch_add(1, Ordering::Acquire);
-            debug_assert!(before & PINS_MASK < PINS_MASK, "pin count overflow");
-            if before & REWRITING == 0 {
-                return Pin { pins: self };
-            }
-            // A truncate or purge is running: give the pin back and wait for its end.
             self.unpin();
             let mut guard = self.lock();
             while self.state.load(Ordering::Acquire) & REWRITING != 0 {
@@ -61,17 +71,28 @@ impl Pins {
                     .wait(guard)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
+            drop(guard);
+            let before = self.state.fetch_add(1, Ordering::Acquire);
+            if before & REWRITING == 0 {
+                return Pin { pins: self };
+            }
         }
     }
 
+    #[inline]
     fn unpin(&self) {
         let before = self.state.fetch_sub(1, Ordering::Release);
         if before & PINS_MASK == 1 && before & WAITING != 0 {
-            // The last pin: wake the truncate or purge waiting for it. Taking the lock orders
-            // this wake-up after its check of the count (it holds the lock until it sleeps).
-            let _guard = self.lock();
-            self.changed.notify_all();
+            self.wake_rewriter();
         }
+    }
+
+    /// The last pin went: wakes the truncate or purge waiting for it. Taking the lock orders
+    /// this wake-up after its check of the count (it holds the lock until it sleeps).
+    #[cold]
+    fn wake_rewriter(&self) {
+        let _guard = self.lock();
+        self.changed.notify_all();
     }
 
     /// Waits until no pin is alive and keeps new ones out until the returned guard drops.
@@ -121,6 +142,7 @@ pub(crate) struct Pin<'a> {
 }
 
 impl Drop for Pin<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.pins.unpin();
     }

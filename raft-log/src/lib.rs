@@ -66,6 +66,7 @@
 #![warn(missing_docs)]
 
 mod borrow;
+mod crc;
 mod error;
 pub mod format;
 mod log;

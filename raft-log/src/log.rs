@@ -128,8 +128,14 @@ impl Index {
             .expect("a log always has a current segment")
     }
 
-    /// The position of the segment holding `index` (which must be in the log).
+    /// The position of the segment holding `index` (which must be in the log). Reads of the
+    /// current segment, the usual case, skip the search.
+    #[inline]
     fn segment_of(&self, index: u64) -> usize {
+        let last = self.segments.len() - 1;
+        if index >= self.segments[last].first_index {
+            return last;
+        }
         self.segments
             .partition_point(|s| s.first_index <= index)
             .saturating_sub(1)

@@ -12,7 +12,7 @@ use raft_core::{Entry, LogId};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_record, decode_segment_header, record_index_field, Decoded, RecordRef,
+    decode_record, decode_segment_header, record_index_field, reread_record, Decoded, RecordRef,
     RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::SEGMENT_BYTES_MAX;
@@ -128,6 +128,7 @@ impl Segment {
 
     /// Reads the record at `index`, which must be in this segment, checking its CRC again,
     /// and copies it out.
+    #[inline]
     pub fn read(&self, index: u64) -> Result<Entry> {
         self.record(index).map(|record| Entry {
             term: record.term,
@@ -138,16 +139,18 @@ impl Segment {
     }
 
     /// The record at `index`, which must be in this segment, in place, its CRC checked again.
+    #[inline(always)]
     pub fn record(&self, index: u64) -> Result<RecordRef<'_>> {
         let offset = self.offsets[(index - self.first_index) as usize] as usize;
-        match decode_record(&self.map, self.first_index, offset) {
-            Decoded::Record(record) if record.index == index => Ok(record),
-            other => Err(Error::corrupt(
-                &self.path,
-                offset as u64,
-                format!("record {index} changed on disk after it was checked: {other:?}"),
-            )),
-        }
+        reread_record(&self.map, self.first_index, offset, index)
+            .map_err(|reason| self.changed(index, offset, reason))
+    }
+
+    /// The error for a record that no longer reads as it did when it was indexed.
+    #[cold]
+    fn changed(&self, index: u64, offset: usize, reason: &str) -> Error {
+        let reason = format!("record {index} changed on disk after it was checked: {reason}");
+        Error::corrupt(&self.path, offset as u64, reason)
     }
 }
 

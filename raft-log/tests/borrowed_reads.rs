@@ -79,6 +79,49 @@ fn entry_ref_checks_the_crc_on_every_read() {
 }
 
 #[test]
+fn a_bit_flipped_in_any_byte_of_a_record_fails_its_reads() {
+    // Payload sizes around the CRC's 512-bit path (from 228 bytes, with the 28 hashed header
+    // bytes: 256) with and without a partial last block and padding, and one below it.
+    let sizes = [300, 256, 228, 227, 100];
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLog::open(dir.path(), OPTIONS).unwrap();
+    let batch: Vec<_> = (1..)
+        .zip(sizes)
+        .map(|(index, len)| entry(3, index, len, 0x5a))
+        .collect();
+    log.append(&batch).unwrap();
+    let path = path_in(dir.path(), &segment_names(&snapshot(dir.path()))[0]);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for record in records(&std::fs::read(&path).unwrap()) {
+        let index = record.index;
+        for at in record.offset..record.offset + record.total_bytes {
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, at as u64).unwrap();
+            file.write_all_at(&[byte[0] ^ 0x10], at as u64).unwrap();
+            let what = format!("entry {index}, byte {} of its record", at - record.offset);
+            assert!(
+                matches!(log.entry(index), Err(Error::Corrupt { .. })),
+                "{what}"
+            );
+            assert!(
+                matches!(log.entry_ref(index), Err(Error::Corrupt { .. })),
+                "{what}"
+            );
+            file.write_all_at(&byte, at as u64).unwrap();
+            assert_eq!(
+                log.entry(index).unwrap(),
+                batch[index as usize - 1],
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
 fn appends_go_on_while_an_entry_is_borrowed() {
     let dir = tempfile::tempdir().unwrap();
     let log = filled(dir.path(), 50);

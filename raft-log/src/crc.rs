@@ -1,0 +1,470 @@
+//! CRC32 (IEEE) of records, with the same values as `crc32fast`, faster for records of a few
+//! hundred bytes on CPUs with 512-bit carry-less multiplication (AVX-512 `VPCLMULQDQ`).
+//!
+//! # Why not only `crc32fast`
+//! `crc32fast` 1.5 hashes 256..2048 bytes with 256-bit folds and then reduces its four
+//! accumulators to one in eight serial 128-bit folds; its 512-bit path starts at 2 KiB. For the
+//! 284 hashed bytes of a 256-byte entry that is a long dependency chain of about 60 vector
+//! operations. Measured on the 2-core AMD EPYC (Zen 4) VM of `BENCHMARKS.md`: a random point
+//! read misses the caches and the TLB (about 170 ns here), and the CPU hides that latency only
+//! when it can issue the next read's loads while the current record is being hashed, which it
+//! cannot when the hash's operations, all waiting for the missed bytes, fill its schedulers. This
+//! module loads the record in 64-byte blocks, folds all blocks to the last one at once (one
+//! multiplication deep instead of a serial chain) and reduces the four 128-bit lanes together;
+//! the final partial block and the 128-to-32-bit (Barrett) reduction are `crc32fast`'s method.
+//!
+//! Everything else (short inputs, other CPUs, compilers before Rust 1.89, which lack the
+//! intrinsics: `build.rs`) goes to `crc32fast`. The two agree on every input:
+//! tested below on every length up to 2 KiB and many seeds, and on unaligned starts.
+//!
+//! The math (reflected CRC folding, Intel's "Fast CRC Computation for Generic Polynomials Using
+//! PCLMULQDQ Instruction", 2009): a 128-bit block `B` followed by `D` more bits of message
+//! contributes to the CRC as `B.lo * x^(D+32) mod P` XOR `B.hi * x^(D-32) mod P` added to the
+//! block `D` bits later; the constants are those powers, bit-reflected, computed by [`key`].
+
+/// Inputs from this many bytes on use the 512-bit path (when the CPU has it): it needs four
+/// 64-byte blocks. Shorter inputs go to `crc32fast`.
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const WIDE_MIN_BYTES: usize = 256;
+
+/// The CRC32 (IEEE) of `bytes` started from `seed`: what `crc32fast::Hasher::new_with_initial
+/// (seed)` gives after `update(bytes)` and `finalize()`.
+#[inline]
+pub(crate) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", wide_crc))]
+    if bytes.len() >= WIDE_MIN_BYTES && wide::available() {
+        // SAFETY: `available` checked that the CPU has every feature `wide::crc32` enables.
+        return unsafe { wide::crc32(seed, bytes) };
+    }
+    narrow(seed, bytes)
+}
+
+/// The CRC32 of bytes 4..32 of `header` (four little-endian words: a record header without
+/// its CRC field) followed by `payload`, started from `seed`: [`crc32`] of the two
+/// concatenated. The writer hashes the payload where it is, before copying it: hashing the
+/// copy just written would load bytes still in the CPU's store buffer, in loads wider than
+/// the stores that wrote them, which wait until those stores complete (measured: 34 ns per
+/// 256-byte record that way, with the 512-bit path; `BENCHMARKS.md`).
+#[inline]
+pub(crate) fn crc32_after_header(seed: u32, header: [u64; 4], payload: &[u8]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", wide_crc))]
+    if payload.len() + HEADER_HASHED_BYTES >= WIDE_MIN_BYTES && wide::available() {
+        let [w0, w1, w2, w3] = header;
+        // SAFETY: `available` checked that the CPU has every feature the function enables.
+        return unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payload) };
+    }
+    let mut bytes = [0u8; 32];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(header) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    narrow(narrow(seed, &bytes[32 - HEADER_HASHED_BYTES..]), payload)
+}
+
+/// Bytes of a record header under its CRC (all but the CRC field itself).
+const HEADER_HASHED_BYTES: usize = 28;
+
+/// `crc32fast`'s CRC, for every input the 512-bit path does not take (and to test it against).
+fn narrow(seed: u32, bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(seed);
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+/// The CRC32 polynomial x^32 + x^26 + ... + 1, normal (not reflected) form, with its x^32 bit.
+#[cfg(any(all(target_arch = "x86_64", wide_crc), test))]
+const POLYNOMIAL: u64 = 0x1_04C1_1DB7;
+
+/// The folding constant `x^n mod P`, bit-reflected over 32 bits and shifted left by one (the
+/// form the reflected carry-less multiplication needs), computed at compile time.
+#[cfg(any(all(target_arch = "x86_64", wide_crc), test))]
+const fn key(n: u32) -> i64 {
+    let mut remainder: u64 = 1;
+    let mut i = 0;
+    while i < n {
+        remainder <<= 1;
+        if remainder & (1 << 32) != 0 {
+            remainder ^= POLYNOMIAL;
+        }
+        i += 1;
+    }
+    ((remainder as u32).reverse_bits() as i64) << 1
+}
+
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+// The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's minimum version:
+// `build.rs` sets `wide_crc` only on compilers that have them.
+#[allow(clippy::incompatible_msrv)]
+mod wide {
+    use std::arch::x86_64::*;
+
+    use super::key;
+
+    /// Bytes per 512-bit block.
+    const BLOCK_BYTES: usize = 64;
+    /// Blocks folded side by side in the main loop (and loaded before it).
+    const LANES: usize = 4;
+    /// Bits per byte, for fold distances.
+    const BITS: u32 = 8;
+
+    /// Whether the CPU has what [`crc32`] enables: one load once known (seven of `std`'s
+    /// cached feature tests cost more instructions than a short record's CRC can spare).
+    #[inline]
+    pub(super) fn available() -> bool {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        /// 0: not yet known, 1: no, 2: yes.
+        static AVAILABLE: AtomicU8 = AtomicU8::new(0);
+        match AVAILABLE.load(Ordering::Relaxed) {
+            0 => {
+                let available = detect();
+                AVAILABLE.store(1 + u8::from(available), Ordering::Relaxed);
+                available
+            }
+            known => known == 2,
+        }
+    }
+
+    #[cold]
+    fn detect() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("vpclmulqdq")
+            && is_x86_feature_detected!("pclmulqdq")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("sse4.1")
+            && is_x86_feature_detected!("ssse3")
+    }
+
+    /// Bits per 64-byte block.
+    const BLOCK_BITS: u32 = BLOCK_BYTES as u32 * BITS;
+    /// Bits per 128-bit lane.
+    const LANE_BITS: u32 = 128;
+
+    /// The two constants that fold a 128-bit lane forward by `bits` (low half, high half).
+    /// Always evaluated at compile time (`const { .. }` at the call sites): computing a key
+    /// takes one loop step per bit of distance.
+    const fn fold_keys(bits: u32) -> (i64, i64) {
+        (key(bits + 32), key(bits - 32))
+    }
+
+    /// Loads the next 64 bytes of `rest` and advances it. Indexing `rest[..64]` first makes a
+    /// miscounted length panic instead of reading out of bounds (it compiles away where the
+    /// callers' loop conditions imply it).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load(rest: &mut &[u8]) -> __m512i {
+        let block = &rest[..BLOCK_BYTES];
+        // SAFETY: `block` is 64 readable bytes; the load needs no alignment.
+        let value = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        *rest = &rest[BLOCK_BYTES..];
+        value
+    }
+
+    /// `a` folded forward by the distance of `keys` (same constants in every lane), XOR `b`.
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq")]
+    fn fold(a: __m512i, b: __m512i, keys: __m512i) -> __m512i {
+        let low = _mm512_clmulepi64_epi128(a, keys, 0x00);
+        let high = _mm512_clmulepi64_epi128(a, keys, 0x11);
+        // 0x96: the three-way XOR.
+        _mm512_ternarylogic_epi64(low, high, b, 0x96)
+    }
+
+    /// The same pair of constants (see [`fold_keys`]) in every 128-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn broadcast((low, high): (i64, i64)) -> __m512i {
+        _mm512_broadcast_i32x4(_mm_set_epi64x(high, low))
+    }
+
+    /// The CRC of `bytes` (at least [`super::WIDE_MIN_BYTES`]) started from `seed`. Callers
+    /// must check [`available`] first (calling it is `unsafe` outside code with these features).
+    #[target_feature(
+        enable = "avx512f,avx512vl,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3"
+    )]
+    pub(super) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
+        let mut rest = bytes;
+        let first = load(&mut rest);
+        fold_message(seed, first, rest)
+    }
+
+    /// The CRC of the header words' bytes 4..32 (28 bytes) followed by `payload` (at least
+    /// `WIDE_MIN_BYTES - 28` bytes), started from `seed`, without the two being contiguous in
+    /// memory. The first block is put together in registers. Callers must check [`available`].
+    #[target_feature(
+        enable = "avx512f,avx512vl,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3"
+    )]
+    ///
+    /// The words come one by one, in registers: an array would be passed through memory and
+    /// read back in one wide load, which waits for the narrower stores that wrote it.
+    pub(super) fn crc32_after_header(
+        seed: u32,
+        w0: u64,
+        w1: u64,
+        w2: u64,
+        w3: u64,
+        payload: &[u8],
+    ) -> u32 {
+        /// The 32-bit words of the header that are hashed (all but the first).
+        const HASHED_WORDS: i32 = 7;
+        // The header in the upper half, so that its 7 hashed 32-bit words are words 9..16.
+        let header = _mm512_inserti64x4::<1>(
+            _mm512_setzero_si512(),
+            _mm256_set_epi64x(w3 as i64, w2 as i64, w1 as i64, w0 as i64),
+        );
+        let mut rest = payload;
+        let payload_start = load(&mut rest);
+        // Words 9..16 of `header`, then words 0..9 of the payload: the first 64 message bytes.
+        let first = _mm512_alignr_epi32::<{ 16 - HASHED_WORDS }>(payload_start, header);
+        let body = &payload[BLOCK_BYTES - HASHED_WORDS as usize * 4..];
+        fold_message(seed, first, body)
+    }
+
+    /// The CRC of a message of at least four blocks: its first 64 bytes `first`, then `body`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3")]
+    fn fold_message(seed: u32, first: __m512i, body: &[u8]) -> u32 {
+        debug_assert!(body.len() >= (LANES - 1) * BLOCK_BYTES);
+        let mut rest = body;
+        // The CRC state enters as the complement of the seed XORed into the first 4 bytes.
+        let mut blocks = [_mm512_xor_si512(
+            first,
+            _mm512_castsi128_si512(_mm_cvtsi32_si128(!seed as i32)),
+        ); LANES];
+        for block in &mut blocks[1..] {
+            *block = load(&mut rest);
+        }
+        let stride = broadcast(const { fold_keys(LANES as u32 * BLOCK_BITS) });
+        while rest.len() >= LANES * BLOCK_BYTES {
+            for block in &mut blocks {
+                *block = fold(*block, load(&mut rest), stride);
+            }
+        }
+        // Every block folded onto the last one at once: one multiplication deep.
+        let mut x = fold(
+            blocks[0],
+            blocks[3],
+            broadcast(const { fold_keys(3 * BLOCK_BITS) }),
+        );
+        x = fold(blocks[1], x, broadcast(const { fold_keys(2 * BLOCK_BITS) }));
+        let one_block = broadcast(const { fold_keys(BLOCK_BITS) });
+        x = fold(blocks[2], x, one_block);
+        while rest.len() >= BLOCK_BYTES {
+            x = fold(x, load(&mut rest), one_block);
+        }
+        if !rest.is_empty() {
+            x = partial_block(x, body, rest.len(), one_block);
+        }
+        super::narrow_tail(lanes_to_one(x), &[])
+    }
+
+    /// Folds the last `n` bytes of `bytes` (1 to 63, the ones after the whole blocks folded
+    /// into `x`; `bytes` holds at least 64) into `x`: `crc32fast`'s final partial block, on 64 bytes at once. The state
+    /// moves down by `n` bytes; its first `n` bytes, which no longer fit, are folded forward by
+    /// one block onto it; the `n` message bytes come in at the top. The message bytes are read
+    /// as the last 64 bytes of `bytes` (overlapping bytes already folded, masked off), so
+    /// nothing is read outside `bytes`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,vpclmulqdq")]
+    fn partial_block(x: __m512i, bytes: &[u8], n: usize, one_block: __m512i) -> __m512i {
+        debug_assert!(n > 0 && n < BLOCK_BYTES && bytes.len() >= BLOCK_BYTES);
+        let last = &bytes[bytes.len() - BLOCK_BYTES..];
+        // SAFETY: `last` is 64 readable bytes; the load needs no alignment.
+        let last = unsafe { _mm512_loadu_si512(last.as_ptr().cast()) };
+        // Byte `j` of the result takes byte `(j + n) mod 64` of `x`.
+        let sequence = _mm512_set_epi8(
+            63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42,
+            41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
+            19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+        );
+        let rotated =
+            _mm512_permutexvar_epi8(_mm512_add_epi8(sequence, _mm512_set1_epi8(n as i8)), x);
+        // The top `n` bytes: where the new message bytes and the overflow go.
+        let top: __mmask64 = !(u64::MAX >> n);
+        let kept = _mm512_maskz_mov_epi8(!top, rotated);
+        let overflow = _mm512_maskz_mov_epi8(top, rotated);
+        let message = _mm512_maskz_mov_epi8(top, last);
+        fold(overflow, _mm512_xor_si512(kept, message), one_block)
+    }
+
+    /// Folds the four 128-bit lanes of `x` onto the last one, all at once, and XORs them.
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq,avx2")]
+    fn lanes_to_one(x: __m512i) -> __m128i {
+        let (k0_low, k0_high) = const { fold_keys(3 * LANE_BITS) };
+        let (k1_low, k1_high) = const { fold_keys(2 * LANE_BITS) };
+        let (k2_low, k2_high) = const { fold_keys(LANE_BITS) };
+        // Element 0 (lowest) first in memory order; `_mm512_set_epi64` takes the highest first.
+        let keys = _mm512_set_epi64(0, 0, k2_high, k2_low, k1_high, k1_low, k0_high, k0_low);
+        let low = _mm512_clmulepi64_epi128(x, keys, 0x00);
+        let high = _mm512_clmulepi64_epi128(x, keys, 0x11);
+        let folded = _mm512_xor_si512(low, high);
+        // The last lane is where the others were folded to: it goes in unchanged.
+        let folded = _mm512_mask_mov_epi64(folded, 0b1100_0000, x);
+        let half = _mm256_xor_si256(
+            _mm512_castsi512_si256(folded),
+            _mm512_extracti64x4_epi64::<1>(folded),
+        );
+        _mm_xor_si128(
+            _mm256_castsi256_si128(half),
+            _mm256_extracti128_si256::<1>(half),
+        )
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+use std::arch::x86_64::*;
+
+/// Folds the bytes of `rest` (fewer than 64) into the 128-bit state `x` and reduces it to the
+/// CRC: `crc32fast`'s `reduce_128_to_crc` (whole 16-byte blocks, then a partial block shifted
+/// into place with byte shuffles, then Barrett reduction).
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+#[inline]
+#[target_feature(enable = "pclmulqdq,sse4.1,ssse3")]
+fn narrow_tail(mut x: __m128i, mut rest: &[u8]) -> u32 {
+    /// `x^64 mod P`, folding 64 bits down to 32.
+    const K5: i64 = key(64);
+    /// The polynomial (reflected, 33 bits) and `x^64 / P` (reflected), for Barrett reduction.
+    const P_X: i64 = 0x1_DB71_0641;
+    const U_PRIME: i64 = 0x1_F701_1641;
+    /// Folding by 128 bits: `x^(128-32)` and `x^(128+32)`.
+    const K3: i64 = key(160);
+    const K4: i64 = key(96);
+    let k3k4 = _mm_set_epi64x(K4, K3);
+    while rest.len() >= 16 {
+        // SAFETY: `rest[..16]` is 16 readable bytes; the load needs no alignment.
+        let block = unsafe { _mm_loadu_si128(rest[..16].as_ptr().cast()) };
+        x = fold128(x, block, k3k4);
+        rest = &rest[16..];
+    }
+    let n = rest.len();
+    if n > 0 {
+        // Shift the state left by `16 - n` bytes: what overflows is folded over the state's
+        // remaining bytes followed by the `n` message bytes.
+        let sequence = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let shift_left = _mm_add_epi8(sequence, _mm_set1_epi8(n as i8 - 16));
+        let shift_right = _mm_xor_si128(shift_left, _mm_set1_epi8(-128));
+        let overflow = _mm_shuffle_epi8(x, shift_left);
+        x = _mm_shuffle_epi8(x, shift_right);
+        let (low, high) = partial_words(rest);
+        let part = _mm_set_epi64x(high as i64, low as i64);
+        x = _mm_xor_si128(x, _mm_shuffle_epi8(part, shift_left));
+        x = fold128(overflow, x, k3k4);
+    }
+    // 128 bits to 64, then to 32, then Barrett reduction to the remainder.
+    let x = _mm_xor_si128(_mm_clmulepi64_si128(x, k3k4, 0x10), _mm_srli_si128(x, 8));
+    let low32 = _mm_set_epi32(0, 0, 0, !0);
+    let x = _mm_xor_si128(
+        _mm_clmulepi64_si128(_mm_and_si128(x, low32), _mm_set_epi64x(0, K5), 0x00),
+        _mm_srli_si128(x, 4),
+    );
+    let pu = _mm_set_epi64x(U_PRIME, P_X);
+    let t1 = _mm_clmulepi64_si128(_mm_and_si128(x, low32), pu, 0x10);
+    let t2 = _mm_clmulepi64_si128(_mm_and_si128(t1, low32), pu, 0x00);
+    // Reflected: the remainder is in the upper 32 bits of the low 64.
+    !(_mm_extract_epi32::<1>(_mm_xor_si128(x, t2)) as u32)
+}
+
+/// `a` folded forward by 128 bits, XOR `b`.
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+#[inline]
+#[target_feature(enable = "pclmulqdq,sse2")]
+fn fold128(a: __m128i, b: __m128i, keys: __m128i) -> __m128i {
+    let low = _mm_clmulepi64_si128(a, keys, 0x00);
+    let high = _mm_clmulepi64_si128(a, keys, 0x11);
+    _mm_xor_si128(_mm_xor_si128(b, low), high)
+}
+
+/// A final partial block of 1..=15 bytes as two zero-padded little-endian words, read with
+/// overlapping loads (as `crc32fast` does).
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+fn partial_words(data: &[u8]) -> (u64, u64) {
+    let n = data.len();
+    debug_assert!(n > 0 && n < 16);
+    let value: u128 = if n >= 8 {
+        let low = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        let high = u64::from_le_bytes(data[n - 8..].try_into().expect("8 bytes"));
+        low as u128 | (high as u128) << (8 * (n - 8))
+    } else if n >= 4 {
+        let low = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+        let high = u32::from_le_bytes(data[n - 4..].try_into().expect("4 bytes"));
+        low as u128 | (high as u128) << (8 * (n - 4))
+    } else {
+        data[0] as u128
+            | (data[n / 2] as u128) << (8 * (n / 2))
+            | (data[n - 1] as u128) << (8 * (n - 1))
+    };
+    (value as u64, (value >> 64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, RngCore, SeedableRng};
+
+    use super::*;
+
+    #[test]
+    fn keys_match_crc32fasts_constants() {
+        // crc32fast's K1..K5 (folds by 512 and 128 bits, and 64 to 32 bits).
+        assert_eq!(key(544), 0x1_5444_2bd4);
+        assert_eq!(key(480), 0x1_c6e4_1596);
+        assert_eq!(key(160), 0x1_7519_97d0);
+        assert_eq!(key(96), 0x0_ccaa_009e);
+        assert_eq!(key(64), 0x1_63cd_6124);
+    }
+
+    #[test]
+    fn agrees_with_crc32fast_on_every_length_seed_and_alignment() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut data = vec![0u8; 2200];
+        rng.fill_bytes(&mut data);
+        for len in 0..2100 {
+            for start in [0, 1, 4, 7] {
+                let seed = rng.gen::<u32>();
+                let bytes = &data[start..start + len];
+                assert_eq!(
+                    crc32(seed, bytes),
+                    narrow(seed, bytes),
+                    "length {len}, start {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn header_then_payload_agrees_with_the_concatenation() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let mut payload = vec![0u8; 1200];
+        rng.fill_bytes(&mut payload);
+        for len in 0..1100 {
+            let header: [u64; 4] = [rng.gen(), rng.gen(), rng.gen(), rng.gen()];
+            let mut message: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+            message.extend_from_slice(&payload[..len]);
+            let seed = rng.gen::<u32>();
+            assert_eq!(
+                crc32_after_header(seed, header, &payload[..len]),
+                narrow(seed, &message[4..]),
+                "payload length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn agrees_with_crc32fast_on_structured_inputs() {
+        // All zeros and all ones stress the seed handling and the reduction.
+        for fill in [0u8, 0xff] {
+            for len in [256, 284, 300, 319, 320, 511, 512, 513, 4124] {
+                let bytes = vec![fill; len];
+                for seed in [0, 1, u32::MAX, 0x8000_0000] {
+                    assert_eq!(
+                        crc32(seed, &bytes),
+                        narrow(seed, &bytes),
+                        "fill {fill} length {len}"
+                    );
+                }
+            }
+        }
+    }
+}
