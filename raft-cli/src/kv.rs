@@ -292,17 +292,15 @@ pub fn apply_command(map: &mut KvTable, command: KvCommand) -> KvResponse {
             value,
             condition,
             return_previous,
-        } => {
-            let current = map.get(&key);
-            let written = holds(ConditionView::of(&condition), current);
-            let previous = current
-                .filter(|_| return_previous)
-                .map(|v| Bytes::copy_from_slice(v));
-            if written {
-                map.insert(key, Value::from(&value[..]));
-            }
-            KvResponse::Set { written, previous }
-        }
+        } => apply_set(
+            map,
+            SetView {
+                key: &key,
+                value: &value,
+                condition: ConditionView::of(&condition),
+                return_previous,
+            },
+        ),
         KvCommand::Delete { keys } => {
             let removed = keys.iter().filter(|k| map.remove(*k).is_some()).count();
             KvResponse::Deleted(removed as u64)

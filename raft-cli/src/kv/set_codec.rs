@@ -283,20 +283,7 @@ mod tests {
     }
 
     fn view_of(command: &KvCommand) -> SetView<'_> {
-        match command {
-            KvCommand::Set {
-                key,
-                value,
-                condition,
-                return_previous,
-            } => SetView {
-                key,
-                value,
-                condition: ConditionView::of(condition),
-                return_previous: *return_previous,
-            },
-            other => panic!("not a set: {other:?}"),
-        }
+        command.as_set().expect("a set command")
     }
 
     fn serde_encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
