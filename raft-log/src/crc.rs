@@ -22,6 +22,8 @@
 //! contributes to the CRC as `B.lo * x^(D+32) mod P` XOR `B.hi * x^(D-32) mod P` added to the
 //! block `D` bits later; the constants are those powers, bit-reflected, computed by [`key`].
 
+use std::mem::MaybeUninit;
+
 /// Inputs from this many bytes on use the 512-bit path (when the CPU has it): it needs four
 /// 64-byte blocks. Shorter inputs go to `crc32fast`.
 #[cfg(all(target_arch = "x86_64", wide_crc))]
@@ -41,9 +43,9 @@ pub(crate) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
 
 /// The CRC32 of bytes 4..32 of `header` (four little-endian words: a record header without
 /// its CRC field) followed by `payload`, started from `seed`: [`crc32`] of the two
-/// concatenated. The writer hashes the payload where it is, before copying it: hashing the
-/// copy just written would load bytes still in the CPU's store buffer, in loads wider than
-/// the stores that wrote them, which wait until those stores complete (measured: 34 ns per
+/// concatenated. The writer hashes the payload where it is, not a copy of it: hashing a copy
+/// just written would load bytes still in the CPU's store buffer, in loads wider than the
+/// stores that wrote them, which wait until those stores complete (measured: 34 ns per
 /// 256-byte record that way, with the 512-bit path; `BENCHMARKS.md`).
 #[inline]
 pub(crate) fn crc32_after_header(seed: u32, header: [u64; 4], payload: &[u8]) -> u32 {
@@ -51,13 +53,76 @@ pub(crate) fn crc32_after_header(seed: u32, header: [u64; 4], payload: &[u8]) ->
     if payload.len() + HEADER_HASHED_BYTES >= WIDE_MIN_BYTES && wide::available() {
         let [w0, w1, w2, w3] = header;
         // SAFETY: `available` checked that the CPU has every feature the function enables.
-        return unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payload) };
+        return unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payload, None) };
     }
+    narrow_after_header(seed, header, payload)
+}
+
+/// [`crc32_after_header`] of `N` records at once, also writing every byte of each payload to
+/// its copy (as long as the payload). The 512-bit path hashes the records side by side (one
+/// record's CRC is a chain of dependent operations that the CPU does not overlap with the
+/// next record's) and stores each block from the register the CRC loaded it into: one pass
+/// over the payloads instead of a hash and a `memcpy` (measured: `BENCHMARKS.md`).
+#[inline]
+pub(crate) fn crc32_after_headers_copied<const N: usize>(
+    seed: u32,
+    header: impl Fn(usize) -> [u64; 4],
+    payloads: [&[u8]; N],
+    copies: [&mut [MaybeUninit<u8>]; N],
+) -> [u32; N] {
+    #[cfg(all(target_arch = "x86_64", wide_crc))]
+    if payloads
+        .iter()
+        .all(|payload| payload.len() + HEADER_HASHED_BYTES >= WIDE_MIN_BYTES)
+        && wide::available()
+    {
+        let mut copies = copies;
+        let mut crcs = [0; N];
+        let mut i = 0;
+        while i + 2 <= N {
+            let (a, b) = copies[i..].split_at_mut(1);
+            let pair_copies = [&mut *a[0], &mut *b[0]];
+            let pair_payloads = [payloads[i], payloads[i + 1]];
+            let pair_header = |k| header(i + k);
+            // SAFETY: `available` checked that the CPU has every feature the function enables.
+            let pair = unsafe {
+                wide::crc32_after_header_pair(seed, pair_header, pair_payloads, pair_copies)
+            };
+            crcs[i..i + 2].copy_from_slice(&pair);
+            i += 2;
+        }
+        if i < N {
+            let [w0, w1, w2, w3] = header(i);
+            let copy = Some(&mut *copies[i]);
+            // SAFETY: as above.
+            crcs[i] = unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payloads[i], copy) };
+        }
+        return crcs;
+    }
+    let mut copies = copies;
+    std::array::from_fn(|i| {
+        write_bytes(copies[i], payloads[i]);
+        narrow_after_header(seed, header(i), payloads[i])
+    })
+}
+
+/// `crc32fast`'s [`crc32_after_header`].
+fn narrow_after_header(seed: u32, header: [u64; 4], payload: &[u8]) -> u32 {
     let mut bytes = [0u8; 32];
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(header) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
     narrow(narrow(seed, &bytes[32 - HEADER_HASHED_BYTES..]), payload)
+}
+
+/// Copies `from` into `to` (as long as `from`), initializing it.
+pub(crate) fn write_bytes(to: &mut [MaybeUninit<u8>], from: &[u8]) {
+    assert_eq!(to.len(), from.len(), "a copy has the length of its source");
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the two slices have the same length
+    // and cannot overlap (one is borrowed mutably, the other shared).
+    unsafe {
+        std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr().cast::<u8>(), from.len())
+    };
 }
 
 /// Bytes of a record header under its CRC (all but the CRC field itself).
@@ -96,11 +161,14 @@ const fn key(n: u32) -> i64 {
 #[allow(clippy::incompatible_msrv)]
 mod wide {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::key;
 
     /// Bytes per 512-bit block.
     const BLOCK_BYTES: usize = 64;
+    /// The 32-bit words of a record header that are hashed (all but the first, the CRC).
+    const HASHED_WORDS: i32 = 7;
     /// Blocks folded side by side in the main loop (and loaded before it).
     const LANES: usize = 4;
     /// Bits per byte, for fold distances.
@@ -186,18 +254,20 @@ mod wide {
     pub(super) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
         let mut rest = bytes;
         let first = load(&mut rest);
-        fold_message(seed, first, rest)
+        // SAFETY: this function enables the features.
+        reduce(unsafe { fold_message(seed, first, rest, None) })
     }
 
     /// The CRC of the header words' bytes 4..32 (28 bytes) followed by `payload` (at least
     /// `WIDE_MIN_BYTES - 28` bytes), started from `seed`, without the two being contiguous in
-    /// memory. The first block is put together in registers. Callers must check [`available`].
-    #[target_feature(
-        enable = "avx512f,avx512vl,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3"
-    )]
+    /// memory. With `copy` (as long as `payload`), every byte of `payload` is written there
+    /// too, from the registers the CRC loads it into. Callers must check [`available`].
     ///
     /// The words come one by one, in registers: an array would be passed through memory and
     /// read back in one wide load, which waits for the narrower stores that wrote it.
+    #[target_feature(
+        enable = "avx512f,avx512vl,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3"
+    )]
     pub(super) fn crc32_after_header(
         seed: u32,
         w0: u64,
@@ -205,73 +275,213 @@ mod wide {
         w2: u64,
         w3: u64,
         payload: &[u8],
+        mut copy: Option<&mut [MaybeUninit<u8>]>,
     ) -> u32 {
-        /// The 32-bit words of the header that are hashed (all but the first).
-        const HASHED_WORDS: i32 = 7;
+        let first = first_block(w0, w1, w2, w3, payload, copy.as_deref_mut());
+        let (body, body_copy) = body(payload, copy);
+        // SAFETY: this function enables the features.
+        reduce(unsafe { fold_message(seed, first, body, body_copy) })
+    }
+
+    /// [`crc32_after_header`] of two records side by side, both copied: one record's CRC is a
+    /// chain of dependent operations about 70 cycles long, and the CPU overlaps the chains of
+    /// two records in one function, not those of records hashed one after the other (the
+    /// first one's waiting operations fill its schedulers). Callers must check [`available`].
+    ///
+    /// The header words come from `header` (of the record's position, 0 or 1), called here so
+    /// that they are computed in registers: an array of them would be passed through memory and
+    /// read back in wide loads, which wait for the narrower stores that wrote it.
+    #[target_feature(
+        enable = "avx512f,avx512vl,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3"
+    )]
+    pub(super) fn crc32_after_header_pair(
+        seed: u32,
+        header: impl Fn(usize) -> [u64; 4],
+        payloads: [&[u8]; 2],
+        copies: [&mut [MaybeUninit<u8>]; 2],
+    ) -> [u32; 2] {
+        let [a0, a1, a2, a3] = header(0);
+        let [b0, b1, b2, b3] = header(1);
+        let [payload_a, payload_b] = payloads;
+        let [copy_a, copy_b] = copies;
+        let first_a = first_block(a0, a1, a2, a3, payload_a, Some(&mut *copy_a));
+        let first_b = first_block(b0, b1, b2, b3, payload_b, Some(&mut *copy_b));
+        let (body_a, copy_a) = body(payload_a, Some(copy_a));
+        let (body_b, copy_b) = body(payload_b, Some(copy_b));
+        // SAFETY: this function enables the features.
+        let x_a = unsafe { fold_message(seed, first_a, body_a, copy_a) };
+        // SAFETY: as above.
+        let x_b = unsafe { fold_message(seed, first_b, body_b, copy_b) };
+        reduce_pair(lanes_to_one(x_a), lanes_to_one(x_b))
+    }
+
+    /// The CRCs of two 128-bit states: [`super::narrow_tail`] without a tail, on both at once
+    /// in the two halves of a 256-bit register.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,vpclmulqdq,avx2")]
+    fn reduce_pair(a: __m128i, b: __m128i) -> [u32; 2] {
+        let both = |low: i64, high: i64| _mm256_broadcastsi128_si256(_mm_set_epi64x(high, low));
+        let k3k4 = both(super::K3, super::K4);
+        let x = _mm256_set_m128i(b, a);
+        // 128 bits to 64, then to 32, then Barrett reduction to the remainder.
+        let x = _mm256_xor_si256(
+            _mm256_clmulepi64_epi128(x, k3k4, 0x10),
+            _mm256_srli_si256::<8>(x),
+        );
+        let low32 = _mm256_set_epi32(0, 0, 0, !0, 0, 0, 0, !0);
+        let x = _mm256_xor_si256(
+            _mm256_clmulepi64_epi128(_mm256_and_si256(x, low32), both(super::K5, 0), 0x00),
+            _mm256_srli_si256::<4>(x),
+        );
+        let pu = both(super::P_X, super::U_PRIME);
+        let t1 = _mm256_clmulepi64_epi128(_mm256_and_si256(x, low32), pu, 0x10);
+        let t2 = _mm256_clmulepi64_epi128(_mm256_and_si256(t1, low32), pu, 0x00);
+        // Reflected: each remainder is in the upper 32 bits of the low 64 of its half.
+        let r = _mm256_xor_si256(x, t2);
+        [
+            !(_mm256_extract_epi32::<1>(r) as u32),
+            !(_mm256_extract_epi32::<5>(r) as u32),
+        ]
+    }
+
+    /// The first 64 bytes hashed of a record: the header words' bytes 4..32, then the first 36
+    /// bytes of `payload`. The payload's first 64 bytes go to `copy` (as long as `payload`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx2")]
+    fn first_block(
+        w0: u64,
+        w1: u64,
+        w2: u64,
+        w3: u64,
+        payload: &[u8],
+        copy: Option<&mut [MaybeUninit<u8>]>,
+    ) -> __m512i {
         // The header in the upper half, so that its 7 hashed 32-bit words are words 9..16.
         let header = _mm512_inserti64x4::<1>(
             _mm512_setzero_si512(),
             _mm256_set_epi64x(w3 as i64, w2 as i64, w1 as i64, w0 as i64),
         );
-        let mut rest = payload;
-        let payload_start = load(&mut rest);
-        // Words 9..16 of `header`, then words 0..9 of the payload: the first 64 message bytes.
-        let first = _mm512_alignr_epi32::<{ 16 - HASHED_WORDS }>(payload_start, header);
-        let body = &payload[BLOCK_BYTES - HASHED_WORDS as usize * 4..];
-        fold_message(seed, first, body)
+        let payload_start = load(&mut &payload[..]);
+        if let Some(copy) = copy {
+            assert_eq!(
+                copy.len(),
+                payload.len(),
+                "a copy has the length of its source"
+            );
+            store(copy, 0, payload_start);
+        }
+        // Words 9..16 of `header`, then words 0..9 of the payload.
+        _mm512_alignr_epi32::<{ 16 - HASHED_WORDS }>(payload_start, header)
     }
 
-    /// The CRC of a message of at least four blocks: its first 64 bytes `first`, then `body`.
+    /// The part of `payload` (and of its copy) after what [`first_block`] hashes.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,vpclmulqdq,pclmulqdq,avx2,sse4.1,ssse3")]
-    fn fold_message(seed: u32, first: __m512i, body: &[u8]) -> u32 {
-        debug_assert!(body.len() >= (LANES - 1) * BLOCK_BYTES);
-        let mut rest = body;
-        // The CRC state enters as the complement of the seed XORed into the first 4 bytes.
-        let mut blocks = [_mm512_xor_si512(
-            first,
-            _mm512_castsi128_si512(_mm_cvtsi32_si128(!seed as i32)),
-        ); LANES];
-        for block in &mut blocks[1..] {
-            *block = load(&mut rest);
-        }
-        let stride = broadcast(const { fold_keys(LANES as u32 * BLOCK_BITS) });
-        while rest.len() >= LANES * BLOCK_BYTES {
-            for block in &mut blocks {
-                *block = fold(*block, load(&mut rest), stride);
+    fn body<'a, 'c>(
+        payload: &'a [u8],
+        copy: Option<&'c mut [MaybeUninit<u8>]>,
+    ) -> (&'a [u8], Option<&'c mut [MaybeUninit<u8>]>) {
+        let at = BLOCK_BYTES - HASHED_WORDS as usize * 4;
+        (&payload[at..], copy.map(|copy| &mut copy[at..]))
+    }
+
+    /// The 64-byte state of a message of at least four blocks (its first 64 bytes `first`,
+    /// then `body`) folded up to its end, for [`reduce`]. With `copy` (as long as `body`),
+    /// every byte of `body` is also written to the same offset of `copy`, from the registers
+    /// the CRC loads it into: every byte of the body is loaded in some block (the last,
+    /// partial one as the body's last 64 bytes).
+    ///
+    /// # Safety
+    /// The CPU must have the features [`available`] checks. Not a `target_feature` function,
+    /// so that it can be `inline(always)`: hashing two records side by side only helps when
+    /// both states stay in registers, in one function (see [`crc32_after_header_pair`]).
+    #[inline(always)]
+    unsafe fn fold_message(
+        seed: u32,
+        first: __m512i,
+        body: &[u8],
+        mut copy: Option<&mut [MaybeUninit<u8>]>,
+    ) -> __m512i {
+        // SAFETY: the caller guarantees every feature the helpers below enable.
+        unsafe {
+            debug_assert!(body.len() >= (LANES - 1) * BLOCK_BYTES);
+            if let Some(copy) = &copy {
+                assert_eq!(
+                    copy.len(),
+                    body.len(),
+                    "a copy has the length of its source"
+                );
             }
+            let mut rest = body;
+            // Loads the next block of `rest`, stored to the copy as well.
+            let mut next_block = |rest: &mut &[u8]| {
+                let at = body.len() - rest.len();
+                let block = load(rest);
+                if let Some(copy) = copy.as_deref_mut() {
+                    store(copy, at, block);
+                }
+                block
+            };
+            // The CRC state enters as the complement of the seed XORed into the first 4 bytes.
+            let mut blocks = [_mm512_xor_si512(
+                first,
+                _mm512_castsi128_si512(_mm_cvtsi32_si128(!seed as i32)),
+            ); LANES];
+            for block in &mut blocks[1..] {
+                *block = next_block(&mut rest);
+            }
+            let stride = broadcast(const { fold_keys(LANES as u32 * BLOCK_BITS) });
+            while rest.len() >= LANES * BLOCK_BYTES {
+                for block in &mut blocks {
+                    *block = fold(*block, next_block(&mut rest), stride);
+                }
+            }
+            // Every block folded onto the last one at once: one multiplication deep.
+            let mut x = fold(
+                blocks[0],
+                blocks[3],
+                broadcast(const { fold_keys(3 * BLOCK_BITS) }),
+            );
+            x = fold(blocks[1], x, broadcast(const { fold_keys(2 * BLOCK_BITS) }));
+            let one_block = broadcast(const { fold_keys(BLOCK_BITS) });
+            x = fold(blocks[2], x, one_block);
+            while rest.len() >= BLOCK_BYTES {
+                x = fold(x, next_block(&mut rest), one_block);
+            }
+            if !rest.is_empty() {
+                let n = rest.len();
+                let last = next_block(&mut &body[body.len() - BLOCK_BYTES..]);
+                x = partial_block(x, last, n, one_block);
+            }
+            x
         }
-        // Every block folded onto the last one at once: one multiplication deep.
-        let mut x = fold(
-            blocks[0],
-            blocks[3],
-            broadcast(const { fold_keys(3 * BLOCK_BITS) }),
-        );
-        x = fold(blocks[1], x, broadcast(const { fold_keys(2 * BLOCK_BITS) }));
-        let one_block = broadcast(const { fold_keys(BLOCK_BITS) });
-        x = fold(blocks[2], x, one_block);
-        while rest.len() >= BLOCK_BYTES {
-            x = fold(x, load(&mut rest), one_block);
-        }
-        if !rest.is_empty() {
-            x = partial_block(x, body, rest.len(), one_block);
-        }
+    }
+
+    /// The CRC of a message folded to `x` by [`fold_message`].
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq,avx2,pclmulqdq,sse4.1,ssse3")]
+    fn reduce(x: __m512i) -> u32 {
         super::narrow_tail(lanes_to_one(x), &[])
     }
 
-    /// Folds the last `n` bytes of `bytes` (1 to 63, the ones after the whole blocks folded
-    /// into `x`; `bytes` holds at least 64) into `x`: `crc32fast`'s final partial block, on 64 bytes at once. The state
-    /// moves down by `n` bytes; its first `n` bytes, which no longer fit, are folded forward by
-    /// one block onto it; the `n` message bytes come in at the top. The message bytes are read
-    /// as the last 64 bytes of `bytes` (overlapping bytes already folded, masked off), so
-    /// nothing is read outside `bytes`.
+    /// Stores `block` at bytes `at..at + 64` of `copy`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store(copy: &mut [MaybeUninit<u8>], at: usize, block: __m512i) {
+        let to = &mut copy[at..at + BLOCK_BYTES];
+        // SAFETY: `to` is 64 writable bytes; the store needs no alignment.
+        unsafe { _mm512_storeu_si512(to.as_mut_ptr().cast(), block) }
+    }
+
+    /// Folds the last `n` message bytes (1 to 63, the ones after the whole blocks folded into
+    /// `x`) into `x`: `crc32fast`'s final partial block, on 64 bytes at once. The state moves
+    /// down by `n` bytes; its first `n` bytes, which no longer fit, are folded forward by one
+    /// block onto it; the `n` message bytes come in at the top. `last` is the message's last 64
+    /// bytes (overlapping bytes already folded, masked off here), so that nothing is read
+    /// outside the message.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,vpclmulqdq")]
-    fn partial_block(x: __m512i, bytes: &[u8], n: usize, one_block: __m512i) -> __m512i {
-        debug_assert!(n > 0 && n < BLOCK_BYTES && bytes.len() >= BLOCK_BYTES);
-        let last = &bytes[bytes.len() - BLOCK_BYTES..];
-        // SAFETY: `last` is 64 readable bytes; the load needs no alignment.
-        let last = unsafe { _mm512_loadu_si512(last.as_ptr().cast()) };
+    fn partial_block(x: __m512i, last: __m512i, n: usize, one_block: __m512i) -> __m512i {
+        debug_assert!(n > 0 && n < BLOCK_BYTES);
         // Byte `j` of the result takes byte `(j + n) mod 64` of `x`.
         let sequence = _mm512_set_epi8(
             63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42,
@@ -316,6 +526,20 @@ mod wide {
 #[cfg(all(target_arch = "x86_64", wide_crc))]
 use std::arch::x86_64::*;
 
+/// `x^64 mod P`, folding 64 bits down to 32.
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const K5: i64 = key(64);
+/// The polynomial (reflected, 33 bits) and `x^64 / P` (reflected), for Barrett reduction.
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const P_X: i64 = 0x1_DB71_0641;
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const U_PRIME: i64 = 0x1_F701_1641;
+/// Folding by 128 bits: `x^(128-32)` and `x^(128+32)`.
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const K3: i64 = key(160);
+#[cfg(all(target_arch = "x86_64", wide_crc))]
+const K4: i64 = key(96);
+
 /// Folds the bytes of `rest` (fewer than 64) into the 128-bit state `x` and reduces it to the
 /// CRC: `crc32fast`'s `reduce_128_to_crc` (whole 16-byte blocks, then a partial block shifted
 /// into place with byte shuffles, then Barrett reduction).
@@ -323,14 +547,6 @@ use std::arch::x86_64::*;
 #[inline]
 #[target_feature(enable = "pclmulqdq,sse4.1,ssse3")]
 fn narrow_tail(mut x: __m128i, mut rest: &[u8]) -> u32 {
-    /// `x^64 mod P`, folding 64 bits down to 32.
-    const K5: i64 = key(64);
-    /// The polynomial (reflected, 33 bits) and `x^64 / P` (reflected), for Barrett reduction.
-    const P_X: i64 = 0x1_DB71_0641;
-    const U_PRIME: i64 = 0x1_F701_1641;
-    /// Folding by 128 bits: `x^(128-32)` and `x^(128+32)`.
-    const K3: i64 = key(160);
-    const K4: i64 = key(96);
     let k3k4 = _mm_set_epi64x(K4, K3);
     while rest.len() >= 16 {
         // SAFETY: `rest[..16]` is 16 readable bytes; the load needs no alignment.
@@ -448,6 +664,58 @@ mod tests {
                 narrow(seed, &message[4..]),
                 "payload length {len}"
             );
+        }
+    }
+
+    /// Hashes records side by side with copies into buffers full of garbage, so that a byte
+    /// the copy misses shows.
+    fn hash_copied<const N: usize>(seed: u32, headers: [[u64; 4]; N], payloads: [&[u8]; N]) {
+        let mut buffers = payloads.map(|payload| vec![MaybeUninit::new(0xA5u8); payload.len()]);
+        let copies: [&mut [MaybeUninit<u8>]; N] = {
+            let mut rest = &mut buffers[..];
+            std::array::from_fn(|_| {
+                let (first, after) = std::mem::take(&mut rest).split_at_mut(1);
+                rest = after;
+                &mut first[0][..]
+            })
+        };
+        let crcs = crc32_after_headers_copied(seed, |i| headers[i], payloads, copies);
+        for i in 0..N {
+            let lengths: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
+            assert_eq!(
+                crcs[i],
+                narrow_after_header(seed, headers[i], payloads[i]),
+                "record {i} of lengths {lengths:?}"
+            );
+            // SAFETY: every byte was initialized (to the garbage pattern, at least).
+            let copied: Vec<u8> = buffers[i]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            assert!(
+                copied == payloads[i],
+                "copy of record {i} of lengths {lengths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_hashed_side_by_side_agree_and_are_copied_exactly() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut data = vec![0u8; 2300];
+        rng.fill_bytes(&mut data);
+        for len in 0..1100 {
+            let header: [u64; 4] = [rng.gen(), rng.gen(), rng.gen(), rng.gen()];
+            let other: [u64; 4] = [rng.gen(), rng.gen(), rng.gen(), rng.gen()];
+            let seed = rng.gen::<u32>();
+            // Unaligned starts, and lengths that sum to 1099.
+            let (start_a, start_b) = (rng.gen_range(0..8), 1100 + rng.gen_range(0..8));
+            let a = &data[start_a..start_a + len];
+            let b = &data[start_b..start_b + 1099 - len];
+            hash_copied(seed, [header], [a]);
+            // Pairs of every mix of lengths: both wide, both narrow, one of each.
+            hash_copied(seed, [header, other], [a, b]);
+            hash_copied(seed, [other, header, other], [b, a, a]);
         }
     }
 

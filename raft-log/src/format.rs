@@ -60,9 +60,11 @@
 //! segment, while recovery accepts only the next index in sequence. Either check alone
 //! rejects it.
 
-use raft_core::{EntryKind, HardState, LogId};
+use std::mem::MaybeUninit;
 
-use crate::crc::{crc32, crc32_after_header};
+use raft_core::{Entry, EntryKind, HardState, LogId};
+
+use crate::crc::{crc32, crc32_after_header, crc32_after_headers_copied, write_bytes};
 
 /// Version written in every header; a file with another version is refused.
 pub const FORMAT_VERSION: u32 = 2;
@@ -205,8 +207,8 @@ pub enum Decoded<'a> {
 /// Writes the record for `entry` into `out` (header, payload, padding). `durable_bytes` is the
 /// segment offset below which every byte is known to be synced; `segment_first_index` (the
 /// first index of the segment the record goes into) seeds the CRC, which is computed over the
-/// header fields and the payload where it is, before the copy (see
-/// `crc::crc32_after_header` for why not over the copy).
+/// header fields and the payload where it is, in the same pass that copies the payload (see
+/// `crc::crc32_after_headers_copied`).
 pub fn encode_record(
     out: &mut Vec<u8>,
     segment_first_index: u64,
@@ -216,29 +218,94 @@ pub fn encode_record(
     payload: &[u8],
     durable_bytes: u32,
 ) {
-    let start = out.len();
-    let total = record_bytes(payload.len());
-    out.reserve(total);
-    let words = header_words(
-        segment_first_index,
-        index,
-        term,
-        kind,
-        payload,
-        durable_bytes,
-    );
-    // Word by word from registers: copying a header array assembled in memory would load it
-    // back in wider loads than the stores that built it, which wait for those stores.
-    for word in words {
-        out.extend_from_slice(&word.to_le_bytes());
+    let fields = |_| header_fields(index, term, kind, payload, durable_bytes);
+    encode_side_by_side(out, crc_seed(segment_first_index), fields, [payload]);
+}
+
+/// Writes the records of `entries` into `out`, back to back, each as [`encode_record`] would.
+/// Faster than one by one: records are hashed two at a time, in the pass that copies them (see
+/// `crc::crc32_after_headers_copied`).
+pub fn encode_records(
+    out: &mut Vec<u8>,
+    segment_first_index: u64,
+    entries: &[Entry],
+    durable_bytes: u32,
+) {
+    let seed = crc_seed(segment_first_index);
+    let fields = |entry: &Entry| {
+        header_fields(
+            entry.index,
+            entry.term,
+            entry.kind,
+            &entry.data,
+            durable_bytes,
+        )
+    };
+    let mut pairs = entries.chunks_exact(2);
+    for pair in &mut pairs {
+        let payloads = [&pair[0].data[..], &pair[1].data[..]];
+        encode_side_by_side(out, seed, |i| fields(&pair[i]), payloads);
     }
-    out.extend_from_slice(payload);
-    out.resize(start + total, 0);
+    for entry in pairs.remainder() {
+        encode_side_by_side(out, seed, |_| fields(entry), [&entry.data]);
+    }
+}
+
+/// Writes `N` records into `out`: header words (CRC field zero) `fields(i)` and `payloads[i]`.
+#[inline]
+fn encode_side_by_side<const N: usize>(
+    out: &mut Vec<u8>,
+    seed: u32,
+    fields: impl Fn(usize) -> [u64; 4],
+    payloads: [&[u8]; N],
+) {
+    let start = out.len();
+    let sizes = payloads.map(|payload| record_bytes(payload.len()));
+    let total = sizes.iter().sum();
+    out.reserve(total);
+    let mut rest = &mut out.spare_capacity_mut()[..total];
+    // Each record's header, payload and padding.
+    let mut records: [_; N] = std::array::from_fn(|i| {
+        let (record, after) = std::mem::take(&mut rest).split_at_mut(sizes[i]);
+        rest = after;
+        let (header, body) = record.split_at_mut(RECORD_HEADER_BYTES);
+        let (copy, padding) = body.split_at_mut(payloads[i].len());
+        (header, copy, padding)
+    });
+    let copies = std::array::from_fn(|i| std::mem::take(&mut records[i].1));
+    let crcs = crc32_after_headers_copied(seed, &fields, payloads, copies);
+    for (i, (header, _, padding)) in records.into_iter().enumerate() {
+        let mut words = fields(i);
+        words[0] |= u64::from(crcs[i]);
+        // Word by word from registers: copying a header array assembled in memory would load
+        // it back in wider loads than the stores that built it, which wait for those stores.
+        for (to, word) in header.chunks_exact_mut(8).zip(words) {
+            write_bytes(to, &word.to_le_bytes());
+        }
+        padding.fill(MaybeUninit::new(0));
+    }
+    // SAFETY: all of `out[start..start + total]` was written above: each record's header, its
+    // payload (every byte of its copy) and its padding.
+    unsafe { out.set_len(start + total) };
 }
 
 /// The header of the record for `payload` as four little-endian words, CRC included.
 fn header_words(
     segment_first_index: u64,
+    index: u64,
+    term: u64,
+    kind: EntryKind,
+    payload: &[u8],
+    durable_bytes: u32,
+) -> [u64; 4] {
+    let mut words = header_fields(index, term, kind, payload, durable_bytes);
+    let crc = crc32_after_header(crc_seed(segment_first_index), words, payload);
+    words[0] |= u64::from(crc);
+    words
+}
+
+/// The header of the record for `payload` as four little-endian words, CRC field zero.
+fn header_fields(
     index: u64,
     term: u64,
     kind: EntryKind,
@@ -256,15 +323,12 @@ fn header_words(
         "the words below follow the record header layout"
     );
     let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
-    let mut words = [
+    [
         u64::from(payload_len) << 32,
         index,
         term,
         u64::from(durable_bytes) | u64::from(kind as u8) << 32,
-    ];
-    let crc = crc32_after_header(crc_seed(segment_first_index), words, payload);
-    words[0] |= u64::from(crc);
-    words
+    ]
 }
 
 /// The header of the record for `payload` (CRC included), for writers that write the payload
@@ -539,6 +603,47 @@ mod tests {
                 matches!(decode_record(&out[..len], 5, 0), Decoded::Bad(_)),
                 "cut at {len}"
             );
+        }
+    }
+
+    #[test]
+    fn records_encoded_together_are_the_records_encoded_one_by_one() {
+        // Payload lengths around the 512-bit CRC's threshold (228) and every padding length,
+        // in runs of odd and even length, into a buffer that already holds bytes and has
+        // garbage in its spare capacity.
+        let lengths: Vec<usize> = (0..24)
+            .chain(220..240)
+            .chain([255, 256, 257, 700])
+            .collect();
+        // Runs of one length (hashed eight at a time) and of mixed lengths, in every order.
+        let shapes: [fn(usize) -> usize; 3] = [|k| k * 5, |_| 0, |k| usize::from(k % 11 > 7)];
+        let cases = [1, 2, 3, 7, 8, 9, 16, 17, 31]
+            .into_iter()
+            .flat_map(|count| shapes.iter().map(move |shape| (count, shape)));
+        for (count, shape) in cases {
+            for start in 0..lengths.len() {
+                let entries: Vec<Entry> = (0..count)
+                    .map(|k| {
+                        let len = lengths[(start + shape(k)) % lengths.len()];
+                        let payload: Vec<u8> = (0..len).map(|b| (b * 7 + k) as u8 ^ 0x5a).collect();
+                        let kind = [EntryKind::Normal, EntryKind::Membership][k % 2];
+                        Entry {
+                            term: 3 + k as u64,
+                            index: 100 + k as u64,
+                            kind,
+                            data: payload.into(),
+                        }
+                    })
+                    .collect();
+                let mut together = vec![0xEE; 8 * 1024];
+                together.truncate(16);
+                encode_records(&mut together, 99, &entries, 4096);
+                let mut one_by_one = vec![0xEE; 16];
+                for e in &entries {
+                    encode_record(&mut one_by_one, 99, e.index, e.term, e.kind, &e.data, 4096);
+                }
+                assert!(together == one_by_one, "{count} records from {start}");
+            }
         }
     }
 

@@ -51,9 +51,9 @@ use raft_core::{Entry, HardState, LogId};
 use crate::borrow::{EntryRef, Pins};
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record,
-    encode_record_header, encode_segment_header, record_bytes, HARD_STATE_FILE_BYTES,
-    PURGED_FILE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record_header,
+    encode_records, encode_segment_header, record_bytes, HARD_STATE_FILE_BYTES, PURGED_FILE_BYTES,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::segment::{
     create_zeroed, open_segment, parse_segment_name, segment_name, zero_range, Segment,
@@ -662,15 +662,15 @@ impl RaftLog {
             let mut offsets = std::mem::take(&mut writer.offsets);
             offsets.clear();
             let mut at = start;
-            for (position, entry) in rest.iter().enumerate() {
+            for entry in rest {
                 let size = record_bytes(entry.data.len()) as u64;
                 if at + size > capacity {
                     break;
                 }
                 offsets.push(u32::try_from(at).expect("segment <= 1 GiB"));
-                encoded.push(seed, entry, position, durable_bytes);
                 at += size;
             }
+            encoded.push_all(seed, &rest[..offsets.len()], durable_bytes);
             let result = if at > start {
                 encoded.write(&file, rest, start, at)
             } else {
@@ -903,21 +903,29 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// Encodes the record of `entry` (at `position` in the batch).
-    fn push(&mut self, seed: u64, entry: &Entry, position: usize, durable_bytes: u32) {
-        let payload = &entry.data[..];
-        if payload.len() <= COPY_PAYLOAD_BYTES_MAX {
-            encode_record(
-                &mut self.buf,
-                seed,
-                entry.index,
-                entry.term,
-                entry.kind,
-                payload,
-                durable_bytes,
-            );
-            return;
+    /// Encodes the records of `entries`, the start of the batch: runs of small payloads into
+    /// the buffer at once (see [`encode_records`]), large ones as headers and parts.
+    fn push_all(&mut self, seed: u64, entries: &[Entry], durable_bytes: u32) {
+        let mut position = 0;
+        while position < entries.len() {
+            let small = entries[position..]
+                .iter()
+                .take_while(|entry| entry.data.len() <= COPY_PAYLOAD_BYTES_MAX)
+                .count();
+            let run = &entries[position..position + small];
+            encode_records(&mut self.buf, seed, run, durable_bytes);
+            position += small;
+            if let Some(large) = entries.get(position) {
+                self.push_large(seed, large, position, durable_bytes);
+                position += 1;
+            }
         }
+    }
+
+    /// Encodes the header of `entry` (at `position` in the batch), whose payload is written
+    /// from where it is.
+    fn push_large(&mut self, seed: u64, entry: &Entry, position: usize, durable_bytes: u32) {
+        let payload = &entry.data[..];
         let header = encode_record_header(
             seed,
             entry.index,
