@@ -43,10 +43,11 @@ pub(crate) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
 
 /// The CRC32 of bytes 4..32 of `header` (four little-endian words: a record header without
 /// its CRC field) followed by `payload`, started from `seed`: [`crc32`] of the two
-/// concatenated. The writer hashes the payload where it is, not a copy of it: hashing a copy
-/// just written would load bytes still in the CPU's store buffer, in loads wider than the
-/// stores that wrote them, which wait until those stores complete (measured: 34 ns per
-/// 256-byte record that way, with the 512-bit path; `BENCHMARKS.md`).
+/// concatenated. For writers that write the payload from where it is (large payloads); the
+/// others hash and copy at once ([`crc32_after_headers_copied`]). Either way the payload is
+/// hashed where it is, never as a copy just written: that would load bytes still in the
+/// CPU's store buffer, in loads wider than the stores that wrote them, which wait until those
+/// stores complete (measured: 34 ns per 256-byte record that way; `BENCHMARKS.md`).
 #[inline]
 pub(crate) fn crc32_after_header(seed: u32, header: [u64; 4], payload: &[u8]) -> u32 {
     #[cfg(all(target_arch = "x86_64", wide_crc))]
@@ -70,16 +71,13 @@ pub(crate) fn crc32_after_headers_copied<const N: usize>(
     payloads: [&[u8]; N],
     copies: [&mut [MaybeUninit<u8>]; N],
 ) -> [u32; N] {
+    let mut copies = copies;
+    let mut crcs = [0; N];
+    let mut i = 0;
     #[cfg(all(target_arch = "x86_64", wide_crc))]
-    if payloads
-        .iter()
-        .all(|payload| payload.len() + HEADER_HASHED_BYTES >= WIDE_MIN_BYTES)
-        && wide::available()
-    {
-        let mut copies = copies;
-        let mut crcs = [0; N];
-        let mut i = 0;
-        while i + 2 <= N {
+    if wide::available() {
+        let wide = |payload: &[u8]| payload.len() + HEADER_HASHED_BYTES >= WIDE_MIN_BYTES;
+        while i + 2 <= N && wide(payloads[i]) && wide(payloads[i + 1]) {
             let (a, b) = copies[i..].split_at_mut(1);
             let pair_copies = [&mut *a[0], &mut *b[0]];
             let pair_payloads = [payloads[i], payloads[i + 1]];
@@ -91,19 +89,26 @@ pub(crate) fn crc32_after_headers_copied<const N: usize>(
             crcs[i..i + 2].copy_from_slice(&pair);
             i += 2;
         }
-        if i < N {
-            let [w0, w1, w2, w3] = header(i);
-            let copy = Some(&mut *copies[i]);
-            // SAFETY: as above.
-            crcs[i] = unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payloads[i], copy) };
+        // The rest one by one (an odd one out, or a pair with a short payload).
+        for i in i..N {
+            if wide(payloads[i]) {
+                let [w0, w1, w2, w3] = header(i);
+                let copy = Some(&mut *copies[i]);
+                // SAFETY: as above.
+                crcs[i] =
+                    unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payloads[i], copy) };
+            } else {
+                write_bytes(copies[i], payloads[i]);
+                crcs[i] = narrow_after_header(seed, header(i), payloads[i]);
+            }
         }
         return crcs;
     }
-    let mut copies = copies;
-    std::array::from_fn(|i| {
+    for i in i..N {
         write_bytes(copies[i], payloads[i]);
-        narrow_after_header(seed, header(i), payloads[i])
-    })
+        crcs[i] = narrow_after_header(seed, header(i), payloads[i]);
+    }
+    crcs
 }
 
 /// `crc32fast`'s [`crc32_after_header`].
@@ -412,8 +417,14 @@ mod wide {
                 );
             }
             let mut rest = body;
-            // Loads the next block of `rest`, stored to the copy as well.
+            // Loads the next block of `rest`, stored to the copy as well. `rest` is always a
+            // suffix of `body` (the final partial block passes the body's last 64 bytes), so
+            // its offset in `body`, and in the copy, is what lies before it.
             let mut next_block = |rest: &mut &[u8]| {
+                debug_assert!(std::ptr::eq(
+                    body[body.len() - rest.len()..].as_ptr(),
+                    rest.as_ptr()
+                ));
                 let at = body.len() - rest.len();
                 let block = load(rest);
                 if let Some(copy) = copy.as_deref_mut() {
@@ -667,10 +678,21 @@ mod tests {
         }
     }
 
-    /// Hashes records side by side with copies into buffers full of garbage, so that a byte
-    /// the copy misses shows.
+    /// Hashes records side by side with copies into buffers full of garbage (two patterns,
+    /// so that a byte the copy misses cannot hide behind a payload byte equal to the garbage).
     fn hash_copied<const N: usize>(seed: u32, headers: [[u64; 4]; N], payloads: [&[u8]; N]) {
-        let mut buffers = payloads.map(|payload| vec![MaybeUninit::new(0xA5u8); payload.len()]);
+        for garbage in [0x00, 0xFF] {
+            hash_copied_over(garbage, seed, headers, payloads);
+        }
+    }
+
+    fn hash_copied_over<const N: usize>(
+        garbage: u8,
+        seed: u32,
+        headers: [[u64; 4]; N],
+        payloads: [&[u8]; N],
+    ) {
+        let mut buffers = payloads.map(|payload| vec![MaybeUninit::new(garbage); payload.len()]);
         let copies: [&mut [MaybeUninit<u8>]; N] = {
             let mut rest = &mut buffers[..];
             std::array::from_fn(|_| {
@@ -713,9 +735,33 @@ mod tests {
             let a = &data[start_a..start_a + len];
             let b = &data[start_b..start_b + 1099 - len];
             hash_copied(seed, [header], [a]);
+            // A long payload beside a short one, in both orders.
+            hash_copied(seed, [header, other], [a, &b[..len.min(b.len()) % 300]]);
+            hash_copied(seed, [other, header], [&b[..len.min(b.len()) % 300], a]);
             // Pairs of every mix of lengths: both wide, both narrow, one of each.
             hash_copied(seed, [header, other], [a, b]);
             hash_copied(seed, [other, header, other], [b, a, a]);
+        }
+    }
+
+    #[test]
+    fn long_records_side_by_side_agree_and_are_copied_exactly() {
+        // Many rounds of the main loop, every residue of the 64-byte blocks, pairs of very
+        // different lengths.
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut data = vec![0u8; 300_000];
+        rng.fill_bytes(&mut data);
+        let lengths: Vec<usize> = [228, 484, 4096, 100_000, 250_000]
+            .into_iter()
+            .flat_map(|base| (0..70).map(move |d| base + d))
+            .collect();
+        for (j, &len_a) in lengths.iter().enumerate() {
+            let len_b = lengths[(j * 7 + 13) % lengths.len()].min(250_000);
+            let (start_a, start_b) = (rng.gen_range(0..64), 40_000 + rng.gen_range(0..64));
+            let a = &data[start_a..start_a + len_a];
+            let b = &data[start_b..start_b + len_b];
+            let headers: [[u64; 4]; 2] = std::array::from_fn(|_| rng.gen());
+            hash_copied(rng.gen(), headers, [a, b]);
         }
     }
 
