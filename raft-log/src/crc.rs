@@ -258,9 +258,11 @@ mod wide {
     )]
     pub(super) fn crc32(seed: u32, bytes: &[u8]) -> u32 {
         let mut rest = bytes;
-        let first = load(&mut rest);
+        // The CRC state enters as the complement of the seed XORed into the first 4 bytes.
+        let state = _mm512_castsi128_si512(_mm_cvtsi32_si128(!seed as i32));
+        let first = _mm512_xor_si512(load(&mut rest), state);
         // SAFETY: this function enables the features.
-        reduce(unsafe { fold_message(seed, first, rest, None) })
+        reduce(unsafe { fold_message(first, rest, None) })
     }
 
     /// The CRC of the header words' bytes 4..32 (28 bytes) followed by `payload` (at least
@@ -280,12 +282,11 @@ mod wide {
         w2: u64,
         w3: u64,
         payload: &[u8],
-        mut copy: Option<&mut [MaybeUninit<u8>]>,
+        copy: Option<&mut [MaybeUninit<u8>]>,
     ) -> u32 {
-        let first = first_block(w0, w1, w2, w3, payload, copy.as_deref_mut());
-        let (body, body_copy) = body(payload, copy);
+        let first = header_block(seed, w0, w1, w2, w3);
         // SAFETY: this function enables the features.
-        reduce(unsafe { fold_message(seed, first, body, body_copy) })
+        reduce(unsafe { fold_message(first, payload, copy) })
     }
 
     /// [`crc32_after_header`] of two records side by side, both copied: one record's CRC is a
@@ -309,14 +310,12 @@ mod wide {
         let [b0, b1, b2, b3] = header(1);
         let [payload_a, payload_b] = payloads;
         let [copy_a, copy_b] = copies;
-        let first_a = first_block(a0, a1, a2, a3, payload_a, Some(&mut *copy_a));
-        let first_b = first_block(b0, b1, b2, b3, payload_b, Some(&mut *copy_b));
-        let (body_a, copy_a) = body(payload_a, Some(copy_a));
-        let (body_b, copy_b) = body(payload_b, Some(copy_b));
+        let first_a = header_block(seed, a0, a1, a2, a3);
+        let first_b = header_block(seed, b0, b1, b2, b3);
         // SAFETY: this function enables the features.
-        let x_a = unsafe { fold_message(seed, first_a, body_a, copy_a) };
+        let x_a = unsafe { fold_message(first_a, payload_a, Some(copy_a)) };
         // SAFETY: as above.
-        let x_b = unsafe { fold_message(seed, first_b, body_b, copy_b) };
+        let x_b = unsafe { fold_message(first_b, payload_b, Some(copy_b)) };
         reduce_pair(lanes_to_one(x_a), lanes_to_one(x_b))
     }
 
@@ -349,51 +348,33 @@ mod wide {
         ]
     }
 
-    /// The first 64 bytes hashed of a record: the header words' bytes 4..32, then the first 36
-    /// bytes of `payload`. The payload's first 64 bytes go to `copy` (as long as `payload`).
+    /// The first block hashed of a record: 36 zero bytes, then the header words' bytes 4..32
+    /// (the words in the upper half, their CRC field zero), with the CRC state, the complement
+    /// of `seed`, XORed into the header's first 4 bytes. The zeros before the state change
+    /// nothing (a CRC's register is zero until the state enters), and the payload then starts
+    /// a block of its own: a payload of whole blocks needs no partial block at the end, and
+    /// no register shuffles the header and the payload's first bytes together.
     #[inline]
     #[target_feature(enable = "avx512f,avx512vl,avx2")]
-    fn first_block(
-        w0: u64,
-        w1: u64,
-        w2: u64,
-        w3: u64,
-        payload: &[u8],
-        copy: Option<&mut [MaybeUninit<u8>]>,
-    ) -> __m512i {
-        // The header in the upper half, so that its 7 hashed 32-bit words are words 9..16.
+    fn header_block(seed: u32, w0: u64, w1: u64, w2: u64, w3: u64) -> __m512i {
+        const _: () = assert!(
+            HASHED_WORDS == 7,
+            "the header's hashed words are words 9..16"
+        );
         let header = _mm512_inserti64x4::<1>(
             _mm512_setzero_si512(),
-            _mm256_set_epi64x(w3 as i64, w2 as i64, w1 as i64, w0 as i64),
+            // Bytes 0..4 of the header, its CRC field, are not hashed: zeros here.
+            _mm256_set_epi64x(w3 as i64, w2 as i64, w1 as i64, (w0 >> 32 << 32) as i64),
         );
-        let payload_start = load(&mut &payload[..]);
-        if let Some(copy) = copy {
-            assert_eq!(
-                copy.len(),
-                payload.len(),
-                "a copy has the length of its source"
-            );
-            store(copy, 0, payload_start);
-        }
-        // Words 9..16 of `header`, then words 0..9 of the payload.
-        _mm512_alignr_epi32::<{ 16 - HASHED_WORDS }>(payload_start, header)
-    }
-
-    /// The part of `payload` (and of its copy) after what [`first_block`] hashes.
-    #[inline]
-    fn body<'a, 'c>(
-        payload: &'a [u8],
-        copy: Option<&'c mut [MaybeUninit<u8>]>,
-    ) -> (&'a [u8], Option<&'c mut [MaybeUninit<u8>]>) {
-        let at = BLOCK_BYTES - HASHED_WORDS as usize * 4;
-        (&payload[at..], copy.map(|copy| &mut copy[at..]))
+        // Word 9 is the header's first hashed word (word 8 is its CRC field).
+        _mm512_xor_si512(header, _mm512_maskz_set1_epi32(1 << 9, !seed as i32))
     }
 
     /// The 64-byte state of a message of at least four blocks (its first 64 bytes `first`,
-    /// then `body`) folded up to its end, for [`reduce`]. With `copy` (as long as `body`),
-    /// every byte of `body` is also written to the same offset of `copy`, from the registers
-    /// the CRC loads it into: every byte of the body is loaded in some block (the last,
-    /// partial one as the body's last 64 bytes).
+    /// the CRC state already XORed in, then `body`) folded up to its end, for [`reduce`].
+    /// With `copy` (as long as `body`), every byte of `body` is also written to the same
+    /// offset of `copy`, from the registers the CRC loads it into: every byte of the body is
+    /// loaded in some block (the last, partial one as the body's last 64 bytes).
     ///
     /// # Safety
     /// The CPU must have the features [`available`] checks. Not a `target_feature` function,
@@ -401,7 +382,6 @@ mod wide {
     /// both states stay in registers, in one function (see [`crc32_after_header_pair`]).
     #[inline(always)]
     unsafe fn fold_message(
-        seed: u32,
         first: __m512i,
         body: &[u8],
         mut copy: Option<&mut [MaybeUninit<u8>]>,
@@ -432,11 +412,7 @@ mod wide {
                 }
                 block
             };
-            // The CRC state enters as the complement of the seed XORed into the first 4 bytes.
-            let mut blocks = [_mm512_xor_si512(
-                first,
-                _mm512_castsi128_si512(_mm_cvtsi32_si128(!seed as i32)),
-            ); LANES];
+            let mut blocks = [first; LANES];
             for block in &mut blocks[1..] {
                 *block = next_block(&mut rest);
             }
