@@ -12,6 +12,9 @@
 //! module loads the record in 64-byte blocks, folds all blocks to the last one at once (one
 //! multiplication deep instead of a serial chain) and reduces the four 128-bit lanes together;
 //! the final partial block and the 128-to-32-bit (Barrett) reduction are `crc32fast`'s method.
+//! Readers hash a record's contiguous bytes ([`crc32`]). The writer hashes two records side by
+//! side, copying each payload into the batch buffer from the registers it was loaded into, and
+//! hashes the header from registers as a block of its own ([`crc32_after_headers_copied`]).
 //!
 //! Everything else (short inputs, other CPUs, compilers before Rust 1.89, which lack the
 //! intrinsics: `build.rs`) goes to `crc32fast`. The two agree on every input:
