@@ -101,17 +101,21 @@ pub(crate) fn crc32_after_headers_copied<const N: usize>(
                 crcs[i] =
                     unsafe { wide::crc32_after_header(seed, w0, w1, w2, w3, payloads[i], copy) };
             } else {
-                write_bytes(copies[i], payloads[i]);
-                crcs[i] = narrow_after_header(seed, header(i), payloads[i]);
+                crcs[i] = narrow_copied(seed, header(i), payloads[i], copies[i]);
             }
         }
         return crcs;
     }
     for i in i..N {
-        write_bytes(copies[i], payloads[i]);
-        crcs[i] = narrow_after_header(seed, header(i), payloads[i]);
+        crcs[i] = narrow_copied(seed, header(i), payloads[i], copies[i]);
     }
     crcs
+}
+
+/// `crc32fast`'s [`crc32_after_header`], with the payload copied first.
+fn narrow_copied(seed: u32, header: [u64; 4], payload: &[u8], copy: &mut [MaybeUninit<u8>]) -> u32 {
+    write_bytes(copy, payload);
+    narrow_after_header(seed, header, payload)
 }
 
 /// `crc32fast`'s [`crc32_after_header`].

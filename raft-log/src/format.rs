@@ -291,21 +291,6 @@ fn encode_side_by_side<const N: usize>(
     unsafe { out.set_len(start + total) };
 }
 
-/// The header of the record for `payload` as four little-endian words, CRC included.
-fn header_words(
-    segment_first_index: u64,
-    index: u64,
-    term: u64,
-    kind: EntryKind,
-    payload: &[u8],
-    durable_bytes: u32,
-) -> [u64; 4] {
-    let mut words = header_fields(index, term, kind, payload, durable_bytes);
-    let crc = crc32_after_header(crc_seed(segment_first_index), words, payload);
-    words[0] |= u64::from(crc);
-    words
-}
-
 /// The header of the record for `payload` as four little-endian words, CRC field zero.
 fn header_fields(
     index: u64,
@@ -344,14 +329,12 @@ pub fn encode_record_header(
     payload: &[u8],
     durable_bytes: u32,
 ) -> [u8; RECORD_HEADER_BYTES] {
-    let words = header_words(
-        segment_first_index,
-        index,
-        term,
-        kind,
+    let mut words = header_fields(index, term, kind, payload, durable_bytes);
+    words[0] |= u64::from(crc32_after_header(
+        crc_seed(segment_first_index),
+        words,
         payload,
-        durable_bytes,
-    );
+    ));
     let mut header = [0u8; RECORD_HEADER_BYTES];
     for (bytes, word) in header.chunks_exact_mut(8).zip(words) {
         bytes.copy_from_slice(&word.to_le_bytes());
