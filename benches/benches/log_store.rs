@@ -2,7 +2,8 @@
 //! entries in batches of 1, 64 and 1024 with one durable sync per batch, then sequential reads,
 //! random point reads and reopen time.
 //!
-//! Stores: `raft-log` (reads also through its borrowed `entry_ref`), the plain-file floor (`pwrite` + `fdatasync` into a zero-filled file, no
+//! Stores: `raft-log` (reads also through its borrowed `entry_ref`; appends also with
+//! `Options::direct_io`, `raft-log direct_io`), the plain-file floor (`pwrite` + `fdatasync` into a zero-filled file, no
 //! framing, no checksum), and with `--features peers` the crates `raft-engine` 0.4 and
 //! `okaywal` 0.3. Run (release):
 //!
@@ -137,15 +138,30 @@ trait BenchStore: Sized {
     }
 }
 
-/// raft-log through its synchronous API.
-struct RaftLogStore(RaftLog);
+/// raft-log through its synchronous API, with default options; `DIRECT` turns on
+/// `Options::direct_io` (appends around the page cache).
+struct RaftLogStore<const DIRECT: bool = false>(RaftLog);
 
-impl BenchStore for RaftLogStore {
+impl<const DIRECT: bool> BenchStore for RaftLogStore<DIRECT> {
     type Batch = Vec<Entry>;
-    const NAME: &'static str = "raft-log";
+    const NAME: &'static str = if DIRECT {
+        "raft-log direct_io"
+    } else {
+        "raft-log"
+    };
 
     fn open(dir: &Path, _bytes_hint: u64) -> Self {
-        RaftLogStore(RaftLog::open(dir, Options::default()).expect("open raft-log"))
+        let options = Options {
+            direct_io: DIRECT,
+            ..Options::default()
+        };
+        let log = RaftLog::open(dir, options).expect("open raft-log");
+        assert!(
+            !DIRECT || log.direct_io(),
+            "no direct I/O in {}",
+            dir.display()
+        );
+        RaftLogStore(log)
     }
 
     fn prepare(&self, first: u64, payloads: &[Bytes]) -> Vec<Entry> {
@@ -656,6 +672,7 @@ fn all_stores(c: &mut Criterion) {
     for workload in write_workloads() {
         let payloads = payloads(workload.entry_bytes);
         bench_writes::<RaftLogStore>(c, workload, &payloads);
+        bench_writes::<RaftLogStore<true>>(c, workload, &payloads);
         bench_writes::<PlainFile>(c, workload, &payloads);
         #[cfg(feature = "peers")]
         {

@@ -35,6 +35,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let log_options = raft_log::Options {
         segment_bytes: settings.log_segment_bytes,
+        direct_io: settings.log_direct_io,
     };
     let log = raft_log::RaftLogStore::open(data_dir.join("log"), log_options)
         .with_context(|| format!("opening the log in {}", data_dir.display()))?;

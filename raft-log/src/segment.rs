@@ -94,9 +94,11 @@ impl Segment {
     /// whether the bytes after the header may be non-zero (a recycled file).
     pub fn new(first_index: u64, path: PathBuf, file: File, stale_tail: bool) -> Result<Segment> {
         // SAFETY: the map is read-only and this process owns the log directory; bytes under a
-        // record that readers can reach are never rewritten while that record is indexed
-        // (truncation removes records from the index before it zeroes their bytes), nor while
-        // an `EntryRef` borrows them (truncate and purge wait for its pin: `borrow.rs`).
+        // record that readers can reach are never changed while that record is indexed
+        // (truncation removes records from the index before it zeroes their bytes; a write
+        // that starts at a block boundary below the end rewrites the bytes it covers with the
+        // same bytes: `direct.rs`), nor while an `EntryRef` borrows them (truncate and purge
+        // wait for its pin: `borrow.rs`).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("map segment", &path, e))?;
         let end = SEGMENT_HEADER_BYTES as u64;
         Ok(Segment {

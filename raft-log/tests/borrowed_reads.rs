@@ -17,6 +17,7 @@ use common::{entry, path_in, records, segment_names, snapshot};
 /// Small segments, so that the entries span several of them.
 const OPTIONS: Options = Options {
     segment_bytes: 8 << 10,
+    direct_io: true,
 };
 
 fn filled(dir: &std::path::Path, entries: u64) -> RaftLog {

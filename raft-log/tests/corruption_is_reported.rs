@@ -18,6 +18,7 @@ const SEGMENT_BYTES: u64 = 4 << 10;
 fn options() -> Options {
     Options {
         segment_bytes: SEGMENT_BYTES,
+        ..Options::default()
     }
 }
 

@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::cell::Cell;
+
 use common::{entry, records, restore, segment_names, snapshot, Image};
 use raft_core::{Entry, LogId};
 use raft_log::format::SEGMENT_HEADER_BYTES;
@@ -20,8 +22,24 @@ use rand::{Rng, SeedableRng};
 /// The unit a disk writes atomically.
 const SECTOR_BYTES: usize = 512;
 
+thread_local! {
+    /// Whether the logs of the running test write appends direct.
+    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `test` with appends written through the page cache, then with direct I/O.
+fn in_both_write_modes(test: impl Fn()) {
+    for direct_io in [false, true] {
+        DIRECT_IO.set(direct_io);
+        test();
+    }
+}
+
 fn options(segment_bytes: u64) -> Options {
-    Options { segment_bytes }
+    Options {
+        segment_bytes,
+        direct_io: DIRECT_IO.get(),
+    }
 }
 
 fn open(dir: &std::path::Path, segment_bytes: u64) -> RaftLog {
@@ -30,45 +48,47 @@ fn open(dir: &std::path::Path, segment_bytes: u64) -> RaftLog {
 
 #[test]
 fn torn_last_record_is_cut_at_every_byte_offset() {
-    const SEGMENT_BYTES: u64 = 16 << 10;
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), SEGMENT_BYTES);
-    let written: Vec<Entry> = (1..=20).map(|index| entry(1, index, 100, 0)).collect();
-    for e in &written {
-        log.append(std::slice::from_ref(e)).unwrap();
-    }
-    drop(log);
-    let image = snapshot(dir.path());
-    let last_segment = segment_names(&image).pop().unwrap();
-    let last = *records(&image[&last_segment]).last().unwrap();
-    assert_eq!(last.index, 20);
-    for cut in last.offset..last.offset + last.total_bytes {
-        let mut torn = image.clone();
-        torn.get_mut(&last_segment).unwrap()[cut..last.offset + last.total_bytes].fill(0);
-        let crashed = restore(&torn);
-        let log = open(crashed.path(), SEGMENT_BYTES);
-        let complete = cut >= last.offset + 32 + 100;
-        let expected_last = if complete { 20 } else { 19 };
-        assert_eq!(log.last_index(), expected_last, "cut at byte {cut}");
-        let stored = log.entries(1, expected_last + 1, u64::MAX).unwrap();
-        assert_eq!(
-            stored,
-            written[..expected_last as usize],
-            "cut at byte {cut}"
-        );
-        // The tail is clean again: a new entry 20 goes in and survives another reopen.
-        if !complete {
-            let replacement = entry(2, 20, 10, 0xff);
-            log.append(std::slice::from_ref(&replacement)).unwrap();
-            drop(log);
-            let log = open(crashed.path(), SEGMENT_BYTES);
-            assert_eq!(
-                log.entries(20, 21, u64::MAX).unwrap(),
-                vec![replacement],
-                "cut {cut}"
-            );
+    in_both_write_modes(|| {
+        const SEGMENT_BYTES: u64 = 16 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), SEGMENT_BYTES);
+        let written: Vec<Entry> = (1..=20).map(|index| entry(1, index, 100, 0)).collect();
+        for e in &written {
+            log.append(std::slice::from_ref(e)).unwrap();
         }
-    }
+        drop(log);
+        let image = snapshot(dir.path());
+        let last_segment = segment_names(&image).pop().unwrap();
+        let last = *records(&image[&last_segment]).last().unwrap();
+        assert_eq!(last.index, 20);
+        for cut in last.offset..last.offset + last.total_bytes {
+            let mut torn = image.clone();
+            torn.get_mut(&last_segment).unwrap()[cut..last.offset + last.total_bytes].fill(0);
+            let crashed = restore(&torn);
+            let log = open(crashed.path(), SEGMENT_BYTES);
+            let complete = cut >= last.offset + 32 + 100;
+            let expected_last = if complete { 20 } else { 19 };
+            assert_eq!(log.last_index(), expected_last, "cut at byte {cut}");
+            let stored = log.entries(1, expected_last + 1, u64::MAX).unwrap();
+            assert_eq!(
+                stored,
+                written[..expected_last as usize],
+                "cut at byte {cut}"
+            );
+            // The tail is clean again: a new entry 20 goes in and survives another reopen.
+            if !complete {
+                let replacement = entry(2, 20, 10, 0xff);
+                log.append(std::slice::from_ref(&replacement)).unwrap();
+                drop(log);
+                let log = open(crashed.path(), SEGMENT_BYTES);
+                assert_eq!(
+                    log.entries(20, 21, u64::MAX).unwrap(),
+                    vec![replacement],
+                    "cut {cut}"
+                );
+            }
+        }
+    });
 }
 
 /// Builds a crash image between `before` (all synced) and `after` (the next append done):
@@ -102,125 +122,132 @@ fn crash_image(before: &Image, after: &Image, mut keep: impl FnMut(usize) -> boo
 
 #[test]
 fn unsynced_batch_survives_whole_or_as_a_prefix() {
-    const SEGMENT_BYTES: u64 = 8 << 10;
-    let mut rng = SmallRng::seed_from_u64(0x5eed_0001);
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), SEGMENT_BYTES);
-    let mut written: Vec<Entry> = Vec::new();
-    let mut images = vec![snapshot(dir.path())];
-    let mut batches = Vec::new();
-    for _ in 0..30 {
-        let next = written.len() as u64 + 1;
-        let count = rng.gen_range(1..8u64);
-        let batch: Vec<Entry> = (next..next + count)
-            .map(|i| entry(1, i, rng.gen_range(0..400), 3))
-            .collect();
-        log.append(&batch).unwrap();
-        written.extend(batch.iter().cloned());
-        batches.push(batch);
-        images.push(snapshot(dir.path()));
-    }
-    drop(log);
-    let mut crashes = 0;
-    for (k, batch) in batches.iter().enumerate() {
-        let acked = batch[0].index - 1;
-        let seed = rng.gen::<u64>();
-        let mut subset_rng = SmallRng::seed_from_u64(seed);
-        let cut_sector = subset_rng.gen_range(0..64usize);
-        let choices: [Box<dyn FnMut(usize) -> bool>; 5] = [
-            Box::new(|_| false),
-            Box::new(|_| true),
-            Box::new(move |sector| sector < cut_sector),
-            Box::new(move |sector| sector >= cut_sector),
-            Box::new(move |_| subset_rng.gen_bool(0.5)),
-        ];
-        for (choice, keep) in choices.into_iter().enumerate() {
-            let crashed = restore(&crash_image(&images[k], &images[k + 1], keep));
-            let log = RaftLog::open(crashed.path(), options(SEGMENT_BYTES)).unwrap_or_else(|e| {
-                panic!("batch {k} choice {choice} (seed {seed:#x}): reopen failed: {e}")
-            });
-            let last = log.last_index();
-            let context = format!("batch {k} choice {choice} (seed {seed:#x})");
-            assert!(
-                last >= acked,
-                "{context}: acknowledged entries lost, last {last}"
-            );
-            assert!(
-                last <= batch.last().unwrap().index,
-                "{context}: entries from nowhere"
-            );
-            assert_eq!(
-                log.entries(1, last + 1, u64::MAX).unwrap(),
-                written[..last as usize]
-            );
-            if choice == 0 {
-                // Nothing the batch wrote into the last segment reached the disk; what it wrote
-                // into earlier segments was synced when the log rolled over.
-                let last_segment = segment_names(&images[k + 1]).pop().unwrap();
-                let last_first: u64 = last_segment.trim_end_matches(".seg").parse().unwrap();
-                let expected = acked.max(last_first - 1);
-                assert_eq!(last, expected, "{context}");
-                log.append(&[entry(2, expected + 1, 5, 9)]).unwrap();
-            }
-            crashes += 1;
+    in_both_write_modes(|| {
+        const SEGMENT_BYTES: u64 = 8 << 10;
+        let mut rng = SmallRng::seed_from_u64(0x5eed_0001);
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), SEGMENT_BYTES);
+        let mut written: Vec<Entry> = Vec::new();
+        let mut images = vec![snapshot(dir.path())];
+        let mut batches = Vec::new();
+        for _ in 0..30 {
+            let next = written.len() as u64 + 1;
+            let count = rng.gen_range(1..8u64);
+            let batch: Vec<Entry> = (next..next + count)
+                .map(|i| entry(1, i, rng.gen_range(0..400), 3))
+                .collect();
+            log.append(&batch).unwrap();
+            written.extend(batch.iter().cloned());
+            batches.push(batch);
+            images.push(snapshot(dir.path()));
         }
-    }
-    assert_eq!(crashes, 150);
+        drop(log);
+        let mut crashes = 0;
+        for (k, batch) in batches.iter().enumerate() {
+            let acked = batch[0].index - 1;
+            let seed = rng.gen::<u64>();
+            let mut subset_rng = SmallRng::seed_from_u64(seed);
+            let cut_sector = subset_rng.gen_range(0..64usize);
+            let choices: [Box<dyn FnMut(usize) -> bool>; 5] = [
+                Box::new(|_| false),
+                Box::new(|_| true),
+                Box::new(move |sector| sector < cut_sector),
+                Box::new(move |sector| sector >= cut_sector),
+                Box::new(move |_| subset_rng.gen_bool(0.5)),
+            ];
+            for (choice, keep) in choices.into_iter().enumerate() {
+                let crashed = restore(&crash_image(&images[k], &images[k + 1], keep));
+                let log =
+                    RaftLog::open(crashed.path(), options(SEGMENT_BYTES)).unwrap_or_else(|e| {
+                        panic!("batch {k} choice {choice} (seed {seed:#x}): reopen failed: {e}")
+                    });
+                let last = log.last_index();
+                let context = format!("batch {k} choice {choice} (seed {seed:#x})");
+                assert!(
+                    last >= acked,
+                    "{context}: acknowledged entries lost, last {last}"
+                );
+                assert!(
+                    last <= batch.last().unwrap().index,
+                    "{context}: entries from nowhere"
+                );
+                assert_eq!(
+                    log.entries(1, last + 1, u64::MAX).unwrap(),
+                    written[..last as usize]
+                );
+                if choice == 0 {
+                    // Nothing the batch wrote into the last segment reached the disk; what it wrote
+                    // into earlier segments was synced when the log rolled over.
+                    let last_segment = segment_names(&images[k + 1]).pop().unwrap();
+                    let last_first: u64 = last_segment.trim_end_matches(".seg").parse().unwrap();
+                    let expected = acked.max(last_first - 1);
+                    assert_eq!(last, expected, "{context}");
+                    log.append(&[entry(2, expected + 1, 5, 9)]).unwrap();
+                }
+                crashes += 1;
+            }
+        }
+        assert_eq!(crashes, 150);
+    });
 }
 
 #[test]
 fn interrupted_purge_finishes_on_reopen() {
-    const SEGMENT_BYTES: u64 = 4 << 10;
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), SEGMENT_BYTES);
-    let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
-    log.append(&written).unwrap();
-    let before = snapshot(dir.path());
-    assert!(
-        segment_names(&before).len() > 3,
-        "the test needs several segments"
-    );
-    log.purge(LogId::new(1, 40)).unwrap();
-    let after = snapshot(dir.path());
-    drop(log);
-    // The crash came after the purge point was replaced but before any segment was deleted.
-    let mut image = before.clone();
-    image.insert("purged".into(), after["purged"].clone());
-    let crashed = restore(&image);
-    let log = open(crashed.path(), SEGMENT_BYTES);
-    assert_eq!((log.purged(), log.last_index()), (LogId::new(1, 40), 60));
-    assert_eq!(log.entries(41, 61, u64::MAX).unwrap(), written[40..]);
-    assert_eq!(
-        segment_names(&snapshot(crashed.path())),
-        segment_names(&after)
-    );
+    in_both_write_modes(|| {
+        const SEGMENT_BYTES: u64 = 4 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), SEGMENT_BYTES);
+        let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
+        log.append(&written).unwrap();
+        let before = snapshot(dir.path());
+        assert!(
+            segment_names(&before).len() > 3,
+            "the test needs several segments"
+        );
+        log.purge(LogId::new(1, 40)).unwrap();
+        let after = snapshot(dir.path());
+        drop(log);
+        // The crash came after the purge point was replaced but before any segment was deleted.
+        let mut image = before.clone();
+        image.insert("purged".into(), after["purged"].clone());
+        let crashed = restore(&image);
+        let log = open(crashed.path(), SEGMENT_BYTES);
+        assert_eq!((log.purged(), log.last_index()), (LogId::new(1, 40), 60));
+        assert_eq!(log.entries(41, 61, u64::MAX).unwrap(), written[40..]);
+        assert_eq!(
+            segment_names(&snapshot(crashed.path())),
+            segment_names(&after)
+        );
+    });
 }
 
 #[test]
 fn interrupted_truncate_leaves_a_prefix_of_the_old_log() {
-    const SEGMENT_BYTES: u64 = 4 << 10;
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), SEGMENT_BYTES);
-    let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
-    log.append(&written).unwrap();
-    let before = snapshot(dir.path());
-    log.truncate(10).unwrap();
-    let after = snapshot(dir.path());
-    drop(log);
-    let names = segment_names(&before);
-    // Crash after deleting the newest segments one by one, before zeroing the cut records.
-    for deleted in 1..names.len() - segment_names(&after).len() + 1 {
-        let mut image = before.clone();
-        for name in &names[names.len() - deleted..] {
-            image.remove(name);
+    in_both_write_modes(|| {
+        const SEGMENT_BYTES: u64 = 4 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), SEGMENT_BYTES);
+        let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
+        log.append(&written).unwrap();
+        let before = snapshot(dir.path());
+        log.truncate(10).unwrap();
+        let after = snapshot(dir.path());
+        drop(log);
+        let names = segment_names(&before);
+        // Crash after deleting the newest segments one by one, before zeroing the cut records.
+        for deleted in 1..names.len() - segment_names(&after).len() + 1 {
+            let mut image = before.clone();
+            for name in &names[names.len() - deleted..] {
+                image.remove(name);
+            }
+            let crashed = restore(&image);
+            let log = open(crashed.path(), SEGMENT_BYTES);
+            let last = log.last_index();
+            assert!(last >= 9, "deleted {deleted}: entries below the cut lost");
+            assert_eq!(
+                log.entries(1, last + 1, u64::MAX).unwrap(),
+                written[..last as usize]
+            );
         }
-        let crashed = restore(&image);
-        let log = open(crashed.path(), SEGMENT_BYTES);
-        let last = log.last_index();
-        assert!(last >= 9, "deleted {deleted}: entries below the cut lost");
-        assert_eq!(
-            log.entries(1, last + 1, u64::MAX).unwrap(),
-            written[..last as usize]
-        );
-    }
+    });
 }

@@ -8,6 +8,7 @@ use raft_log::{Error, Options, RaftLog};
 fn entries_up_to_entry_bytes_max_fit_and_larger_ones_are_refused() {
     let options = Options {
         segment_bytes: 8 << 10,
+        ..Options::default()
     };
     let bytes_max = options.entry_bytes_max() as usize;
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +42,13 @@ fn entries_up_to_entry_bytes_max_fit_and_larger_ones_are_refused() {
 fn segment_sizes_outside_the_limits_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for segment_bytes in [0, 4095, 4097, 2 << 30] {
-        let result = RaftLog::open(dir.path(), Options { segment_bytes });
+        let result = RaftLog::open(
+            dir.path(),
+            Options {
+                segment_bytes,
+                ..Options::default()
+            },
+        );
         assert!(
             matches!(result, Err(Error::SegmentSize { .. })),
             "{segment_bytes}: {result:?}"
@@ -57,6 +64,7 @@ fn mixed_small_and_large_payloads_round_trip_through_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         segment_bytes: 16 << 10,
+        ..Options::default()
     };
     let sizes = [
         0usize, 1, 7, 1023, 1024, 1025, 4096, 5000, 8, 3000, 12_000, 31,

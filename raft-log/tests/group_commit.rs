@@ -8,6 +8,17 @@ use raft_log::{Options, RaftLog};
 
 #[test]
 fn concurrent_appends_share_syncs() {
+    concurrent_appends_share_syncs_in(false);
+}
+
+/// Direct I/O (`Options::direct_io`): a lone appender writes direct, the others through the
+/// page cache, in the same blocks.
+#[test]
+fn concurrent_appends_share_syncs_with_direct_io() {
+    concurrent_appends_share_syncs_in(true);
+}
+
+fn concurrent_appends_share_syncs_in(direct_io: bool) {
     const THREADS: u64 = 4;
     const APPENDS_PER_THREAD: u64 = 50;
     let dir = tempfile::tempdir().unwrap();
@@ -16,6 +27,7 @@ fn concurrent_appends_share_syncs() {
             dir.path(),
             Options {
                 segment_bytes: 1 << 20,
+                direct_io,
             },
         )
         .unwrap(),
@@ -63,6 +75,7 @@ fn concurrent_appends_share_syncs() {
         dir.path(),
         Options {
             segment_bytes: 1 << 20,
+            direct_io,
         },
     )
     .unwrap();
@@ -76,6 +89,7 @@ fn sequential_appends_sync_once_each() {
         dir.path(),
         Options {
             segment_bytes: 1 << 20,
+            ..Options::default()
         },
     )
     .unwrap();
@@ -93,6 +107,7 @@ fn no_ticket_is_acknowledged_by_an_unrelated_sync() {
         dir.path(),
         Options {
             segment_bytes: 1 << 20,
+            ..Options::default()
         },
     )
     .unwrap();

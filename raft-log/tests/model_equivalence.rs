@@ -174,10 +174,11 @@ fn apply(log: &RaftLog, model: &mut Model, op: &Op) -> Result<(), Error> {
     Ok(())
 }
 
-fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+fn run(ops: &[Op], direct_io: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         segment_bytes: SEGMENT_BYTES,
+        direct_io,
     };
     let mut log = RaftLog::open(dir.path(), options).unwrap();
     let mut model = Model::default();
@@ -202,9 +203,10 @@ proptest! {
 
     #[test]
     fn log_matches_the_model_through_any_operation_sequence(
-        ops in prop::collection::vec(op(), 1..40)
+        ops in prop::collection::vec(op(), 1..40),
+        direct_io in any::<bool>(),
     ) {
-        run(&ops)?;
+        run(&ops, direct_io)?;
     }
 }
 
@@ -216,8 +218,9 @@ proptest! {
     #[test]
     #[ignore]
     fn log_matches_the_model_through_long_sequences_heavy(
-        ops in prop::collection::vec(op(), 1..200)
+        ops in prop::collection::vec(op(), 1..200),
+        direct_io in any::<bool>(),
     ) {
-        run(&ops)?;
+        run(&ops, direct_io)?;
     }
 }

@@ -16,6 +16,7 @@ const OLD_PAYLOAD: usize = 200;
 fn options() -> Options {
     Options {
         segment_bytes: SEGMENT_BYTES,
+        ..Options::default()
     }
 }
 

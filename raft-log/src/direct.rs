@@ -1,0 +1,165 @@
+//! Direct I/O for appends ([`Options::direct_io`](crate::Options::direct_io)): the current
+//! segment written with `O_DIRECT`, around the page cache.
+//!
+//! # Why, by measurement
+//! A durable append is a write plus `fdatasync`. Through the page cache the write copies the
+//! batch into cached pages, and the sync then finds, writes back and waits for those pages
+//! before it flushes the disk's cache. A direct write sends the batch buffer to the disk
+//! itself, and the sync is left with the flush. Measured on this machine (ext4 on a virtio
+//! disk; raft-log with and without direct I/O and the plain-file floor, alternating rounds of
+//! durable batches in one process, medians over 8-12 rounds), the time per batch:
+//!
+//! | batch | direct | page cache | floor |
+//! |---|---|---|---|
+//! | 256 B x 1 | 110 µs | 115 µs | 109 µs |
+//! | 256 B x 64 | 111 µs | 124 µs | 123 µs |
+//! | 256 B x 1024 | 207-233 µs | 241-245 µs | 201-212 µs |
+//! | 4 KiB x 1 | 100 µs | 109 µs | 106 µs |
+//! | 4 KiB x 64 | 205 µs | 231 µs | 242 µs |
+//! | 4 KiB x 1024 | 1,698 µs | 1,680 µs | 1,764 µs |
+//!
+//! # Rules
+//! - `O_DIRECT` needs the buffer address, the file offset and the length aligned, here to
+//!   [`DIRECT_IO_ALIGN_BYTES`]. A batch ending inside a block is followed by one that starts
+//!   inside it, so every write starts at the block boundary below the segment's end and
+//!   rewrites the bytes already there with the same bytes, kept in [`DirectFile::tail`]
+//!   (reading them back from the map would cost a disk read per batch: a direct write drops
+//!   the cached pages it covers). The write ends at the next block boundary, with zeros after
+//!   the records, as the bytes after the end of a segment must be (or stale bytes of a
+//!   recycled file, which nothing reads).
+//! - A direct write returns once the disk has the data and holds the writer lock meanwhile,
+//!   so only an appender that is alone writes direct (see `RaftLog::alone`); under
+//!   concurrent appends the same blocks go through the page cache and share syncs, as
+//!   without direct I/O.
+//! - Readers keep reading through the map while a write rewrites the block under the last
+//!   records: the kernel drops and re-reads those pages, and the bytes under indexed records
+//!   are the same before and after, so a reader sees no change. A crash that tears the
+//!   rewrite leaves every sector of that prefix holding the same bytes either way.
+//! - Durability is unchanged: a direct write lands in the disk's volatile cache, and appends
+//!   return only after `fdatasync`, which flushes that cache.
+//! - Only appends to the current segment go direct. Zeroing (truncation, stale tails), headers
+//!   and preallocation stay buffered: Linux keeps buffered and direct writes of one file
+//!   coherent, and those writes are rare.
+//! - Where a file system refuses `O_DIRECT` (`EINVAL`: tmpfs before Linux 6.6, some FUSE file
+//!   systems) or the platform lacks it, appends go through the page cache.
+//!
+//! # The cost, and why it is not the default
+//! What was appended direct is not in the page cache. The first read of it takes a page fault
+//! that reads from the disk, and so does reopening the log, which reads every record:
+//! reopening 1 M entries of 256 B right after appending them took 309 ms with direct I/O and
+//! 29 ms without (the disk reads at 0.85-2 GB/s here, so no cold reopen of those 288 MB can
+//! take less than about 150 ms). The design of this crate (reads through the maps) assumes
+//! recent records are cached; direct I/O is for logs written far more than read back.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+
+use crate::error::{Error, Result};
+use crate::segment::Segment;
+
+/// Alignment of the buffer address, file offset and length of every direct write: 4 KiB, the
+/// page size and the largest logical block size of common disks, so that one value serves
+/// every device and the file system's block size.
+pub(crate) const DIRECT_IO_ALIGN_BYTES: usize = 4 << 10;
+
+const _: () = assert!(crate::SEGMENT_BYTES_ALIGN % DIRECT_IO_ALIGN_BYTES as u64 == 0);
+
+/// The current segment opened for direct writes.
+#[derive(Debug)]
+pub(crate) struct DirectFile {
+    /// The segment file, opened with `O_DIRECT`.
+    pub file: File,
+    /// First index of the segment this handle writes: checked before every write.
+    pub segment_first_index: u64,
+    /// The segment's bytes from the last [`DIRECT_IO_ALIGN_BYTES`] boundary at or below its
+    /// end up to the end: the start of the next direct write.
+    pub tail: Vec<u8>,
+}
+
+impl DirectFile {
+    /// Opens `segment` for direct writes. `Ok(None)` when the file system or the platform does
+    /// not do direct I/O, or the segment's size is not a whole number of blocks.
+    pub fn open(segment: &Segment) -> Result<Option<DirectFile>> {
+        if segment.capacity() % DIRECT_IO_ALIGN_BYTES as u64 != 0 {
+            return Ok(None);
+        }
+        let file = match open_direct(segment) {
+            Ok(file) => file,
+            Err(e) if refused(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("open segment for direct I/O", &segment.path, e)),
+        };
+        Ok(Some(DirectFile {
+            file,
+            segment_first_index: segment.first_index,
+            tail: tail_of(segment),
+        }))
+    }
+
+    /// Opens `segment` for direct writes and proves that the file system takes them, by
+    /// rewriting the block holding the segment's end (the last block if the segment is full)
+    /// with the same bytes, zeros after the end. `Ok(None)` as for [`DirectFile::open`], or
+    /// when that write is refused with `EINVAL`. The caller syncs the segment afterwards.
+    pub fn probe(segment: &Segment) -> Result<Option<DirectFile>> {
+        let Some(direct) = DirectFile::open(segment)? else {
+            return Ok(None);
+        };
+        let end = segment.end as usize;
+        let last_block = segment.map.len() - DIRECT_IO_ALIGN_BYTES;
+        let start = end.min(last_block) / DIRECT_IO_ALIGN_BYTES * DIRECT_IO_ALIGN_BYTES;
+        let mut block = AlignedBlock::new();
+        block.bytes_mut()[..end - start].copy_from_slice(&segment.map[start..end]);
+        match direct.file.write_all_at(block.bytes(), start as u64) {
+            Ok(()) => Ok(Some(direct)),
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(Error::io("write segment", &segment.path, e)),
+        }
+    }
+}
+
+/// The bytes from the last block boundary at or below the end of `segment` up to its end.
+fn tail_of(segment: &Segment) -> Vec<u8> {
+    let end = segment.end as usize;
+    segment.map[end - end % DIRECT_IO_ALIGN_BYTES..end].to_vec()
+}
+
+/// Whether an error says that direct I/O is not available here (rather than that the disk
+/// failed).
+fn refused(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidInput || e.kind() == std::io::ErrorKind::Unsupported
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(segment: &Segment) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&segment.path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_segment: &Segment) -> std::io::Result<File> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// One zeroed block at an aligned address, for the probe.
+struct AlignedBlock {
+    storage: Box<[u8]>,
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> AlignedBlock {
+        let storage = vec![0u8; 2 * DIRECT_IO_ALIGN_BYTES].into_boxed_slice();
+        let start = storage.as_ptr().align_offset(DIRECT_IO_ALIGN_BYTES);
+        AlignedBlock { storage, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + DIRECT_IO_ALIGN_BYTES]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + DIRECT_IO_ALIGN_BYTES]
+    }
+}
