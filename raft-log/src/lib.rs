@@ -7,6 +7,8 @@
 //!
 //! Point reads either copy the entry out ([`RaftLog::entry`]) or borrow its payload from the
 //! map without a copy ([`RaftLog::entry_ref`], an [`EntryRef`]); both check the record's CRC.
+//! Appends go through the page cache, or around it with [`Options::direct_io`] (faster
+//! durable appends, but what was appended is read back from the disk).
 //!
 //! [`RaftLog`] is the synchronous API. [`RaftLogStore`] adapts it to raft-core's async
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking

@@ -19,7 +19,7 @@
 //! instead, around the page cache (faster appends, colder reads): see the `direct` module.
 //!
 //! # Group commit
-//! A writer holds the writer lock only to encode and `pwrite` its batch, then takes a ticket.
+//! A writer holds the writer lock only to encode and write its batch, then takes a ticket.
 //! Whoever finds no sync in flight becomes the syncer: it releases the lock, calls
 //! `fdatasync`, and on return marks every ticket written before the sync started as durable
 //! and wakes the waiters. Writers that arrive during a sync write their batches and wait; the
@@ -967,13 +967,13 @@ impl RaftLog {
     }
 }
 
-/// Through the page cache, payloads up to this size are copied into the encoding buffer next to
-/// their headers; larger ones are written straight from the entries with `writev`, which saves
-/// copying every byte once more in user space (direct writes copy every payload: they need
-/// the whole write in one aligned buffer). Measured (`log_store` bench, steady state, alternating runs of both
-/// versions, raft-log's rate over the floor's in the same run): 4 KiB x 64 went from 0.84-0.88x
-/// to 1.00-1.02x, 4 KiB x 1024 from 0.77-1.03x to 0.94-0.97x. For small payloads the copy is
-/// cheaper than an extra `iovec` each.
+/// Through the page cache, payloads up to this size are copied into the encoding buffer next
+/// to their headers; larger ones are written straight from the entries with `writev`, which
+/// saves copying every byte once more in user space (direct writes copy every payload: they
+/// need the whole write in one aligned buffer). Measured (`log_store` bench, steady state,
+/// alternating runs of both versions, raft-log's rate over the floor's in the same run): 4 KiB
+/// x 64 went from 0.84-0.88x to 1.00-1.02x, 4 KiB x 1024 from 0.77-1.03x to 0.94-0.97x. For
+/// small payloads the copy is cheaper than an extra `iovec` each.
 const COPY_PAYLOAD_BYTES_MAX: usize = 1024;
 
 /// A piece of a batch to write: a range of the encoding buffer, or the payload of an entry.

@@ -191,14 +191,23 @@ fn unsynced_batch_survives_whole_or_as_a_prefix() {
     });
 }
 
+/// Segments of one page, so that a few entries fill one.
+const SMALL_SEGMENT_BYTES: u64 = 4 << 10;
+
+/// A log of 60 entries of 200 bytes in segments of [`SMALL_SEGMENT_BYTES`] (several of them),
+/// its directory and the entries.
+fn sixty_entries_in_small_segments() -> (tempfile::TempDir, RaftLog, Vec<Entry>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), SMALL_SEGMENT_BYTES);
+    let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
+    log.append(&written).unwrap();
+    (dir, log, written)
+}
+
 #[test]
 fn interrupted_purge_finishes_on_reopen() {
     in_both_write_modes(|| {
-        const SEGMENT_BYTES: u64 = 4 << 10;
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path(), SEGMENT_BYTES);
-        let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
-        log.append(&written).unwrap();
+        let (dir, log, written) = sixty_entries_in_small_segments();
         let before = snapshot(dir.path());
         assert!(
             segment_names(&before).len() > 3,
@@ -211,7 +220,7 @@ fn interrupted_purge_finishes_on_reopen() {
         let mut image = before.clone();
         image.insert("purged".into(), after["purged"].clone());
         let crashed = restore(&image);
-        let log = open(crashed.path(), SEGMENT_BYTES);
+        let log = open(crashed.path(), SMALL_SEGMENT_BYTES);
         assert_eq!((log.purged(), log.last_index()), (LogId::new(1, 40), 60));
         assert_eq!(log.entries(41, 61, u64::MAX).unwrap(), written[40..]);
         assert_eq!(
@@ -224,11 +233,7 @@ fn interrupted_purge_finishes_on_reopen() {
 #[test]
 fn interrupted_truncate_leaves_a_prefix_of_the_old_log() {
     in_both_write_modes(|| {
-        const SEGMENT_BYTES: u64 = 4 << 10;
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path(), SEGMENT_BYTES);
-        let written: Vec<Entry> = (1..=60).map(|i| entry(1, i, 200, 1)).collect();
-        log.append(&written).unwrap();
+        let (dir, log, written) = sixty_entries_in_small_segments();
         let before = snapshot(dir.path());
         log.truncate(10).unwrap();
         let after = snapshot(dir.path());
@@ -241,7 +246,7 @@ fn interrupted_truncate_leaves_a_prefix_of_the_old_log() {
                 image.remove(name);
             }
             let crashed = restore(&image);
-            let log = open(crashed.path(), SEGMENT_BYTES);
+            let log = open(crashed.path(), SMALL_SEGMENT_BYTES);
             let last = log.last_index();
             assert!(last >= 9, "deleted {deleted}: entries below the cut lost");
             assert_eq!(
