@@ -11,8 +11,11 @@
 //! - `purge` unmaps the segments it deletes or recycles (a recycled file is rewritten later,
 //!   through a new map).
 //!
-//! Appends write only after the end of the records, and a roll only drops an empty segment,
-//! so neither waits for pins, and an [`EntryRef`] never holds up appends or group commit.
+//! Appends write only after the end of the records, except that with
+//! [`Options::direct_io`](crate::Options::direct_io) a write starts at the 4 KiB boundary below
+//! the end and rewrites the bytes before the end with the same bytes (`direct.rs`): no value a
+//! reader can see ever changes. A roll only drops an empty segment. So neither waits for pins,
+//! and an [`EntryRef`] never holds up appends or group commit.
 //!
 //! Pins are reader-preferring: taking one never waits while another is alive, so a thread may
 //! hold several [`EntryRef`]s at once; new pins wait only while a truncate or purge is running.

@@ -32,11 +32,15 @@
 //!   concurrent appends the same blocks go through the page cache and share syncs, as
 //!   without direct I/O.
 //! - Readers keep reading through the map while a write rewrites the block under the last
-//!   records: the kernel drops and re-reads those pages, and the bytes under indexed records
-//!   are the same before and after, so a reader sees no change. A crash that tears the
-//!   rewrite leaves every sector of that prefix holding the same bytes either way.
+//!   records. A direct write makes the kernel drop those pages from the page cache (a reader
+//!   faults them in again from the disk); a write through the page cache stores into them.
+//!   Either way the bytes under indexed records are the same before and after: no value a
+//!   reader can see ever changes. A crash that tears the rewrite leaves every sector of that
+//!   prefix holding the same bytes either way: no worse than the page cache's writeback,
+//!   which rewrites whole pages too.
 //! - Durability is unchanged: a direct write lands in the disk's volatile cache, and appends
-//!   return only after `fdatasync`, which flushes that cache.
+//!   return only after `fdatasync`. That relies on `fdatasync` flushing the disk's cache even
+//!   when no page is dirty, which ext4 (with barriers, the default) and XFS do.
 //! - Only appends to the current segment go direct. Zeroing (truncation, stale tails), headers
 //!   and preallocation stay buffered: Linux keeps buffered and direct writes of one file
 //!   coherent, and those writes are rare.

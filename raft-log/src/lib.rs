@@ -104,9 +104,12 @@ pub struct Options {
     /// reopening the log (which reads every record), read from the disk. Reopening 1 M
     /// entries of 256 B just after appending them took 309 ms instead of 29 ms. Suits a log
     /// that is written far more than read back, such as a Raft node's (raft-core's engine
-    /// keeps its log in memory and reads the store only when it starts). Ignored, and
-    /// appends go through the page cache, where the platform or the file system has no
-    /// direct I/O; [`RaftLog::direct_io`] tells which path a log took.
+    /// keeps its log in memory and reads the store only when it starts). Every payload of a
+    /// batch is copied into one aligned buffer, so a batch needs as much memory again (up to
+    /// a segment); through the page cache, payloads over 1 KiB are written from where they
+    /// are. Ignored, and appends go through the page cache, where the platform or the file
+    /// system has no direct I/O; [`RaftLog::direct_io`] tells which path a log took (a new
+    /// segment that refuses `O_DIRECT` is written through the page cache too).
     pub direct_io: bool,
 }
 

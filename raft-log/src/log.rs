@@ -415,9 +415,10 @@ impl RaftLog {
         // rewrite bytes of records readers could find are truncate (zeroes the records it
         // removes, drops removed segments) and purge (drops removed segments, whose files
         // are deleted or recycled through a new map), and both hold the pins exclusively,
-        // which waits for every live pin. Appends write only after the end of the records;
-        // a roll drops only an empty segment; the log cannot be dropped while `self` is
-        // borrowed.
+        // which waits for every live pin. Appends write only after the end of the records,
+        // or (direct I/O) rewrite the block below the end with the bytes already there, so no
+        // value under the payload changes; a roll drops only an empty segment; the log cannot
+        // be dropped while `self` is borrowed.
         let payload: &[u8] =
             unsafe { std::slice::from_raw_parts(record.payload.as_ptr(), record.payload.len()) };
         Ok(EntryRef::new(record.term, index, record.kind, payload, pin))
@@ -891,18 +892,14 @@ impl RaftLog {
     }
 
     fn truncate_locked(&self, writer: &mut Writer, from: u64) -> Result<()> {
-        let (position, removed) = {
+        // Readers see the cut all at once: segments, records and bounds change in one
+        // critical section (a reader that saw the old last index with the later segments
+        // already gone would index past the end of the segment list).
+        let (removed, file, path, cut, old_end) = {
             let mut index = self.write_index();
+            let last = index.log_id(from - 1)?;
             let position = index.segment_of(from);
             let removed: Vec<Segment> = index.segments.drain(position + 1..).collect();
-            (position, removed)
-        };
-        // Newest first, so that a crash part-way leaves a prefix of the old log.
-        for segment in removed.iter().rev() {
-            remove_segment(&writer.dir_file, segment)?;
-        }
-        let (file, path, cut, old_end) = {
-            let mut index = self.write_index();
             let segment = &mut index.segments[position];
             let keep = (from - segment.first_index) as usize;
             let cut = segment
@@ -914,9 +911,13 @@ impl RaftLog {
             segment.end = cut;
             let file = Arc::clone(&segment.file);
             let path = segment.path.clone();
-            index.last = index.log_id(from - 1)?;
-            (file, path, cut, old_end)
+            index.last = last;
+            (removed, file, path, cut, old_end)
         };
+        // Newest first, so that a crash part-way leaves a prefix of the old log.
+        for segment in removed.iter().rev() {
+            remove_segment(&writer.dir_file, segment)?;
+        }
         zero_range(&file, cut, old_end)
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io("zero truncated records", &path, e))?;
@@ -1025,7 +1026,7 @@ impl Encoded {
         debug_assert!(self.copy_all || tail.is_empty());
         debug_assert_eq!(
             tail.len() as u64,
-            offset % align as u64 * u64::from(self.copy_all)
+            (offset % align as u64) * u64::from(self.copy_all)
         );
         self.buf.clear();
         self.buf.reserve(bytes + 3 * align);

@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::cell::Cell;
-
-use common::{entry, records, restore, segment_names, snapshot, Image};
+use common::{
+    direct_io, entry, in_both_write_modes, records, restore, segment_names, snapshot, Image,
+};
 use raft_core::{Entry, LogId};
 use raft_log::format::SEGMENT_HEADER_BYTES;
 use raft_log::{Options, RaftLog};
@@ -22,23 +22,10 @@ use rand::{Rng, SeedableRng};
 /// The unit a disk writes atomically.
 const SECTOR_BYTES: usize = 512;
 
-thread_local! {
-    /// Whether the logs of the running test write appends direct.
-    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `test` with appends written through the page cache, then with direct I/O.
-fn in_both_write_modes(test: impl Fn()) {
-    for direct_io in [false, true] {
-        DIRECT_IO.set(direct_io);
-        test();
-    }
-}
-
 fn options(segment_bytes: u64) -> Options {
     Options {
         segment_bytes,
-        direct_io: DIRECT_IO.get(),
+        direct_io: direct_io(),
     }
 }
 

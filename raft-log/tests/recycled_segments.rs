@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{entry, records, restore, segment_names, snapshot, Image};
+use common::{
+    direct_io, entry, in_both_write_modes, records, restore, segment_names, snapshot, Image,
+};
 use raft_core::{Entry, LogId};
 use raft_log::format::{decode_record, decode_segment_header, Decoded, RECORD_ALIGN_BYTES};
 use raft_log::{Error, Options, RaftLog, FREE_SEGMENTS_MAX};
@@ -16,7 +18,7 @@ const OLD_PAYLOAD: usize = 200;
 fn options() -> Options {
     Options {
         segment_bytes: SEGMENT_BYTES,
-        ..Options::default()
+        direct_io: direct_io(),
     }
 }
 
@@ -99,216 +101,231 @@ fn check(log: &RaftLog, purged: u64, written: &[Entry], lowest: u64, highest: u6
 
 #[test]
 fn the_current_segment_is_recycled_and_holds_stale_records() {
-    let (images, written, purged, base) = recycled_log(10);
-    let last = images.last().unwrap();
-    let name = segment_names(last).pop().unwrap();
-    let segment = &last[&name];
-    let live = records(segment);
-    assert!(live.len() >= 10);
-    let end = live.last().map(|r| r.offset + r.total_bytes).unwrap();
-    assert!(
-        stale_records_after(segment, end, purged) > 10,
-        "the recycled segment should still hold old records after its live ones"
-    );
-    // They stay stale across reopens and appends.
-    let dir = restore(last);
-    let log = open(dir.path());
-    check(&log, purged, &written, base + 10, base + 10, "reopen");
-    drop(log);
-    let log = open(dir.path());
-    check(
-        &log,
-        purged,
-        &written,
-        base + 10,
-        base + 10,
-        "second reopen",
-    );
+    in_both_write_modes(|| {
+        let (images, written, purged, base) = recycled_log(10);
+        let last = images.last().unwrap();
+        let name = segment_names(last).pop().unwrap();
+        let segment = &last[&name];
+        let live = records(segment);
+        assert!(live.len() >= 10);
+        let end = live.last().map(|r| r.offset + r.total_bytes).unwrap();
+        assert!(
+            stale_records_after(segment, end, purged) > 10,
+            "the recycled segment should still hold old records after its live ones"
+        );
+        // They stay stale across reopens and appends.
+        let dir = restore(last);
+        let log = open(dir.path());
+        check(&log, purged, &written, base + 10, base + 10, "reopen");
+        drop(log);
+        let log = open(dir.path());
+        check(
+            &log,
+            purged,
+            &written,
+            base + 10,
+            base + 10,
+            "second reopen",
+        );
+    });
 }
 
 #[test]
 fn a_torn_record_over_stale_bytes_is_cut_at_every_byte_offset() {
-    let (images, written, purged, base) = recycled_log(12);
-    let mut checked = 0;
-    for k in 1..images.len() {
-        let (before, after) = (&images[k - 1], &images[k]);
-        let name = segment_names(after).pop().unwrap();
-        let Some(old_bytes) = before.get(&name) else {
-            continue; // the append rolled to a new segment
-        };
-        let record = *records(&after[&name]).last().unwrap();
-        let acked = base + k as u64 - 1;
-        assert_eq!(record.index, acked + 1);
-        assert!(stale_records_after(old_bytes, record.offset, purged) > 0);
-        checked += 1;
-        let end = record.offset + record.total_bytes;
-        for cut in record.offset..=end {
-            // Bytes from `cut` on never reached the disk: what was there before (stale bytes
-            // of the recycled file) is still there.
-            let mut image = after.clone();
-            image.get_mut(&name).unwrap()[cut..end].copy_from_slice(&old_bytes[cut..end]);
-            let dir = restore(&image);
-            let ctx = format!("append {k} cut at {cut}");
-            let log = open(dir.path());
-            // Complete only when every byte of the record, padding included, is as written
-            // (stale bytes in the padding make it torn).
-            let new = &written[(acked - purged) as usize];
-            let complete = cut >= record.offset + 32 + new.data.len()
-                && old_bytes[cut..end].iter().all(|&b| b == 0);
-            let expected = if complete { acked + 1 } else { acked };
-            check(&log, purged, &written, expected, expected, &ctx);
-            // A different entry goes in where the torn one was, and survives a reopen.
-            if !complete {
-                let replacement = entry(3, acked + 1, 3, 0x33);
-                log.append(std::slice::from_ref(&replacement)).unwrap();
-                drop(log);
+    in_both_write_modes(|| {
+        let (images, written, purged, base) = recycled_log(12);
+        let mut checked = 0;
+        for k in 1..images.len() {
+            let (before, after) = (&images[k - 1], &images[k]);
+            let name = segment_names(after).pop().unwrap();
+            let Some(old_bytes) = before.get(&name) else {
+                continue; // the append rolled to a new segment
+            };
+            let record = *records(&after[&name]).last().unwrap();
+            let acked = base + k as u64 - 1;
+            assert_eq!(record.index, acked + 1);
+            assert!(stale_records_after(old_bytes, record.offset, purged) > 0);
+            checked += 1;
+            let end = record.offset + record.total_bytes;
+            for cut in record.offset..=end {
+                // Bytes from `cut` on never reached the disk: what was there before (stale bytes
+                // of the recycled file) is still there.
+                let mut image = after.clone();
+                image.get_mut(&name).unwrap()[cut..end].copy_from_slice(&old_bytes[cut..end]);
+                let dir = restore(&image);
+                let ctx = format!("append {k} cut at {cut}");
                 let log = open(dir.path());
-                let mut expected_entries = written[..(acked - purged) as usize].to_vec();
-                expected_entries.push(replacement);
-                check(&log, purged, &expected_entries, acked + 1, acked + 1, &ctx);
+                // Complete only when every byte of the record, padding included, is as written
+                // (stale bytes in the padding make it torn).
+                let new = &written[(acked - purged) as usize];
+                let complete = cut >= record.offset + 32 + new.data.len()
+                    && old_bytes[cut..end].iter().all(|&b| b == 0);
+                let expected = if complete { acked + 1 } else { acked };
+                check(&log, purged, &written, expected, expected, &ctx);
+                // A different entry goes in where the torn one was, and survives a reopen.
+                if !complete {
+                    let replacement = entry(3, acked + 1, 3, 0x33);
+                    log.append(std::slice::from_ref(&replacement)).unwrap();
+                    drop(log);
+                    let log = open(dir.path());
+                    let mut expected_entries = written[..(acked - purged) as usize].to_vec();
+                    expected_entries.push(replacement);
+                    check(&log, purged, &expected_entries, acked + 1, acked + 1, &ctx);
+                }
             }
         }
-    }
-    assert!(checked >= 10, "{checked}");
+        assert!(checked >= 10, "{checked}");
+    });
 }
 
 #[test]
 fn any_subset_of_an_unsynced_append_over_stale_bytes_is_a_prefix() {
-    let (images, written, purged, base) = recycled_log(40);
-    let mut crashes = 0;
-    for k in 1..images.len() {
-        let (before, after) = (&images[k - 1], &images[k]);
-        let name = segment_names(after).pop().unwrap();
-        let Some(old_bytes) = before.get(&name) else {
-            continue;
-        };
-        let acked = base + k as u64 - 1;
-        let changed: Vec<usize> = (0..old_bytes.len() / 512)
-            .filter(|&s| old_bytes[s * 512..(s + 1) * 512] != after[&name][s * 512..(s + 1) * 512])
-            .collect();
-        for mask in 0u32..(1 << changed.len().min(4)) {
-            let mut image = after.clone();
-            for (bit, &sector) in changed.iter().enumerate() {
-                if bit < 32 && mask & (1 << bit) == 0 {
-                    let range = sector * 512..(sector + 1) * 512;
-                    image.get_mut(&name).unwrap()[range.clone()].copy_from_slice(&old_bytes[range]);
+    in_both_write_modes(|| {
+        let (images, written, purged, base) = recycled_log(40);
+        let mut crashes = 0;
+        for k in 1..images.len() {
+            let (before, after) = (&images[k - 1], &images[k]);
+            let name = segment_names(after).pop().unwrap();
+            let Some(old_bytes) = before.get(&name) else {
+                continue;
+            };
+            let acked = base + k as u64 - 1;
+            let changed: Vec<usize> = (0..old_bytes.len() / 512)
+                .filter(|&s| {
+                    old_bytes[s * 512..(s + 1) * 512] != after[&name][s * 512..(s + 1) * 512]
+                })
+                .collect();
+            for mask in 0u32..(1 << changed.len().min(4)) {
+                let mut image = after.clone();
+                for (bit, &sector) in changed.iter().enumerate() {
+                    if bit < 32 && mask & (1 << bit) == 0 {
+                        let range = sector * 512..(sector + 1) * 512;
+                        image.get_mut(&name).unwrap()[range.clone()]
+                            .copy_from_slice(&old_bytes[range]);
+                    }
                 }
+                let dir = restore(&image);
+                let log = open(dir.path());
+                check(
+                    &log,
+                    purged,
+                    &written,
+                    acked,
+                    acked + 1,
+                    &format!("append {k} mask {mask:b}"),
+                );
+                crashes += 1;
             }
-            let dir = restore(&image);
-            let log = open(dir.path());
-            check(
-                &log,
-                purged,
-                &written,
-                acked,
-                acked + 1,
-                &format!("append {k} mask {mask:b}"),
-            );
-            crashes += 1;
         }
-    }
-    assert!(crashes > 40, "{crashes}");
+        assert!(crashes > 40, "{crashes}");
+    });
 }
 
 #[test]
 fn bit_flips_in_synced_records_of_a_recycled_segment_are_reported() {
-    let (images, _, purged, _) = recycled_log(30);
-    let image = images.last().unwrap();
-    let name = segment_names(image).pop().unwrap();
-    let found = records(&image[&name]);
-    let end = found.last().map(|r| r.offset + r.total_bytes).unwrap();
-    assert!(stale_records_after(&image[&name], end, purged) > 0);
-    let mut reported = 0;
-    for (k, record) in found.iter().enumerate() {
-        let vouched = found[k + 1..]
-            .iter()
-            .any(|r| r.durable_bytes > record.offset as u64);
-        if !vouched {
-            continue;
-        }
-        let mut damaged = image.clone();
-        damaged.get_mut(&name).unwrap()[record.offset + 20] ^= 0x04;
-        let dir = restore(&damaged);
-        match RaftLog::open(dir.path(), options()) {
-            Err(Error::Corrupt { path, offset, .. }) => {
-                assert_eq!(path.file_name().unwrap().to_str(), Some(name.as_str()));
-                assert_eq!(offset, record.offset as u64);
-                reported += 1;
+    in_both_write_modes(|| {
+        let (images, _, purged, _) = recycled_log(30);
+        let image = images.last().unwrap();
+        let name = segment_names(image).pop().unwrap();
+        let found = records(&image[&name]);
+        let end = found.last().map(|r| r.offset + r.total_bytes).unwrap();
+        assert!(stale_records_after(&image[&name], end, purged) > 0);
+        let mut reported = 0;
+        for (k, record) in found.iter().enumerate() {
+            let vouched = found[k + 1..]
+                .iter()
+                .any(|r| r.durable_bytes > record.offset as u64);
+            if !vouched {
+                continue;
             }
-            Err(other) => panic!("record {}: {other}", record.index),
-            Ok(log) => panic!(
-                "record {}: damage hidden, last {}",
-                record.index,
-                log.last_index()
-            ),
+            let mut damaged = image.clone();
+            damaged.get_mut(&name).unwrap()[record.offset + 20] ^= 0x04;
+            let dir = restore(&damaged);
+            match RaftLog::open(dir.path(), options()) {
+                Err(Error::Corrupt { path, offset, .. }) => {
+                    assert_eq!(path.file_name().unwrap().to_str(), Some(name.as_str()));
+                    assert_eq!(offset, record.offset as u64);
+                    reported += 1;
+                }
+                Err(other) => panic!("record {}: {other}", record.index),
+                Ok(log) => panic!(
+                    "record {}: damage hidden, last {}",
+                    record.index,
+                    log.last_index()
+                ),
+            }
         }
-    }
-    assert!(reported > 20, "{reported}");
+        assert!(reported > 20, "{reported}");
+    });
 }
 
 #[test]
 fn a_recycled_segment_that_fills_up_is_zeroed_behind_its_records() {
-    // Fill recycled segments until the log rolls past them: segments before the last must end
-    // in zeros (recovery reports anything else there as corruption).
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-    log.append(&old).unwrap();
-    log.purge(LogId::new(1, 200)).unwrap();
-    let new: Vec<Entry> = (201..=400)
-        .map(|i| entry(2, i, 13 + i as usize % 90, 0x22))
-        .collect();
-    for chunk in new.chunks(5) {
-        log.append(chunk).unwrap();
-    }
-    drop(log);
-    let image = snapshot(dir.path());
-    let names = segment_names(&image);
-    assert!(names.len() >= 3, "{names:?}");
-    for name in &names[..names.len() - 1] {
-        let segment = &image[name];
-        assert!(decode_segment_header(segment).is_ok());
-        let end = records(segment)
-            .last()
-            .map(|r| r.offset + r.total_bytes)
-            .unwrap();
-        assert!(
-            segment[end..].iter().all(|&b| b == 0),
-            "{name}: stale tail left"
-        );
-    }
-    let log = open(dir.path());
-    assert_eq!(log.entries(201, 401, u64::MAX).unwrap(), new);
+    in_both_write_modes(|| {
+        // Fill recycled segments until the log rolls past them: segments before the last must end
+        // in zeros (recovery reports anything else there as corruption).
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
+        log.append(&old).unwrap();
+        log.purge(LogId::new(1, 200)).unwrap();
+        let new: Vec<Entry> = (201..=400)
+            .map(|i| entry(2, i, 13 + i as usize % 90, 0x22))
+            .collect();
+        for chunk in new.chunks(5) {
+            log.append(chunk).unwrap();
+        }
+        drop(log);
+        let image = snapshot(dir.path());
+        let names = segment_names(&image);
+        assert!(names.len() >= 3, "{names:?}");
+        for name in &names[..names.len() - 1] {
+            let segment = &image[name];
+            assert!(decode_segment_header(segment).is_ok());
+            let end = records(segment)
+                .last()
+                .map(|r| r.offset + r.total_bytes)
+                .unwrap();
+            assert!(
+                segment[end..].iter().all(|&b| b == 0),
+                "{name}: stale tail left"
+            );
+        }
+        let log = open(dir.path());
+        assert_eq!(log.entries(201, 401, u64::MAX).unwrap(), new);
+    });
 }
 
 #[test]
 fn an_interrupted_purge_of_recycled_segments_finishes_on_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-    log.append(&old).unwrap();
-    log.purge(LogId::new(1, 200)).unwrap();
-    let new: Vec<Entry> = (201..=260).map(|i| entry(2, i, 100, 0x22)).collect();
-    log.append(&new).unwrap();
-    let before = snapshot(dir.path());
-    // Purging everything rolls into a recycled file without zeroing the old segments' tails.
-    log.purge(LogId::new(2, 260)).unwrap();
-    let after = snapshot(dir.path());
-    drop(log);
-    let mut image = before.clone();
-    image.insert("purged".into(), after["purged"].clone());
-    let new_name = segment_names(&after).pop().unwrap();
-    image.insert(new_name.clone(), after[&new_name].clone());
-    let crashed = restore(&image);
-    let log = open(crashed.path());
-    assert_eq!((log.purged(), log.last_index()), (LogId::new(2, 260), 260));
-    log.append(&[entry(3, 261, 50, 1)]).unwrap();
-    drop(log);
-    let log = open(crashed.path());
-    assert_eq!(
-        log.entries(261, 262, u64::MAX).unwrap(),
-        vec![entry(3, 261, 50, 1)]
-    );
+    in_both_write_modes(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
+        log.append(&old).unwrap();
+        log.purge(LogId::new(1, 200)).unwrap();
+        let new: Vec<Entry> = (201..=260).map(|i| entry(2, i, 100, 0x22)).collect();
+        log.append(&new).unwrap();
+        let before = snapshot(dir.path());
+        // Purging everything rolls into a recycled file without zeroing the old segments' tails.
+        log.purge(LogId::new(2, 260)).unwrap();
+        let after = snapshot(dir.path());
+        drop(log);
+        let mut image = before.clone();
+        image.insert("purged".into(), after["purged"].clone());
+        let new_name = segment_names(&after).pop().unwrap();
+        image.insert(new_name.clone(), after[&new_name].clone());
+        let crashed = restore(&image);
+        let log = open(crashed.path());
+        assert_eq!((log.purged(), log.last_index()), (LogId::new(2, 260), 260));
+        log.append(&[entry(3, 261, 50, 1)]).unwrap();
+        drop(log);
+        let log = open(crashed.path());
+        assert_eq!(
+            log.entries(261, 262, u64::MAX).unwrap(),
+            vec![entry(3, 261, 50, 1)]
+        );
+    });
 }
 
 /// Reopen time with a recycled 64 MiB last segment, whose stale tail recovery scans (prints the
@@ -352,34 +369,36 @@ fn reopen_with_a_recycled_default_size_segment() {
 
 #[test]
 fn purged_files_are_kept_across_a_reopen_and_reused() {
-    let free_files = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_string_lossy().starts_with("free-")
-            })
-            .count()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-    log.append(&old).unwrap();
-    log.purge(LogId::new(1, 200)).unwrap();
-    drop(log);
-    assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX);
-    let log = open(dir.path());
-    assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX, "kept on open");
-    // Fill the current segment and roll: the next segment is one of the free files.
-    let new: Vec<Entry> = (201..=300).map(|i| entry(2, i, 100, 0x22)).collect();
-    for chunk in new.chunks(3) {
-        log.append(chunk).unwrap();
-    }
-    let segments = segment_names(&snapshot(dir.path())).len() as u64;
-    assert!(segments >= 2);
-    let reused = FREE_SEGMENTS_MAX as u64 - free_files(dir.path()) as u64;
-    assert_eq!(reused, segments - 1, "every new segment reused a free file");
-    drop(log);
-    let log = open(dir.path());
-    check(&log, 200, &new, 300, 300, "after reuse");
+    in_both_write_modes(|| {
+        let free_files = |dir: &std::path::Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with("free-")
+                })
+                .count()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
+        log.append(&old).unwrap();
+        log.purge(LogId::new(1, 200)).unwrap();
+        drop(log);
+        assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX);
+        let log = open(dir.path());
+        assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX, "kept on open");
+        // Fill the current segment and roll: the next segment is one of the free files.
+        let new: Vec<Entry> = (201..=300).map(|i| entry(2, i, 100, 0x22)).collect();
+        for chunk in new.chunks(3) {
+            log.append(chunk).unwrap();
+        }
+        let segments = segment_names(&snapshot(dir.path())).len() as u64;
+        assert!(segments >= 2);
+        let reused = FREE_SEGMENTS_MAX as u64 - free_files(dir.path()) as u64;
+        assert_eq!(reused, segments - 1, "every new segment reused a free file");
+        drop(log);
+        let log = open(dir.path());
+        check(&log, 200, &new, 300, 300, "after reuse");
+    });
 }

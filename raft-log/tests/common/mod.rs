@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -80,4 +81,23 @@ pub fn entry(term: u64, index: u64, len: usize, salt: u8) -> Entry {
 /// The path of `name` inside `dir`.
 pub fn path_in(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+thread_local! {
+    /// Whether the logs of the running test write appends direct (`Options::direct_io`).
+    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `test` with appends written through the page cache, then with direct I/O; the test's
+/// options take the mode from [`direct_io`].
+pub fn in_both_write_modes(test: impl Fn()) {
+    for direct_io in [false, true] {
+        DIRECT_IO.set(direct_io);
+        test();
+    }
+}
+
+/// The write mode [`in_both_write_modes`] is running.
+pub fn direct_io() -> bool {
+    DIRECT_IO.get()
 }
