@@ -7,7 +7,8 @@
 //! before it flushes the disk's cache. A direct write sends the batch buffer to the disk
 //! itself, and the sync is left with the flush. Measured on this machine (ext4 on a virtio
 //! disk; raft-log with and without direct I/O and the plain-file floor, alternating rounds of
-//! durable batches in one process, medians over 8-12 rounds), the time per batch:
+//! durable batches in one process, medians over 8-12 rounds; `cargo run --release -p benches
+//! --example append_alternating`, more runs in `BENCHMARKS.md`), the time per batch:
 //!
 //! | batch | direct | page cache | floor |
 //! |---|---|---|---|
