@@ -44,6 +44,17 @@ fn stale_records_after(segment: &[u8], from: usize, purged: u64) -> usize {
     count
 }
 
+/// A log in which 200 entries were written in one batch and purged (their segments are free
+/// for reuse), and its directory.
+fn two_hundred_entries_purged() -> (tempfile::TempDir, RaftLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
+    log.append(&old).unwrap();
+    log.purge(LogId::new(1, 200)).unwrap();
+    (dir, log)
+}
+
 /// A log whose current segment is a recycled file full of stale records: entries 1..=`old`
 /// written, all purged, then new entries (other payloads, term 2) appended one by one. Returns
 /// the images after each new append and the new entries.
@@ -264,11 +275,7 @@ fn a_recycled_segment_that_fills_up_is_zeroed_behind_its_records() {
     in_both_write_modes(|| {
         // Fill recycled segments until the log rolls past them: segments before the last must end
         // in zeros (recovery reports anything else there as corruption).
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-        log.append(&old).unwrap();
-        log.purge(LogId::new(1, 200)).unwrap();
+        let (dir, log) = two_hundred_entries_purged();
         let new: Vec<Entry> = (201..=400)
             .map(|i| entry(2, i, 13 + i as usize % 90, 0x22))
             .collect();
@@ -299,11 +306,7 @@ fn a_recycled_segment_that_fills_up_is_zeroed_behind_its_records() {
 #[test]
 fn an_interrupted_purge_of_recycled_segments_finishes_on_reopen() {
     in_both_write_modes(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-        log.append(&old).unwrap();
-        log.purge(LogId::new(1, 200)).unwrap();
+        let (dir, log) = two_hundred_entries_purged();
         let new: Vec<Entry> = (201..=260).map(|i| entry(2, i, 100, 0x22)).collect();
         log.append(&new).unwrap();
         let before = snapshot(dir.path());
@@ -379,11 +382,7 @@ fn purged_files_are_kept_across_a_reopen_and_reused() {
                 })
                 .count()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        let old: Vec<Entry> = (1..=200).map(|i| entry(1, i, OLD_PAYLOAD, 0x11)).collect();
-        log.append(&old).unwrap();
-        log.purge(LogId::new(1, 200)).unwrap();
+        let (dir, log) = two_hundred_entries_purged();
         drop(log);
         assert_eq!(free_files(dir.path()), FREE_SEGMENTS_MAX);
         let log = open(dir.path());
