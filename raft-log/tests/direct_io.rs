@@ -19,19 +19,25 @@ fn options(direct_io: bool) -> Options {
     }
 }
 
-/// Whether a file in `dir` can be opened with `O_DIRECT`, found independently of the log.
+/// Whether a file in `dir` takes an aligned 4 KiB `O_DIRECT` write, found independently of
+/// the log.
 #[cfg(target_os = "linux")]
 fn file_system_takes_direct_io(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BLOCK_BYTES: usize = 4096;
     let path = dir.join("probe");
-    std::fs::write(&path, [0u8; 4096]).unwrap();
-    let opened = std::fs::OpenOptions::new()
+    std::fs::write(&path, [0u8; BLOCK_BYTES]).unwrap();
+    let storage = vec![0u8; 2 * BLOCK_BYTES];
+    let start = storage.as_ptr().align_offset(BLOCK_BYTES);
+    let block = &storage[start..start + BLOCK_BYTES];
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
+        .and_then(|file| file.write_all_at(block, 0))
         .is_ok();
     std::fs::remove_file(&path).unwrap();
-    opened
+    written
 }
 
 #[cfg(not(target_os = "linux"))]
