@@ -121,8 +121,9 @@ impl DirectFile {
     }
 }
 
-/// The bytes from the last block boundary at or below the end of `segment` up to its end.
-fn tail_of(segment: &Segment) -> Vec<u8> {
+/// The bytes from the last block boundary at or below the end of `segment` up to its end: what
+/// [`DirectFile::tail`] holds while `segment` is current.
+pub(crate) fn tail_of(segment: &Segment) -> Vec<u8> {
     let end = segment.end as usize;
     segment.map[end - end % DIRECT_IO_ALIGN_BYTES..end].to_vec()
 }

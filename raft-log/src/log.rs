@@ -53,7 +53,7 @@ use raft_core::node::LogState;
 use raft_core::{Entry, HardState, LogId};
 
 use crate::borrow::{EntryRef, Pins};
-use crate::direct::{DirectFile, DIRECT_IO_ALIGN_BYTES};
+use crate::direct::{tail_of, DirectFile, DIRECT_IO_ALIGN_BYTES};
 use crate::error::{Error, Result};
 use crate::format::{
     decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record_header,
@@ -715,7 +715,11 @@ impl RaftLog {
                     direct.segment_first_index, seed,
                     "direct I/O handle of another segment"
                 );
-                debug_assert_eq!(direct.tail, self.bytes_before(start), "stale direct tail");
+                debug_assert_eq!(
+                    direct.tail,
+                    tail_of(self.read_index().current()),
+                    "stale tail"
+                );
                 &direct.tail[..]
             });
             encoded.start_at(start, buffered, tail);
@@ -777,14 +781,6 @@ impl RaftLog {
         self.appenders.load(Ordering::Relaxed) == 1
             && !writer.syncing
             && writer.synced_ticket == writer.written_ticket
-    }
-
-    /// The current segment's bytes from the last direct I/O block boundary at or below `end` up
-    /// to `end`, read through the map: what `DirectFile::tail` must hold.
-    fn bytes_before(&self, end: u64) -> Vec<u8> {
-        let end = end as usize;
-        let from = end - end % DIRECT_IO_ALIGN_BYTES;
-        self.read_index().current().map[from..end].to_vec()
     }
 
     /// Opens the current segment for direct writes, when the log writes direct: after the
