@@ -258,24 +258,12 @@ impl BenchStore for PlainFile {
 
     fn open(dir: &Path, bytes_hint: u64) -> Self {
         let path = dir.join("plain.log");
-        let exists = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
-        if !exists {
-            // Zero-filled and synced, like raft-log's segments: syncs into written blocks.
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = 0;
-            while at < bytes_hint {
-                file.write_all_at(&zeros, at).unwrap();
-                at += zeros.len() as u64;
-            }
-            file.sync_all().unwrap();
+        let file = if path.exists() {
+            OpenOptions::new().read(true).write(true).open(&path)
+        } else {
+            benches::create_zero_filled(&path, bytes_hint)
         }
+        .unwrap();
         PlainFile {
             file,
             end: 0,
@@ -618,19 +606,7 @@ fn bench_write_path(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements(APPENDS));
     let record = [0x5au8; 256];
-    let zeroed = |dir: &Path| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join("f"))
-            .unwrap();
-        file.write_all_at(&vec![0u8; FILE_BYTES as usize], 0)
-            .unwrap();
-        file.sync_all().unwrap();
-        file
-    };
+    let zeroed = |dir: &Path| benches::create_zero_filled(&dir.join("f"), FILE_BYTES).unwrap();
     group.bench_function("pwrite+fdatasync", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

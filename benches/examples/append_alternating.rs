@@ -15,7 +15,7 @@
 //! `rounds` defaults to 8; `workloads` is a comma-separated list of `<entry bytes>x<batch>`,
 //! by default the six of the benchmark.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -115,18 +115,7 @@ struct Floor {
 
 impl Floor {
     fn open(path: &Path) -> Floor {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .expect("create floor file");
-        let zeros = vec![0u8; 1 << 20];
-        for block in 0..FLOOR_FILE_BYTES >> 20 {
-            file.write_all_at(&zeros, block << 20).expect("zero-fill");
-        }
-        file.sync_all().expect("sync");
+        let file = benches::create_zero_filled(path, FLOOR_FILE_BYTES).expect("create floor file");
         Floor {
             file,
             end: 0,
