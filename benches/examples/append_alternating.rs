@@ -7,7 +7,9 @@
 //! taken per round. raft-log is in its steady state, as in the benchmark: five segments
 //! written and purged first, purged after every round (untimed), so new segments are
 //! recycled files. The floor copies payloads into a buffer and `pwrite`s it into a
-//! zero-filled file, then `fdatasync`s.
+//! zero-filled file, then `fdatasync`s. A second floor, in its own file, is timed against the
+//! first like the logs: its ratio (ideally 1.00x) is how far apart this driver sees two runs
+//! of the very same writes, the smallest difference it can resolve.
 //!
 //! ```text
 //! cargo run --release -p benches --example append_alternating -- [rounds] [workloads]
@@ -35,13 +37,19 @@ const WARM_UP_BATCH: usize = 1024;
 /// Size of the floor's zero-filled file; it is written round-robin.
 const FLOOR_FILE_BYTES: u64 = 256 << 20;
 
+/// Stores timed in every round: raft-log default, raft-log `direct_io`, the floor, and the
+/// floor again in a second file.
+const STORES: usize = 4;
+/// Which of them the ratios are taken against.
+const FLOOR: usize = 2;
+
 const WORKLOADS_DEFAULT: &str = "256x1,256x64,256x1024,4096x1,4096x64,4096x1024";
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map_or(8, |s| s.parse().expect("rounds"));
     let workloads = args.next().unwrap_or_else(|| WORKLOADS_DEFAULT.to_string());
-    println!("{rounds} rounds; µs per durable batch (medians), raft-log's rate over the floor's");
+    println!("{rounds} rounds; µs per durable batch (medians), each rate over the floor's");
     for workload in workloads.split(',') {
         let (entry_bytes, batch) = workload.split_once('x').expect("<entry bytes>x<batch>");
         measure(
@@ -157,19 +165,24 @@ fn measure(entry_bytes: usize, batch: usize, rounds: usize) {
         SteadyLog::open(&dir.path().join("default"), false, &payloads),
         SteadyLog::open(&dir.path().join("direct"), true, &payloads),
     ];
-    let mut floor = Floor::open(&dir.path().join("floor"));
-    // Seconds per round: raft-log default, raft-log direct_io, floor.
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    // Two floors in two files: the second one, timed against the first like the logs, shows
+    // how far two runs of the very same writes differ here (the driver's resolution).
+    let mut floors = [
+        Floor::open(&dir.path().join("floor")),
+        Floor::open(&dir.path().join("floor-again")),
+    ];
+    // Seconds per round: raft-log default, raft-log direct_io, floor, floor again.
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
-        for turn in 0..3 {
-            let store = (turn + round) % 3;
+        for turn in 0..STORES {
+            let store = (turn + round) % STORES;
             let seconds = match store {
-                2 => floor.append_batches(&payloads, batches),
-                _ => {
+                0 | 1 => {
                     let seconds = logs[store].append_batches(&payloads, batches);
                     logs[store].purge();
                     seconds
                 }
+                _ => floors[store - 2].append_batches(&payloads, batches),
             };
             times[store].push(seconds);
         }
@@ -178,18 +191,20 @@ fn measure(entry_bytes: usize, batch: usize, rounds: usize) {
     let ratio = |store: usize| {
         median(
             (0..rounds)
-                .map(|round| times[2][round] / times[store][round])
+                .map(|round| times[FLOOR][round] / times[store][round])
                 .collect(),
         )
     };
     println!(
         "{entry_bytes} B x {batch}: default {:.0} µs ({:.2}x), direct_io {:.0} µs ({:.2}x), \
-         floor {:.0} µs",
+         floor {:.0} µs, floor again {:.0} µs ({:.2}x)",
         per_batch_us(0),
         ratio(0),
         per_batch_us(1),
         ratio(1),
-        per_batch_us(2)
+        per_batch_us(FLOOR),
+        per_batch_us(3),
+        ratio(3)
     );
 }
 

@@ -1,23 +1,31 @@
 //! Direct I/O for appends ([`Options::direct_io`](crate::Options::direct_io)): the current
 //! segment written with `O_DIRECT`, around the page cache.
 //!
-//! # Why, by measurement
+//! # Why, and what it measured
 //! A durable append is a write plus `fdatasync`. Through the page cache the write copies the
 //! batch into cached pages, and the sync then finds, writes back and waits for those pages
 //! before it flushes the disk's cache. A direct write sends the batch buffer to the disk
-//! itself, and the sync is left with the flush. Measured on this machine (ext4 on a virtio
-//! disk; raft-log with and without direct I/O and the plain-file floor, alternating rounds of
-//! durable batches in one process, medians over 8-12 rounds; `cargo run --release -p benches
-//! --example append_alternating`, more runs in `BENCHMARKS.md`), the time per batch:
+//! itself, and the sync is left with the flush. On this machine (ext4 on a virtio disk of a
+//! 2-vCPU VM) a standalone program wrote a durable 288 KiB batch in 204-232 µs direct against
+//! 213-287 µs through the page cache, every run. raft-log gains less, and not reliably:
+//! alternating rounds of raft-log with and without direct I/O and the plain-file floor in one
+//! process (`cargo run --release -p benches --example append_alternating`, 8 rounds, medians;
+//! more in `BENCHMARKS.md`), ratio of the rate to the floor's:
 //!
-//! | batch | direct | page cache | floor |
-//! |---|---|---|---|
-//! | 256 B x 1 | 110 µs | 115 µs | 109 µs |
-//! | 256 B x 64 | 111 µs | 124 µs | 123 µs |
-//! | 256 B x 1024 | 207-233 µs | 241-245 µs | 201-212 µs |
-//! | 4 KiB x 1 | 100 µs | 109 µs | 106 µs |
-//! | 4 KiB x 64 | 205 µs | 231 µs | 242 µs |
-//! | 4 KiB x 1024 | 1,698 µs | 1,680 µs | 1,764 µs |
+//! | batch | direct | page cache |
+//! |---|---|---|
+//! | 256 B x 1 | 1.04-1.14x | 0.96-1.04x |
+//! | 256 B x 64 | 0.95-1.07x | 0.89-1.02x |
+//! | 256 B x 1024 | 0.93-1.08x in some processes, 0.59-0.72x in others | 0.80-0.95x |
+//! | 4 KiB x 1 | 1.00-1.08x | 0.92-1.02x |
+//! | 4 KiB x 64 | 0.85-0.93x | 0.86-0.99x |
+//! | 4 KiB x 1024 | 0.90-1.17x | 0.84-1.10x |
+//!
+//! (The floor against a second copy of itself: 0.83-1.14x, mostly 0.96-1.06x.) In the slow processes, timers
+//! inside `append` put the loss in encoding the batch into the aligned buffer that the
+//! previous direct write was sent from: 158 µs per batch instead of 20-28 µs, the write and
+//! the sync as usual. The standalone program never showed it; the cause (presumably how the
+//! VM treats memory the host has just read for the device) is not known.
 //!
 //! # Rules
 //! - `O_DIRECT` needs the buffer address, the file offset and the length aligned, here to
@@ -32,6 +40,13 @@
 //!   so only an appender that is alone writes direct (see `RaftLog::alone`); under
 //!   concurrent appends the same blocks go through the page cache and share syncs, as
 //!   without direct I/O.
+//! - A direct write copies every payload into its aligned buffer. A batch with more than
+//!   `DIRECT_COPY_BYTES_MAX` (16 KiB) of payloads over 1 KiB goes through the page cache
+//!   instead, its large payloads written from where they are, still as whole blocks (the
+//!   tail before the records, zeros after them), so that no page has to be read first: 4
+//!   KiB x 1024 direct took up to twice as long as through the page cache (see
+//!   `log::DIRECT_COPY_BYTES_MAX`). The tail is then read back from the map, where that write
+//!   left it.
 //! - Readers keep reading through the map while a write rewrites the block under the last
 //!   records. A direct write makes the kernel drop those pages from the page cache (a reader
 //!   faults them in again from the disk); a write through the page cache stores into them.
@@ -48,13 +63,14 @@
 //! - Where a file system refuses `O_DIRECT` (`EINVAL`: tmpfs before Linux 6.6, some FUSE file
 //!   systems) or the platform lacks it, appends go through the page cache.
 //!
-//! # The cost, and why it is not the default
+//! # The costs, and why it is not the default
 //! What was appended direct is not in the page cache. The first read of it takes a page fault
 //! that reads from the disk, and so does reopening the log, which reads every record:
 //! reopening 1 M entries of 256 B right after appending them took 309 ms with direct I/O and
 //! 29 ms without (the disk reads at 0.85-2 GB/s here, so no cold reopen of those 288 MB can
 //! take less than about 150 ms). The design of this crate (reads through the maps) assumes
-//! recent records are cached; direct I/O is for logs written far more than read back.
+//! recent records are cached; direct I/O is for logs written far more than read back, on
+//! machines where it measures faster.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -96,7 +112,7 @@ impl DirectFile {
         Ok(Some(DirectFile {
             file,
             segment_first_index: segment.first_index,
-            tail: tail_of(segment),
+            tail: tail_of(segment).to_vec(),
         }))
     }
 
@@ -123,9 +139,9 @@ impl DirectFile {
 
 /// The bytes from the last block boundary at or below the end of `segment` up to its end: what
 /// [`DirectFile::tail`] holds while `segment` is current.
-pub(crate) fn tail_of(segment: &Segment) -> Vec<u8> {
+pub(crate) fn tail_of(segment: &Segment) -> &[u8] {
     let end = segment.end as usize;
-    segment.map[end - end % DIRECT_IO_ALIGN_BYTES..end].to_vec()
+    &segment.map[end - end % DIRECT_IO_ALIGN_BYTES..end]
 }
 
 /// Whether an error says that direct I/O is not available here (rather than that the disk

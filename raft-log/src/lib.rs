@@ -7,8 +7,9 @@
 //!
 //! Point reads either copy the entry out ([`RaftLog::entry`]) or borrow its payload from the
 //! map without a copy ([`RaftLog::entry_ref`], an [`EntryRef`]); both check the record's CRC.
-//! Appends go through the page cache, or around it with [`Options::direct_io`] (faster
-//! durable appends, but what was appended is read back from the disk).
+//! Appends go through the page cache, or around it with [`Options::direct_io`] (an
+//! experiment: sometimes faster durable appends, sometimes slower, and what was appended is
+//! read back from the disk).
 //!
 //! [`RaftLog`] is the synchronous API. [`RaftLogStore`] adapts it to raft-core's async
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking
@@ -97,20 +98,21 @@ pub const SEGMENT_BYTES_ALIGN: u64 = 4 << 10;
 pub struct Options {
     /// Size of each new segment file in bytes, header included.
     pub segment_bytes: u64,
-    /// Write appends with `O_DIRECT`, around the page cache (default `false`). Durable appends get
-    /// faster: in alternating runs against a plain `pwrite` + `fdatasync` file
-    /// (`benches/examples/append_alternating.rs`, `BENCHMARKS.md`), 256 B x 1024 at a median 0.98x
-    /// of the file's rate instead of 0.87x, the other workloads 0.91-1.20x instead of 0.90-1.08x.
-    /// The price is that what was appended is not in the page cache: the first read of it, and
-    /// reopening the log (which reads every record), read from the disk. Reopening 1 M entries of
-    /// 256 B just after appending them took 309 ms instead of 29 ms. Suits a log that is written
-    /// far more than read back, such as a Raft node's (raft-core's engine keeps its log in memory
-    /// and reads the store only when it starts). Every payload of a batch is copied into one
-    /// aligned buffer, so a batch needs as much memory again (up to a segment); through the page
-    /// cache, payloads over 1 KiB are written from where they are. Ignored, and appends go through
+    /// Write appends with `O_DIRECT`, around the page cache (default `false`; experimental).
+    /// Measured against a plain `pwrite` + `fdatasync` file in alternating runs
+    /// (`benches/examples/append_alternating.rs`, `BENCHMARKS.md`), it is not reliably faster
+    /// here: 256 B x 1024 ran at 0.94-1.08x of the file's rate in some processes and at
+    /// 0.59-0.72x in others (without it 0.80-0.95x), because copying the batch into the aligned
+    /// buffer that the disk reads from sometimes took 158 µs instead of 20-28 µs; the other
+    /// workloads within a few percent of the page cache path. Batches with more than 16 KiB of
+    /// payloads over 1 KiB go through the page cache anyway (a direct write would copy them).
+    /// What was appended direct is not in the page cache: the first read of it, and reopening
+    /// the log (which reads every record), read from the disk; reopening 1 M entries of 256 B
+    /// just after appending them took 309 ms instead of 29 ms. A batch written direct needs
+    /// as much memory again for its buffer (up to a segment). Ignored, and appends go through
     /// the page cache, where the platform or the file system has no direct I/O;
-    /// [`RaftLog::direct_io`] tells which path a log took (a new segment that refuses `O_DIRECT` is
-    /// written through the page cache too).
+    /// [`RaftLog::direct_io`] tells which path a log took (a new segment that refuses `O_DIRECT`
+    /// is written through the page cache too).
     pub direct_io: bool,
 }
 

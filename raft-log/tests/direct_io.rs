@@ -72,11 +72,14 @@ fn records_by_segment(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// A batch of `count` entries from `first`, payloads of 0 to 3,000 bytes (both sides of the
-/// size above which buffered appends write payloads from where they are).
+/// A batch of `count` entries from `first`. Half the batches have payloads of 0 to 1,000
+/// bytes, which a log that writes direct writes direct; the others 0 to 3,000 bytes (both
+/// sides of the size above which payloads are written from where they are, through the page
+/// cache, also by such a log).
 fn batch(rng: &mut SmallRng, term: u64, first: u64, count: u64) -> Vec<Entry> {
+    let bytes_max = if rng.gen() { 1000 } else { 3000 };
     (first..first + count)
-        .map(|index| entry(term, index, rng.gen_range(0..3000), rng.gen()))
+        .map(|index| entry(term, index, rng.gen_range(0..bytes_max), rng.gen()))
         .collect()
 }
 
