@@ -6,8 +6,8 @@
 //! batch into cached pages, and the sync then finds, writes back and waits for those pages
 //! before it flushes the disk's cache. A direct write sends the batch buffer to the disk
 //! itself, and the sync is left with the flush. On this machine (ext4 on a virtio disk of a
-//! 2-vCPU VM) a standalone program wrote a durable 288 KiB batch in 204-232 µs direct against
-//! 213-287 µs through the page cache, every run. raft-log gains less, and not reliably:
+//! 2-vCPU VM) a standalone program wrote a durable 288 KiB batch in 186-237 µs direct against
+//! 211-287 µs through the page cache. raft-log gains less, and not reliably:
 //! alternating rounds of raft-log with and without direct I/O and the plain-file floor in one
 //! process (`cargo run --release -p benches --example append_alternating`, 8 rounds, medians;
 //! more in `BENCHMARKS.md`), ratio of the rate to the floor's:
@@ -16,16 +16,17 @@
 //! |---|---|---|
 //! | 256 B x 1 | 1.04-1.14x | 0.96-1.04x |
 //! | 256 B x 64 | 0.95-1.07x | 0.89-1.02x |
-//! | 256 B x 1024 | 0.93-1.08x in some processes, 0.59-0.72x in others | 0.80-0.95x |
+//! | 256 B x 1024 (31 processes) | 0.59-1.01x, median 0.69x | 0.80-0.95x, median 0.86x |
 //! | 4 KiB x 1 | 1.00-1.08x | 0.92-1.02x |
 //! | 4 KiB x 64 | 0.85-0.93x | 0.86-0.99x |
 //! | 4 KiB x 1024 | 0.90-1.17x | 0.84-1.10x |
 //!
-//! (The floor against a second copy of itself: 0.83-1.14x, mostly 0.96-1.06x.) In the slow processes, timers
-//! inside `append` put the loss in encoding the batch into the aligned buffer that the
-//! previous direct write was sent from: 158 µs per batch instead of 20-28 µs, the write and
-//! the sync as usual. The standalone program never showed it; the cause (presumably how the
-//! VM treats memory the host has just read for the device) is not known.
+//! (The floor against a second copy of itself: 0.83-1.14x, mostly 0.96-1.06x.) In the slow
+//! processes, timers inside `append` put the loss in encoding the batch into the aligned
+//! buffer that the previous direct write was sent from: 144-163 µs per batch instead of
+//! 17-39 µs (and the write slower too). A standalone program showed it once in 18 processes,
+//! and neither a new buffer per batch nor a huge-page buffer cured it; the cause (presumably
+//! how the VM treats memory its host has just read for the device) is not known.
 //!
 //! # Rules
 //! - `O_DIRECT` needs the buffer address, the file offset and the length aligned, here to
