@@ -9,7 +9,11 @@
 //! recycled files. The floor copies payloads into a buffer and `pwrite`s it into a
 //! zero-filled file, then `fdatasync`s. A second floor, in its own file, is timed against the
 //! first like the logs: its ratio (ideally 1.00x) is how far apart this driver sees two runs
-//! of the very same writes, the smallest difference it can resolve.
+//! of the very same writes, the smallest difference it can resolve. A third floor writes as
+//! many bytes per entry as raft-log's records (a header's worth of zeros before each
+//! payload; records have no padding for payloads of a multiple of 8 bytes, as here), from
+//! the same offset in its file as after a segment header: raft-log's rate over that floor's
+//! is what raft-log costs beyond the bytes its format writes.
 //!
 //! ```text
 //! cargo run --release -p benches --example append_alternating -- [rounds] [workloads]
@@ -24,6 +28,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use raft_core::{Entry, LogId};
+use raft_log::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use raft_log::{Options, RaftLog, FREE_SEGMENTS_MAX};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -37,11 +42,13 @@ const WARM_UP_BATCH: usize = 1024;
 /// Size of the floor's zero-filled file; it is written round-robin.
 const FLOOR_FILE_BYTES: u64 = 256 << 20;
 
-/// Stores timed in every round: raft-log default, raft-log `direct_io`, the floor, and the
-/// floor again in a second file.
-const STORES: usize = 4;
+/// Stores timed in every round: raft-log default, raft-log `direct_io`, the floor, the floor
+/// again in a second file, and the floor writing record-sized entries.
+const STORES: usize = 5;
 /// Which of them the ratios are taken against.
 const FLOOR: usize = 2;
+/// The floor writing as many bytes per entry as raft-log, at the same offsets.
+const RECORD_FLOOR: usize = 4;
 
 const WORKLOADS_DEFAULT: &str = "256x1,256x64,256x1024,4096x1,4096x64,4096x1024";
 
@@ -82,7 +89,7 @@ impl SteadyLog {
             .take(WARM_UP_BATCH)
             .cloned()
             .collect();
-        let record_bytes = payloads[0].len() as u64 + 32;
+        let record_bytes = (payloads[0].len() + RECORD_HEADER_BYTES) as u64;
         let warm_up_batches = (FREE_SEGMENTS_MAX as u64 + 1) * options.segment_bytes
             / (record_bytes * WARM_UP_BATCH as u64);
         steady.append_batches(&warm_up, warm_up_batches + 1);
@@ -114,19 +121,34 @@ impl SteadyLog {
     }
 }
 
-/// The plain file: payloads back to back, `pwrite` + `fdatasync` per batch.
+/// The plain file: payloads back to back (each after `header_bytes` zeros), from offset
+/// `start`, `pwrite` + `fdatasync` per batch.
 struct Floor {
     file: File,
+    start: u64,
+    header_bytes: usize,
     end: u64,
     buf: Vec<u8>,
 }
 
 impl Floor {
     fn open(path: &Path) -> Floor {
+        Floor::with_headers(path, 0, 0)
+    }
+
+    /// A floor that writes as many bytes per entry as raft-log, from the offset of the first
+    /// record of a segment.
+    fn record_sized(path: &Path) -> Floor {
+        Floor::with_headers(path, SEGMENT_HEADER_BYTES as u64, RECORD_HEADER_BYTES)
+    }
+
+    fn with_headers(path: &Path, start: u64, header_bytes: usize) -> Floor {
         let file = benches::create_zero_filled(path, FLOOR_FILE_BYTES).expect("create floor file");
         Floor {
             file,
-            end: 0,
+            start,
+            header_bytes,
+            end: start,
             buf: Vec::new(),
         }
     }
@@ -137,10 +159,11 @@ impl Floor {
         for batch in inputs {
             self.buf.clear();
             for payload in &batch {
+                self.buf.resize(self.buf.len() + self.header_bytes, 0);
                 self.buf.extend_from_slice(payload);
             }
             if self.end + self.buf.len() as u64 > FLOOR_FILE_BYTES {
-                self.end = 0;
+                self.end = self.start;
             }
             self.file.write_all_at(&self.buf, self.end).expect("pwrite");
             self.end += self.buf.len() as u64;
@@ -170,9 +193,10 @@ fn measure(entry_bytes: usize, batch: usize, rounds: usize) {
     let mut floors = [
         Floor::open(&dir.path().join("floor")),
         Floor::open(&dir.path().join("floor-again")),
+        Floor::record_sized(&dir.path().join("floor-records")),
     ];
-    // Seconds per round: raft-log default, raft-log direct_io, floor, floor again.
-    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    // Seconds per round, by store (see `STORES`).
+    let mut times: [Vec<f64>; STORES] = Default::default();
     for round in 0..rounds {
         for turn in 0..STORES {
             let store = (turn + round) % STORES;
@@ -188,23 +212,28 @@ fn measure(entry_bytes: usize, batch: usize, rounds: usize) {
         }
     }
     let per_batch_us = |store: usize| median(times[store].clone()) / batches as f64 * 1e6;
-    let ratio = |store: usize| {
+    // The median over rounds of `store`'s rate over `over`'s.
+    let ratio = |store: usize, over: usize| {
         median(
             (0..rounds)
-                .map(|round| times[FLOOR][round] / times[store][round])
+                .map(|round| times[over][round] / times[store][round])
                 .collect(),
         )
     };
     println!(
         "{entry_bytes} B x {batch}: default {:.0} µs ({:.2}x), direct_io {:.0} µs ({:.2}x), \
-         floor {:.0} µs, floor again {:.0} µs ({:.2}x)",
+         floor {:.0} µs, floor again {:.0} µs ({:.2}x), record-sized floor {:.0} µs ({:.2}x; \
+         default over it {:.2}x)",
         per_batch_us(0),
-        ratio(0),
+        ratio(0, FLOOR),
         per_batch_us(1),
-        ratio(1),
+        ratio(1, FLOOR),
         per_batch_us(FLOOR),
         per_batch_us(3),
-        ratio(3)
+        ratio(3, FLOOR),
+        per_batch_us(RECORD_FLOOR),
+        ratio(RECORD_FLOOR, FLOOR),
+        ratio(0, RECORD_FLOOR)
     );
 }
 

@@ -101,8 +101,8 @@ pub struct Options {
     /// Write appends with `O_DIRECT`, around the page cache (default `false`; experimental).
     /// Measured against a plain `pwrite` + `fdatasync` file in alternating runs
     /// (`benches/examples/append_alternating.rs`, `BENCHMARKS.md`), it is not reliably faster
-    /// here: 256 B x 1024 ran at 0.59-1.01x of the file's rate (median 0.69x over 31 processes;
-    /// without it 0.80-0.95x, median 0.86x), because in some processes encoding the batch into
+    /// here: 256 B x 1024 ran at 0.59-1.03x of the file's rate (median 0.79x over 42 processes;
+    /// without it 0.80-0.96x, median 0.86x), because in some processes encoding the batch into
     /// the aligned buffer that the disk reads from took 150 µs instead of 20-28 µs; the other
     /// workloads within a few percent of the page cache path. Batches with more than 16 KiB of
     /// payloads over 1 KiB go through the page cache anyway (a direct write would copy them).
