@@ -13,8 +13,8 @@
 //!
 //! [`RaftLog`] is the synchronous API. [`RaftLogStore`] adapts it to raft-core's async
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking
-//! pool. The byte layout is drawn in `FORMAT.md` and at the top of the [`format`](mod@format) module;
-//! measurements against the peers are in `BENCHMARKS.md`.
+//! pool. The byte layout is drawn in `FORMAT.md` and at the top of the
+//! [`format`](mod@format) module; measurements against the peers are in `BENCHMARKS.md`.
 //!
 //! ```
 //! use raft_core::{Entry, HardState, LogId};

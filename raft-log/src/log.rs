@@ -31,9 +31,9 @@
 //! segment doubles the bytes written: bandwidth-bound appends ran at 0.35-0.59x of a plain
 //! file that is written once. So purged segment files are kept (up to [`FREE_SEGMENTS_MAX`],
 //! renamed to `free-<old segment name>.tmp`, kept across reopens) and reused for the next
-//! segments as they are: only their header is rewritten. Their old records stay behind the new ones and can never
-//! pass for new ones (the record CRC is seeded with the segment's first index, and old
-//! indexes are at or below the purge point; see the `format` module). Two rules keep
+//! segments as they are: only their header is rewritten. Their old records stay behind the
+//! new ones and can never pass for new ones (the record CRC is seeded with the segment's
+//! first index, and old indexes are at or below the purge point; see the `format` module). Two rules keep
 //! recovery exact: the stale tail of a recycled segment is zeroed before the segment stops
 //! being the last one (segments before the last must end in zeros, so that damage there is
 //! always reported), and recovery deletes segments wholly below the purge point by their
