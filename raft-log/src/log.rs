@@ -687,7 +687,7 @@ impl RaftLog {
                 (file, current.end, current.capacity(), current.first_index)
             };
             let durable_bytes = u32::try_from(writer.durable_bytes).expect("segment <= 1 GiB");
-            let blocks = writer.direct.is_some() && !copy_outweighs_direct(rest);
+            let copy_all = writer.direct.is_some() && !copy_outweighs_direct(rest);
             let mut encoded = Encoded {
                 buf: std::mem::take(&mut writer.buf),
                 parts: std::mem::take(&mut writer.parts),
@@ -695,7 +695,7 @@ impl RaftLog {
                 write_start: 0,
                 prefix_bytes: 0,
                 whole_blocks: writer.direct.is_some(),
-                copy_all: blocks,
+                copy_all,
             };
             encoded.parts.clear();
             let mut offsets = std::mem::take(&mut writer.offsets);
@@ -730,7 +730,7 @@ impl RaftLog {
             let alone = self.alone(writer);
             let result = match &mut writer.direct {
                 _ if at == start => Ok(()),
-                Some(direct) if blocks => {
+                Some(direct) if copy_all => {
                     let through = if alone { &direct.file } else { &file };
                     let result = encoded.write_blocks(through, start);
                     encoded.keep_tail(&mut direct.tail);
@@ -757,7 +757,7 @@ impl RaftLog {
                 let current = index.current_mut();
                 current.offsets.extend_from_slice(&offsets);
                 current.end = at;
-                if let Some(direct) = writer.direct.as_mut().filter(|_| !blocks) {
+                if let Some(direct) = writer.direct.as_mut().filter(|_| !copy_all) {
                     // Written through the page cache: the new tail is cached.
                     direct.tail.clear();
                     direct.tail.extend_from_slice(tail_of(current));

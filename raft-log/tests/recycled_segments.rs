@@ -58,6 +58,18 @@ fn two_hundred_entries_purged() -> (tempfile::TempDir, RaftLog) {
 /// A log whose current segment is a recycled file full of stale records: entries 1..=`old`
 /// written, all purged, then new entries (other payloads, term 2) appended one by one. Returns
 /// the images after each new append and the new entries.
+/// The appends of `images` (one image after each) that wrote into a segment already there,
+/// rather than rolling to a new one: the append's number `k` (1 for the first), the image
+/// after it, the last segment's name and that segment's bytes before the append.
+fn appends_in_place(images: &[Image]) -> impl Iterator<Item = (usize, &Image, String, &[u8])> {
+    (1..images.len()).filter_map(|k| {
+        let after = &images[k];
+        let name = segment_names(after).pop().unwrap();
+        let old_bytes = images[k - 1].get(&name)?;
+        Some((k, after, name, &old_bytes[..]))
+    })
+}
+
 fn recycled_log(new_entries: u64) -> (Vec<Image>, Vec<Entry>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
@@ -146,12 +158,7 @@ fn a_torn_record_over_stale_bytes_is_cut_at_every_byte_offset() {
     in_both_write_modes(|| {
         let (images, written, purged, base) = recycled_log(12);
         let mut checked = 0;
-        for k in 1..images.len() {
-            let (before, after) = (&images[k - 1], &images[k]);
-            let name = segment_names(after).pop().unwrap();
-            let Some(old_bytes) = before.get(&name) else {
-                continue; // the append rolled to a new segment
-            };
+        for (k, after, name, old_bytes) in appends_in_place(&images) {
             let record = *records(&after[&name]).last().unwrap();
             let acked = base + k as u64 - 1;
             assert_eq!(record.index, acked + 1);
@@ -194,12 +201,7 @@ fn any_subset_of_an_unsynced_append_over_stale_bytes_is_a_prefix() {
     in_both_write_modes(|| {
         let (images, written, purged, base) = recycled_log(40);
         let mut crashes = 0;
-        for k in 1..images.len() {
-            let (before, after) = (&images[k - 1], &images[k]);
-            let name = segment_names(after).pop().unwrap();
-            let Some(old_bytes) = before.get(&name) else {
-                continue;
-            };
+        for (k, after, name, old_bytes) in appends_in_place(&images) {
             let acked = base + k as u64 - 1;
             let changed: Vec<usize> = (0..old_bytes.len() / 512)
                 .filter(|&s| {
