@@ -329,7 +329,9 @@ fn figure_8_earlier_term_entry_is_not_committed_by_counting_replicas() {
     );
 }
 
-/// A new leader appends a blank entry of its term at once, and it commits.
+/// A new leader appends an entry of its term at once, and it commits. The first leader of a
+/// new cluster writes the initial configuration in it (so that servers added later learn the
+/// configuration of every index from the log); later leaders append a blank no-op.
 ///
 /// Reference: Raft paper section 8 ("each leader commit a blank no-op entry into the log at
 /// the start of its term").
@@ -338,8 +340,17 @@ fn leader_appends_no_op_on_election() {
     let mut c = Cluster::new(3);
     assert_eq!(c.campaign_votes_only(1), Role::Leader);
     let term = c.term(1);
-    let noop = c.engine(1).entry(1).expect("no-op appended").clone();
-    assert_eq!((noop.kind, noop.term), (EntryKind::Blank, term));
+    let opening = c
+        .engine(1)
+        .entry(1)
+        .expect("opening entry appended")
+        .clone();
+    assert_eq!((opening.kind, opening.term), (EntryKind::Membership, term));
+    assert_eq!(
+        Membership::decode(&opening.data).unwrap(),
+        Membership::new_voters([1, 2, 3]),
+        "the initial configuration, written down"
+    );
     assert_eq!(c.node(1).log.len(), 1, "handed out for persisting at once");
     c.deliver_all();
     assert_eq!(c.commit(1), 1);
@@ -347,9 +358,21 @@ fn leader_appends_no_op_on_election() {
     c.tick_n(1, config().heartbeat_ticks);
     c.deliver_all();
     for id in 1..=3 {
-        assert_eq!(c.commit(id), 1, "server {id} learns the no-op committed");
-        assert_eq!(c.node(id).applied[0].kind, EntryKind::Blank);
+        assert_eq!(
+            c.commit(id),
+            1,
+            "server {id} learns the opening entry committed"
+        );
+        assert_eq!(c.node(id).applied[0].kind, EntryKind::Membership);
     }
+
+    // The next leader's opening entry is a blank no-op: the configuration is in the log.
+    c.forget_leader(&[2, 3]);
+    assert_eq!(c.campaign(2), Role::Leader);
+    let noop = c.engine(2).entry(2).expect("no-op appended").clone();
+    assert_eq!((noop.kind, noop.term), (EntryKind::Blank, c.term(2)));
+    c.deliver_all();
+    assert_eq!(c.commit(2), 2);
 }
 
 /// The leader passes its commit index on in AppendEntries; a follower that is idle when the

@@ -15,8 +15,12 @@
 
 #[path = "sim/cluster.rs"]
 mod cluster;
+#[path = "sim/command.rs"]
+mod command;
 #[path = "sim/linearizability.rs"]
 mod linearizability;
+#[path = "sim/rng.rs"]
+mod rng;
 
 use std::collections::BTreeMap;
 

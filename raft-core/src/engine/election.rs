@@ -173,7 +173,18 @@ impl Engine {
         // Section 8: a new leader commits a blank entry of its own term, which also commits
         // everything before it (Figure 8 forbids counting replicas of older terms).
         self.term_start_index = next;
-        self.append_as_leader(vec![Entry::blank(self.term, next)]);
+        // The configuration a cluster starts with lives only in its first servers' arguments
+        // until a leader writes it down: the first leader's opening entry carries it, so that
+        // a server replaying the log (one added later, above all) knows the configuration at
+        // every index, and so do the snapshots it takes.
+        let unwritten =
+            self.committed_membership.0 == LogId::ZERO && self.pending_configs.is_empty();
+        let opening = if unwritten {
+            Entry::membership(self.term, next, &self.committed_membership.1)
+        } else {
+            Entry::blank(self.term, next)
+        };
+        self.append_as_leader(vec![opening]);
     }
 
     /// Leader: a heartbeat period, check-quorum, transfer timeout, replication timeouts.

@@ -34,6 +34,19 @@ impl Engine {
         let next = if changed.len() <= 1 {
             target
         } else {
+            // In the joint configuration the old voters still vote, so none of them can be
+            // listed as a learner yet, and the configuration format has no place for
+            // "learner once the joint configuration is left". Demote in a change of its own.
+            if let Some(demoted) = target
+                .learners
+                .iter()
+                .find(|id| current.voters.contains(id))
+            {
+                return Err(EngineError::Invalid(format!(
+                    "voter {demoted} cannot become a learner in a joint change; \
+                     demote it in a change of its own"
+                )));
+            }
             Membership {
                 voters_outgoing: current.voters.clone(),
                 ..target

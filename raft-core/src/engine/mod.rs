@@ -596,7 +596,11 @@ impl Engine {
     pub fn take_committed_entries(&mut self) -> Vec<Entry> {
         debug_assert!(self.ready.committed_entries.is_empty());
         let apply_batch_max = self.config.entries_per_message_max * 4;
-        self.log.take_committed(apply_batch_max)
+        let entries = self.log.take_committed(apply_batch_max);
+        // Every path that hands entries out for applying passes here, so the configuration
+        // a snapshot at the applied index must record is always known.
+        self.note_applied_configs(&entries);
+        entries
     }
 
     // ----- shared helpers -----

@@ -6,7 +6,7 @@ use tracing::{debug, error, info};
 use super::{Config, Engine, Role};
 use crate::membership::Membership;
 use crate::message::MessageBody;
-use crate::types::{EntryKind, LogId, LogIndex, NodeId, SnapshotMeta};
+use crate::types::{Entry, EntryKind, LogId, LogIndex, NodeId, SnapshotMeta};
 
 /// A request to snapshot the state machine at exactly `last_log_id` (the last applied entry):
 /// the snapshot must be labelled with this id (jraft labelled its snapshots one entry early,
@@ -91,15 +91,18 @@ impl Engine {
         self.snapshots.latest()
     }
 
-    /// Called from `ready()`: tracks the configuration of applied entries and asks for a
-    /// snapshot when due.
-    pub(super) fn maybe_request_snapshot(&mut self) {
-        for entry in &self.ready.committed_entries {
-            if entry.kind == EntryKind::Membership {
-                let m = Membership::decode(&entry.data).expect("validated when appended");
-                self.snapshots.applied_membership = (entry.log_id(), m);
-            }
+    /// Tracks the configuration of entries handed out for applying: a snapshot taken at the
+    /// applied index records it.
+    pub(super) fn note_applied_configs(&mut self, entries: &[Entry]) {
+        let configs = entries.iter().filter(|e| e.kind == EntryKind::Membership);
+        if let Some(entry) = configs.last() {
+            let m = Membership::decode(&entry.data).expect("validated when appended");
+            self.snapshots.applied_membership = (entry.log_id(), m);
         }
+    }
+
+    /// Called from `ready()`: asks for a snapshot when due.
+    pub(super) fn maybe_request_snapshot(&mut self) {
         let applied = self.log.applied;
         if !self.snapshots.wants_build(&self.config, applied) {
             return;

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::raft::RaftError;
 use super::runtime::Event;
 use super::storage::SnapshotStore;
+use super::tasks::Tasks;
 use super::{SnapshotBuilder, StateMachine};
 use crate::types::{Entry, SnapshotMeta};
 
@@ -39,6 +40,7 @@ pub(crate) async fn run<M: StateMachine>(
     mut queue: mpsc::Receiver<ApplyItem>,
     events: mpsc::UnboundedSender<Event>,
     snapshots: Arc<dyn SnapshotStore>,
+    tasks: Tasks,
 ) {
     // The snapshot being written in the background, if any (one at a time: the engine asks
     // for the next build only after this one is reported).
@@ -50,7 +52,8 @@ pub(crate) async fn run<M: StateMachine>(
             let _ = events.send(Event::Fatal(reason));
             break;
         }
-        if let Err(reason) = handle(&mut sm, item, &events, &snapshots, &mut background).await {
+        let result = handle(&mut sm, item, &events, &snapshots, &tasks, &mut background).await;
+        if let Err(reason) = result {
             let _ = events.send(Event::Fatal(reason));
             break;
         }
@@ -103,6 +106,7 @@ async fn handle<M: StateMachine>(
     item: ApplyItem,
     events: &mpsc::UnboundedSender<Event>,
     snapshots: &Arc<dyn SnapshotStore>,
+    tasks: &Tasks,
     background: &mut Option<JoinHandle<()>>,
 ) -> Result<(), String> {
     match item {
@@ -138,7 +142,7 @@ async fn handle<M: StateMachine>(
             match sm.snapshot_builder() {
                 Some(builder) => {
                     let (snapshots, events) = (snapshots.clone(), events.clone());
-                    *background = Some(tokio::spawn(async move {
+                    *background = Some(tasks.spawn(async move {
                         let result = write_snapshot(builder, snapshots.as_ref(), meta).await;
                         report_built(&events, result);
                     }));

@@ -16,13 +16,17 @@ mod raft;
 mod runtime;
 mod state_machine;
 mod storage;
+mod tasks;
 mod transport;
 
 pub use mem_kv::{HookLog, KvMap, MemKv};
 pub use mem_log::MemLogStore;
 pub use mem_snapshot::MemSnapshotStore;
 pub use mem_transport::{MemRouter, MemTransport};
-pub use raft::{NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode};
+pub use raft::{
+    EngineObserver, NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode,
+    StartOptions,
+};
 pub use runtime::StopAndWaitSender;
 pub use state_machine::{SnapshotBuilder, StateMachine, StateMachineError};
 pub use storage::{

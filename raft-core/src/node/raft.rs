@@ -11,9 +11,10 @@ use tracing::{debug, warn};
 
 use super::runtime::{self, Command};
 use super::storage::{LogStore, SnapshotStore};
+use super::tasks::Tasks;
 use super::transport::{MessageHandler, SnapshotTransfer, Transport};
 use super::StateMachine;
-use crate::engine::{Config, EngineError, ReplicationState, Role};
+use crate::engine::{Config, Engine, EngineError, ReplicationState, Role};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::types::{ChunkStatus, LogId, LogIndex, NodeId, SnapshotChunk, SnapshotChunkAck, Term};
@@ -150,8 +151,10 @@ pub struct NodeStatus {
     pub first_index: LogIndex,
     /// Latest snapshot.
     pub snapshot: LogId,
-    /// Effective configuration.
+    /// Effective configuration: the latest in the log, committed or not.
     pub membership: Membership,
+    /// The latest committed configuration.
+    pub committed_membership: Membership,
     /// Per-peer progress (leader only).
     pub peers: Vec<PeerStatus>,
     /// Proposals accepted since start.
@@ -174,6 +177,7 @@ impl NodeStatus {
             first_index: 1,
             snapshot: LogId::ZERO,
             membership: Membership::default(),
+            committed_membership: Membership::default(),
             peers: Vec::new(),
             proposals_total: 0,
             applied_total: 0,
@@ -184,6 +188,33 @@ impl NodeStatus {
     pub fn leader_address(&self) -> Option<String> {
         self.leader
             .and_then(|l| self.membership.addresses.get(&l).cloned())
+    }
+}
+
+/// Sees the engine between the steps of a node's event loop: for simulations, tests and
+/// debugging (invariant checks, traces). It runs on the event loop, so it must be quick.
+pub trait EngineObserver: Send + Sync + 'static {
+    /// Called each time the node has handled a batch of inputs and carried out what the
+    /// engine asked for. `engine` is in a consistent state: no input is half-handled.
+    fn observe(&self, engine: &Engine);
+}
+
+/// Optional parts of a node. See [`RaftNode::start_with_options`].
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// The snapshot sender (for example `raft-snapshot`'s windowed, resumable one). Default:
+    /// the built-in [`super::StopAndWaitSender`].
+    pub snapshot_transfer: Option<Arc<dyn SnapshotTransfer>>,
+    /// Sees the engine after every step of the event loop. Default: none.
+    pub observer: Option<Arc<dyn EngineObserver>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("snapshot_transfer", &self.snapshot_transfer.is_some())
+            .field("observer", &self.observer.is_some())
+            .finish()
     }
 }
 
@@ -211,6 +242,7 @@ impl RaftNode {
         T: Transport,
         M: StateMachine,
     {
+        let options = StartOptions::default();
         runtime::start(
             config,
             log,
@@ -218,7 +250,7 @@ impl RaftNode {
             transport,
             state_machine,
             initial_membership,
-            None,
+            options,
         )
         .await
     }
@@ -241,7 +273,10 @@ impl RaftNode {
         T: Transport,
         M: StateMachine,
     {
-        let transfer = Some(snapshot_transfer);
+        let options = StartOptions {
+            snapshot_transfer: Some(snapshot_transfer),
+            ..StartOptions::default()
+        };
         runtime::start(
             config,
             log,
@@ -249,7 +284,35 @@ impl RaftNode {
             transport,
             state_machine,
             initial_membership,
-            transfer,
+            options,
+        )
+        .await
+    }
+
+    /// Like [`RaftNode::start`], with the optional parts in `options`.
+    pub async fn start_with_options<L, S, T, M>(
+        config: NodeConfig,
+        log: Arc<L>,
+        snapshots: Arc<S>,
+        transport: Arc<T>,
+        state_machine: M,
+        initial_membership: Membership,
+        options: StartOptions,
+    ) -> Result<RaftHandle, RaftError>
+    where
+        L: LogStore,
+        S: SnapshotStore,
+        T: Transport,
+        M: StateMachine,
+    {
+        runtime::start(
+            config,
+            log,
+            snapshots,
+            transport,
+            state_machine,
+            initial_membership,
+            options,
         )
         .await
     }
@@ -263,6 +326,7 @@ pub(crate) struct HandleInner {
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) state: watch::Receiver<NodeState>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    pub(crate) tasks: Tasks,
 }
 
 /// A cloneable handle to a running node. Also the [`MessageHandler`] a transport server
@@ -417,6 +481,14 @@ impl RaftHandle {
         self.wait_stopped().await;
     }
 
+    /// Stops every task of the node at once, without finishing or answering anything: what a
+    /// crash of the process does (writes in flight may be torn, waiting callers see
+    /// [`RaftError::Shutdown`] or time out). For tests and simulations of crashes; a real
+    /// shutdown is [`RaftHandle::shutdown`].
+    pub fn kill(&self) {
+        self.inner.tasks.kill();
+    }
+
     /// Waits until the node has stopped (shut down, or failed) and returns how it ended.
     /// Unlike a status watch, this wakes only when the node's state changes.
     pub async fn wait_stopped(&self) -> NodeState {
@@ -505,10 +577,13 @@ impl RaftHandle {
         }
         let snapshot = chunk.meta.last_log_id;
         if snapshot.index <= commit {
-            return (
-                ChunkStatus::Refused("older than this server's state".into()),
-                0,
-            );
+            // Everything in it is committed here already: nothing to receive. The engine
+            // answers the leader that this server holds the snapshot's last entry, so the
+            // leader resumes sending entries after it. (A refusal left a leader whose view of
+            // this server was stale sending the same snapshot forever: it probes only from
+            // the match index it knows, which its log no longer holds.)
+            self.deliver_install(chunk);
+            return (ChunkStatus::Complete, chunk.meta.size_bytes);
         }
         // A snapshot received completely before whose install message was lost: hand it over again.
         if let Ok(Some(latest)) = self.inner.snapshots.latest().await {

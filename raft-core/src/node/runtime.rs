@@ -13,10 +13,11 @@ use tracing::{error, info, warn};
 
 use super::apply::{self, ApplyItem, Responder};
 use super::raft::{
-    addresses, HandleInner, MembershipChange, NodeConfig, NodeState, NodeStatus, PeerStatus,
-    RaftError, RaftHandle,
+    addresses, EngineObserver, HandleInner, MembershipChange, NodeConfig, NodeState, NodeStatus,
+    PeerStatus, RaftError, RaftHandle, StartOptions,
 };
 use super::storage::{LogStore, SnapshotStore, StorageError};
+use super::tasks::Tasks;
 use super::transport::{SnapshotTransfer, Transport};
 use super::StateMachine;
 use crate::engine::{Engine, EngineError, Ready, RestoredState, Role};
@@ -118,6 +119,8 @@ struct Runtime<L, S, T> {
     transfer_waiters: Vec<(NodeId, Reply<()>)>,
     snapshot_waiters: Vec<Reply<LogId>>,
     transfers: BTreeMap<NodeId, JoinHandle<()>>,
+    tasks: Tasks,
+    observer: Option<Arc<dyn EngineObserver>>,
     peers_published: BTreeMap<NodeId, String>,
     proposals_total: u64,
     applied_total: u64,
@@ -131,7 +134,7 @@ pub(crate) async fn start<L, S, T, M>(
     transport: Arc<T>,
     mut state_machine: M,
     initial_membership: Membership,
-    snapshot_transfer: Option<Arc<dyn SnapshotTransfer>>,
+    options: StartOptions,
 ) -> Result<RaftHandle, RaftError>
 where
     L: LogStore,
@@ -191,6 +194,10 @@ where
         .map_or(0, |s| s.last_log_id.index)
         .max(state.purged.index);
 
+    let StartOptions {
+        snapshot_transfer,
+        observer,
+    } = options;
     let snapshot_transfer = snapshot_transfer.unwrap_or_else(|| {
         let chunk_bytes = config.snapshot_chunk_bytes;
         Arc::new(StopAndWaitSender::new(
@@ -206,11 +213,13 @@ where
     let (status_tx, status_rx) = watch::channel(NodeStatus::initial(config.id));
     let (state_tx, state_rx) = watch::channel(NodeState::Running);
     let snapshots_dyn: Arc<dyn SnapshotStore> = snapshots.clone();
-    let apply_task = tokio::spawn(apply::run(
+    let tasks = Tasks::default();
+    let apply_task = tasks.spawn(apply::run(
         state_machine,
         apply_rx,
         events_tx.clone(),
         snapshots_dyn.clone(),
+        tasks.clone(),
     ));
     let handle = RaftHandle {
         inner: Arc::new(HandleInner {
@@ -221,6 +230,7 @@ where
             status: status_rx,
             state: state_rx,
             snapshots: snapshots_dyn,
+            tasks: tasks.clone(),
         }),
     };
     let mut runtime = Runtime {
@@ -249,14 +259,44 @@ where
         transfer_waiters: Vec::new(),
         snapshot_waiters: Vec::new(),
         transfers: BTreeMap::new(),
+        tasks: tasks.clone(),
+        observer,
         peers_published: BTreeMap::new(),
         proposals_total: 0,
         applied_total: 0,
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
-    tokio::spawn(runtime.run());
+    let (status_tx, state_tx) = (runtime.status_tx.clone(), runtime.state_tx.clone());
+    let event_loop = tasks.spawn(runtime.run());
+    tasks.spawn(supervise(event_loop, status_tx, state_tx, tasks.clone()));
     Ok(handle)
+}
+
+/// Marks the node failed if its event loop panics (a bug): callers then see `Fatal` at once
+/// instead of timing out against a node that claims to run. The node's other tasks stop.
+async fn supervise(
+    event_loop: JoinHandle<()>,
+    status_tx: watch::Sender<NodeStatus>,
+    state_tx: watch::Sender<NodeState>,
+    tasks: Tasks,
+) {
+    let Err(e) = event_loop.await else { return };
+    if !e.is_panic() {
+        return; // Killed: a simulated crash leaves no trace.
+    }
+    let panic = e.into_panic();
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    let reason = format!("bug: the event loop panicked: {message}");
+    error!(reason, "node failed");
+    let state = NodeState::Failed(reason);
+    status_tx.send_modify(|s| s.state = state.clone());
+    state_tx.send_replace(state);
+    tasks.kill();
 }
 
 /// A crash between publishing a received snapshot and purging the log leaves a log that does
@@ -336,6 +376,9 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             }
             if let Err(e) = self.drive().await {
                 break Err(e);
+            }
+            if let Some(observer) = &self.observer {
+                observer.observe(&self.engine);
             }
         };
         self.stop(outcome).await;
@@ -512,7 +555,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         let hard_state = ready.hard_state;
         let entries = std::mem::take(&mut ready.entries);
         let purge_to = ready.purge_to.take();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = async {
                 if let Some(upto) = snapshot {
                     log.purge(upto).await?;
@@ -705,7 +748,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         let transfer = self.snapshot_transfer.clone();
         let (from, term) = (self.id, self.engine.term());
         let events = self.events_tx.clone();
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn(async move {
             let success = transfer.send_snapshot(from, peer, term, meta).await;
             let _ = events.send(Event::SnapshotSent { peer, success });
         });
@@ -751,6 +794,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 || published.leader != self.engine.leader()
                 || published.snapshot != self.engine.latest_snapshot()
                 || published.membership != *self.engine.membership()
+                || published.committed_membership != *self.engine.committed_membership()
         };
         if rebuild {
             self.publish_status(NodeState::Running);
@@ -829,6 +873,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             first_index: s.first_index,
             snapshot: self.engine.latest_snapshot(),
             membership: s.membership,
+            committed_membership: self.engine.committed_membership().clone(),
             peers,
             proposals_total: self.proposals_total,
             applied_total: self.applied_total,

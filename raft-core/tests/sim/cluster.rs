@@ -13,95 +13,13 @@ use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta,
 };
 
-/// Small deterministic PRNG (SplitMix64) so the test needs no extra crate.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0xd1b5_4a32_d192_ed03)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-    /// True with probability `per_mille / 1000`.
-    pub fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(items[self.below(items.len() as u64) as usize])
-        }
-    }
-}
+pub use super::rng::Rng;
 
 // ---------------------------------------------------------------------------------------------
 // The key-value state machine
 // ---------------------------------------------------------------------------------------------
 
-/// A command of the replicated key-value store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    Put {
-        key: u64,
-        value: u64,
-    },
-    Cas {
-        key: u64,
-        expected: Option<u64>,
-        new: u64,
-    },
-}
-
-impl Command {
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(26);
-        match *self {
-            Command::Put { key, value } => {
-                out.push(1);
-                out.extend_from_slice(&key.to_le_bytes());
-                out.extend_from_slice(&value.to_le_bytes());
-            }
-            Command::Cas { key, expected, new } => {
-                out.push(2);
-                out.extend_from_slice(&key.to_le_bytes());
-                out.push(expected.is_some() as u8);
-                out.extend_from_slice(&expected.unwrap_or(0).to_le_bytes());
-                out.extend_from_slice(&new.to_le_bytes());
-            }
-        }
-        Bytes::from(out)
-    }
-
-    pub fn decode(b: &[u8]) -> Command {
-        let u = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-        match b[0] {
-            1 => Command::Put {
-                key: u(1),
-                value: u(9),
-            },
-            2 => Command::Cas {
-                key: u(1),
-                expected: (b[9] == 1).then(|| u(10)),
-                new: u(18),
-            },
-            tag => panic!("unknown command tag {tag}"),
-        }
-    }
-}
+pub use crate::command::Command;
 
 /// The state machine: a map plus the id of the last applied entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

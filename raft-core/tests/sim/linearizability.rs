@@ -147,6 +147,9 @@ pub struct OpId(usize);
 #[derive(Debug, Clone, Default)]
 pub struct History {
     operations: Vec<Operation>,
+    /// Operations that certainly never took effect (refused before anything was written, or
+    /// reads that failed): left out of the check.
+    abandoned: Vec<bool>,
     clock: u64,
 }
 
@@ -166,7 +169,18 @@ impl History {
             call,
             ret: None,
         });
+        self.abandoned.push(false);
         id
+    }
+
+    /// Records that operation `id` certainly never took effect: it is left out of the check.
+    /// (Leaving it with an unknown outcome is also sound, but makes the search larger.)
+    pub fn abandon(&mut self, id: OpId) {
+        assert!(
+            self.operations[id.0].ret.is_none(),
+            "a completed operation cannot be abandoned"
+        );
+        self.abandoned[id.0] = true;
     }
 
     /// Records that operation `id` returned `result` now.
@@ -187,6 +201,21 @@ impl History {
         operation.ret = Some((ret, result));
     }
 
+    /// Operations that returned a result.
+    pub fn completed(&self) -> usize {
+        self.operations.iter().filter(|op| op.ret.is_some()).count()
+    }
+
+    /// Operations whose outcome is unknown (not completed, not abandoned).
+    pub fn unknown(&self) -> usize {
+        let open = |(op, abandoned): &(&Operation, &bool)| op.ret.is_none() && !**abandoned;
+        self.operations
+            .iter()
+            .zip(&self.abandoned)
+            .filter(open)
+            .count()
+    }
+
     /// Everything recorded so far, in call order.
     pub fn operations(&self) -> &[Operation] {
         &self.operations
@@ -194,7 +223,14 @@ impl History {
 
     /// Checks the recorded history with [`check`].
     pub fn check(&self) -> Result<(), LinearizabilityError> {
-        check(&self.operations)
+        let kept: Vec<Operation> = self
+            .operations
+            .iter()
+            .zip(&self.abandoned)
+            .filter(|(_, abandoned)| !**abandoned)
+            .map(|(op, _)| *op)
+            .collect();
+        check(&kept)
     }
 
     fn tick(&mut self) -> u64 {
