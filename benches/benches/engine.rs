@@ -64,9 +64,7 @@ impl Cluster {
                 progressed = true;
                 let ready = engine.ready();
                 self.network.extend(ready.messages);
-                if let Some(last) = ready.entries.last() {
-                    engine.on_persisted(last.log_id());
-                }
+                engine.on_persisted(ready.entries.last().map(|e| e.log_id()));
                 self.network.extend(ready.persisted_messages);
                 if let Some(last) = ready.committed_entries.last() {
                     engine.on_applied(last.index);

@@ -56,7 +56,7 @@ fn a_leader_applies_only_what_it_has_persisted_even_when_a_quorum_of_followers_h
     ready.messages.clear();
 
     // Once its write is durable, the entry is handed out exactly once.
-    c.engine_mut(1).on_persisted(id);
+    c.engine_mut(1).on_persisted(Some(id));
     let committed = c.engine_mut(1).take_committed_entries();
     assert_eq!(
         committed.iter().map(|e| e.log_id()).collect::<Vec<_>>(),
@@ -116,7 +116,7 @@ fn a_follower_hands_out_nothing_past_what_it_has_persisted() {
     ready.messages.clear();
     assert!(c.engine_mut(2).take_committed_entries().is_empty());
     if let Some(last) = last {
-        c.engine_mut(2).on_persisted(last);
+        c.engine_mut(2).on_persisted(Some(last));
     }
     let handed: Vec<_> = c
         .engine_mut(2)

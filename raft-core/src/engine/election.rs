@@ -3,6 +3,7 @@
 
 use tracing::{debug, info};
 
+use super::leader::Leading;
 use super::{all_voters, Engine, EngineError, Role};
 use crate::message::MessageBody;
 use crate::types::{Entry, LogId, NodeId, Term};
@@ -33,6 +34,10 @@ impl Engine {
         self.reset_election_timer();
         self.votes.clear();
         self.leader = None;
+        self.stop_leading();
+        // Reads forwarded to the old leader cannot be answered any more: fail them now
+        // rather than at their timeout (and never let them pile up if this server wins).
+        self.fail_forwarded_reads();
         let term = if pre_vote {
             self.role = Role::PreCandidate;
             self.term + 1
@@ -164,15 +169,15 @@ impl Engine {
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
-        self.transfer = None;
-        self.catching_up = None;
         // Every peer's match index starts from zero in a new term (jraft bug 2).
         let next = self.log.last_index() + 1;
-        self.progress.clear();
-        self.sync_progress_with_membership();
         // Section 8: a new leader commits a blank entry of its own term, which also commits
         // everything before it (Figure 8 forbids counting replicas of older terms).
-        self.term_start_index = next;
+        self.leading = Some(Leading {
+            term_start_index: next,
+            ..Leading::default()
+        });
+        self.sync_progress_with_membership();
         // The configuration a cluster starts with lives only in its first servers' arguments
         // until a leader writes it down: the first leader's opening entry carries it, so that
         // a server replaying the log (one added later, above all) knows the configuration at
@@ -185,6 +190,14 @@ impl Engine {
             Entry::blank(self.term, next)
         };
         self.append_as_leader(vec![opening]);
+        // A committed joint configuration with nothing after it: the previous leader
+        // committed it but died before its leave-joint entry spread. Leave it now, or no
+        // change could ever be made again (etcd's auto-leave does the same).
+        let committed = &self.committed_membership.1;
+        if committed.is_joint() && self.pending_configs.is_empty() {
+            let next = committed.leave_joint();
+            self.append_config(next);
+        }
     }
 
     /// Leader: a heartbeat period, check-quorum, transfer timeout, replication timeouts.
@@ -203,15 +216,14 @@ impl Engine {
                 return;
             }
         }
-        if let Some((target, elapsed)) = self.transfer.as_mut() {
+        let limit = self.config.election_ticks_min;
+        let leading = self.leading_mut();
+        if let Some((target, elapsed)) = leading.transfer.as_mut() {
             *elapsed += 1;
-            if *elapsed >= self.config.election_ticks_min {
-                info!(
-                    id = self.id,
-                    target = *target,
-                    "leadership transfer timed out"
-                );
-                self.transfer = None;
+            if *elapsed >= limit {
+                let target = *target;
+                leading.transfer = None;
+                info!(id = self.id, target, "leadership transfer timed out");
             }
         }
         self.tick_snapshot_waits();
@@ -229,12 +241,11 @@ impl Engine {
     /// activity flags for the next period.
     fn quorum_active(&mut self) -> bool {
         let me = self.id;
-        let active = {
-            let progress = &self.progress;
-            self.membership()
-                .is_quorum(|id| id == me || progress.get(&id).is_some_and(|p| p.recent_active))
-        };
-        for p in self.progress.values_mut() {
+        let progress = &self.leading().progress;
+        let active = self
+            .membership()
+            .is_quorum(|id| id == me || progress.get(&id).is_some_and(|p| p.recent_active));
+        for p in self.leading_mut().progress.values_mut() {
             p.recent_active = false;
         }
         active
@@ -252,21 +263,22 @@ impl Engine {
         if target == self.id {
             return Ok(());
         }
-        if !self.membership().is_voter(target) || !self.progress.contains_key(&target) {
+        if !self.membership().is_voter(target) || !self.leading().progress.contains_key(&target) {
             return Err(EngineError::Invalid(format!("{target} is not a voter")));
         }
         info!(id = self.id, target, "transferring leadership");
-        self.transfer = Some((target, 0));
-        let caught_up = self.progress[&target].match_index == self.log.last_index();
-        if caught_up {
+        let last_index = self.log.last_index();
+        let leading = self.leading_mut();
+        leading.transfer = Some((target, 0));
+        // The target may win an election before a lease would run out: no more lease reads.
+        leading.reads.end_lease();
+        let peer = leading.peer_mut(target);
+        if peer.match_index == last_index {
             self.send(target, MessageBody::TimeoutNow);
-        } else if self.progress[&target].state != super::ReplicationState::Snapshot {
+        } else if peer.state != super::ReplicationState::Snapshot {
             // Probe from the match index at once: in-flight messages may have been lost, and
             // waiting for the replication timeout could use up the whole transfer window.
-            self.progress
-                .get_mut(&target)
-                .expect("checked above")
-                .become_probe();
+            peer.become_probe();
             self.send_append(target, true);
         }
         Ok(())
@@ -274,8 +286,12 @@ impl Engine {
 
     /// Sends TimeoutNow once the transfer target has every entry.
     pub(super) fn maybe_finish_transfer(&mut self, peer: NodeId) {
-        if self.transfer.map(|(t, _)| t) == Some(peer)
-            && self.progress[&peer].match_index == self.log.last_index()
+        // Not leading any more: the entry that commits with this answer may have removed us.
+        let Some(leading) = self.leading.as_ref() else {
+            return;
+        };
+        if leading.transfer.map(|(t, _)| t) == Some(peer)
+            && leading.peer(peer).match_index == self.log.last_index()
         {
             self.send(peer, MessageBody::TimeoutNow);
         }

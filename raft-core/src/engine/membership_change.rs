@@ -74,7 +74,12 @@ impl Engine {
     /// a time (jraft bug 11). Returns the id of the first configuration entry; the change is
     /// complete when a committed configuration lists `id` as a voter.
     pub fn add_voter(&mut self, id: NodeId, address: String) -> Result<LogId, EngineError> {
-        if let Some(other) = self.catching_up {
+        if self.role != Role::Leader {
+            return Err(EngineError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some(other) = self.leading().catching_up {
             if other != id {
                 return Err(EngineError::ChangeInProgress);
             }
@@ -88,7 +93,7 @@ impl Engine {
         } else {
             self.add_learner(id, address)?
         };
-        self.catching_up = Some(id);
+        self.leading_mut().catching_up = Some(id);
         self.maybe_promote_catching_up(id);
         Ok(log_id)
     }
@@ -107,8 +112,9 @@ impl Engine {
         if next.voters.is_empty() {
             return Err(EngineError::Invalid("cannot remove the last voter".into()));
         }
-        if self.catching_up == Some(id) {
-            self.catching_up = None;
+        let leading = self.leading_mut();
+        if leading.catching_up == Some(id) {
+            leading.catching_up = None;
         }
         Ok(self.append_config(next))
     }
@@ -119,10 +125,11 @@ impl Engine {
                 leader: self.leader,
             });
         }
-        if let Some((target, _)) = self.transfer {
+        let leading = self.leading();
+        if let Some((target, _)) = leading.transfer {
             return Err(EngineError::TransferInProgress(target));
         }
-        if self.log.committed < self.term_start_index {
+        if self.log.committed < leading.term_start_index {
             return Err(EngineError::NotReady);
         }
         if !self.pending_configs.is_empty() || self.membership().is_joint() {
@@ -131,7 +138,7 @@ impl Engine {
         Ok(())
     }
 
-    fn append_config(&mut self, next: Membership) -> LogId {
+    pub(super) fn append_config(&mut self, next: Membership) -> LogId {
         let index = self.log.last_index() + 1;
         info!(id = self.id, index, membership = %next, "proposing configuration");
         let entry = Entry::membership(self.term, index, &next);
@@ -142,10 +149,10 @@ impl Engine {
 
     /// Leader: promotes the catching-up learner once it is close enough.
     pub(super) fn maybe_promote_catching_up(&mut self, peer: NodeId) {
-        if self.catching_up != Some(peer) || self.check_can_change().is_err() {
+        if self.check_can_change().is_err() || self.leading().catching_up != Some(peer) {
             return;
         }
-        let Some(p) = self.progress.get(&peer) else {
+        let Some(p) = self.leading().progress.get(&peer) else {
             return;
         };
         // Only a learner that has answered successfully (Replicate) counts as caught up: with a
@@ -161,7 +168,7 @@ impl Engine {
             id = self.id,
             peer, gap, "learner caught up; promoting to voter"
         );
-        self.catching_up = None;
+        self.leading_mut().catching_up = None;
         self.append_config(next);
     }
 
@@ -175,12 +182,11 @@ impl Engine {
             .chain(self.committed_membership.1.all_members())
             .filter(|id| *id != self.id)
             .collect();
-        self.progress.retain(|id, _| members.contains(id));
         let next = self.log.last_index() + 1;
+        let progress = &mut self.leading_mut().progress;
+        progress.retain(|id, _| members.contains(id));
         for id in members {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(next));
+            progress.entry(id).or_insert_with(|| Progress::new(next));
         }
     }
 
@@ -189,6 +195,7 @@ impl Engine {
     /// campaigning (a server stays promotable while its committed configuration lists it).
     fn notify_removed_servers(&mut self) {
         let removed: Vec<NodeId> = self
+            .leading()
             .progress
             .keys()
             .copied()
@@ -199,7 +206,7 @@ impl Engine {
         for peer in removed {
             // Probe from its match index: the entries (including the one that removes it, if
             // it fits in one message) and the commit index travel together.
-            self.progress.get_mut(&peer).expect("listed").become_probe();
+            self.leading_mut().peer_mut(peer).become_probe();
             self.send_append(peer, true);
         }
     }
@@ -225,7 +232,7 @@ impl Engine {
             self.become_follower(self.term, None);
             return;
         }
-        if let Some(peer) = self.catching_up {
+        if let Some(peer) = self.leading().catching_up {
             self.maybe_promote_catching_up(peer);
         }
     }

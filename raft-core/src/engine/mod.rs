@@ -37,6 +37,7 @@
 
 mod config;
 mod election;
+mod leader;
 mod log;
 mod membership_change;
 mod progress;
@@ -50,10 +51,11 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 pub use self::config::{Config, ConfigError};
+use self::leader::Leading;
 use self::log::RaftLog;
 pub use self::progress::{Progress, ReplicationState};
-pub use self::reads::ReadState;
-pub use self::snapshot::SnapshotRequest;
+pub use self::reads::{ReadState, FORWARDED_READ_RESEND_HEARTBEATS};
+pub use self::snapshot::{SnapshotRequest, SNAPSHOT_BUILD_RETRY_TICKS};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::types::{Entry, EntryKind, HardState, LogId, LogIndex, NodeId, SnapshotMeta, Term};
@@ -244,18 +246,13 @@ pub struct Engine {
     /// Candidate / pre-candidate: votes received.
     votes: BTreeMap<NodeId, bool>,
 
-    /// Leader: replication state of every other member.
-    progress: BTreeMap<NodeId, Progress>,
-    /// Leader: index of the no-op entry that opened this term.
-    term_start_index: LogIndex,
-    /// Leader: send AppendEntries to peers before the next `Ready`.
-    broadcast_pending: bool,
-    /// Leader: leadership transfer in progress (target, ticks elapsed).
-    transfer: Option<(NodeId, u64)>,
-    /// Leader: a server being caught up as a learner before it becomes a voter.
-    catching_up: Option<NodeId>,
-
-    reads: reads::ReadQueue,
+    /// Everything only a leader has; `Some` exactly while the role is `Leader`.
+    leading: Option<Leading>,
+    /// Follower: reads forwarded to the leader, with the tick each was (last) sent at.
+    forwarded_reads: BTreeMap<u64, u64>,
+    /// A hard state was handed out in a `Ready` whose writes are not reported durable yet:
+    /// messages of its term must wait for it (see `take_messages`).
+    hard_state_unsaved: bool,
     snapshots: snapshot::SnapshotState,
 
     ready: Ready,
@@ -321,12 +318,9 @@ impl Engine {
             heartbeat_elapsed: 0,
             now_tick: 0,
             votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
-            term_start_index: 0,
-            broadcast_pending: false,
-            transfer: None,
-            catching_up: None,
-            reads: reads::ReadQueue::default(),
+            leading: None,
+            forwarded_reads: BTreeMap::new(),
+            hard_state_unsaved: false,
             snapshots,
             ready: Ready::default(),
         };
@@ -408,7 +402,11 @@ impl Engine {
             persisted_index: self.log.persisted,
             first_index: self.log.first_index(),
             membership: self.membership().clone(),
-            progress: self.progress.clone(),
+            progress: self
+                .leading
+                .as_ref()
+                .map(|l| l.progress.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -428,7 +426,10 @@ impl Engine {
         self.now_tick += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
-            _ => self.tick_election(),
+            _ => {
+                self.tick_election();
+                self.resend_forwarded_reads();
+            }
         }
     }
 
@@ -527,7 +528,7 @@ impl Engine {
                 leader: self.leader,
             });
         }
-        if let Some((target, _)) = self.transfer {
+        if let Some((target, _)) = self.leading.as_ref().and_then(|l| l.transfer) {
             return Err(EngineError::TransferInProgress(target));
         }
         let uncommitted = self.log.last_index() - self.log.committed;
@@ -537,9 +538,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Reports that everything the caller was asked to persist, up to the entry `last`, is
-    /// durable. Stale reports (the entry was since replaced) are ignored.
-    pub fn on_persisted(&mut self, last: LogId) {
+    /// Reports that everything the last [`Ready`] asked to persist is durable; `last` is the
+    /// id of its last entry (or of its snapshot), `None` when it had neither. Stale reports
+    /// (the entry was since replaced) move nothing. One `Ready`'s writes at a time: call
+    /// this before taking the next `Ready`.
+    pub fn on_persisted(&mut self, last: Option<LogId>) {
+        self.hard_state_unsaved = false;
+        let Some(last) = last else { return };
         if !self.log.matches(last) || last.index <= self.log.persisted {
             return;
         }
@@ -560,10 +565,12 @@ impl Engine {
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
             || self.hard_state_dirty
-            || self.broadcast_pending
+            || self.leading.as_ref().is_some_and(|l| l.broadcast_pending)
             || self.log.unstable_from <= self.log.last_index()
             || self.log.applied < self.log.committed.min(self.log.persisted)
-            || self.snapshots.wants_build(&self.config, self.log.applied)
+            || self
+                .snapshots
+                .wants_build(&self.config, self.log.applied, self.now_tick)
             || self.reads_pending_output()
     }
 
@@ -573,18 +580,32 @@ impl Engine {
         if self.hard_state_dirty {
             self.ready.hard_state = Some(self.hard_state());
             self.hard_state_dirty = false;
+            self.hard_state_unsaved = true;
+            // Messages of a term whose hard state is not durable wait for it: a leader
+            // elected by itself alone that crashed before its term was saved could win the
+            // same term again and send other entries at the same indexes.
+            let early = std::mem::take(&mut self.ready.messages);
+            self.ready.persisted_messages.splice(0..0, early);
         }
         self.ready.entries.extend(self.log.take_unstable());
-        let committed = self.take_committed_entries();
+        // With a snapshot in this Ready, these are applied after it is restored (step 4).
+        let committed = self.hand_out_committed();
         self.ready.committed_entries.extend(committed);
         self.maybe_request_snapshot();
         self.log.check();
+        self.check_leading();
         std::mem::take(&mut self.ready)
     }
 
     /// Takes only the messages that may be sent before anything is persisted. For runtimes
-    /// that keep working while a persist is in flight.
+    /// that keep working while a persist is in flight. Returns nothing while a hard state is
+    /// not durable yet (changed since the last `Ready`, or handed out in a `Ready` whose
+    /// writes were not reported with [`Engine::on_persisted`]): those messages leave with a
+    /// later `Ready`.
     pub fn take_messages(&mut self) -> Vec<Message> {
+        if self.hard_state_dirty || self.hard_state_unsaved {
+            return Vec::new();
+        }
         self.flush_broadcast();
         std::mem::take(&mut self.ready.messages)
     }
@@ -593,8 +614,18 @@ impl Engine {
     /// as reported through [`Engine::on_persisted`]. For runtimes that keep applying while a
     /// persist is in flight: a leader learns most commits from acknowledgements that arrive
     /// during its next write, and answering them need not wait for that write.
+    /// Returns nothing while a received snapshot waits in the next `Ready`: entries after it
+    /// are applied only once it is restored.
     pub fn take_committed_entries(&mut self) -> Vec<Entry> {
         debug_assert!(self.ready.committed_entries.is_empty());
+        if self.ready.snapshot.is_some() {
+            return Vec::new();
+        }
+        self.hand_out_committed()
+    }
+
+    /// Committed, durable entries not handed out yet (a bounded batch); marks them handed out.
+    fn hand_out_committed(&mut self) -> Vec<Entry> {
         let apply_batch_max = self.config.entries_per_message_max * 4;
         let entries = self.log.take_committed(apply_batch_max);
         // Every path that hands entries out for applying passes here, so the configuration
@@ -743,25 +774,54 @@ impl Engine {
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        let was_leader = self.role == Role::Leader;
         if term > self.term {
             self.set_hard_state(term, None);
         }
         if self.role != Role::Follower || self.leader != leader {
             info!(id = self.id, term, ?leader, "following");
         }
+        let leader_changed = self.leader != leader;
         self.role = Role::Follower;
         self.leader = leader;
         self.votes.clear();
-        if was_leader {
-            self.progress.clear();
-            self.transfer = None;
-            self.catching_up = None;
-            self.broadcast_pending = false;
+        self.stop_leading();
+        if leader_changed {
+            self.fail_forwarded_reads();
         }
-        let failed = self.reads.fail_all();
-        self.ready.failed_reads.extend(failed);
         self.reset_election_timer();
+    }
+
+    /// Drops everything only a leader has (no-op when not leading).
+    fn stop_leading(&mut self) {
+        if let Some(leading) = self.leading.take() {
+            self.fail_leader_reads(leading.reads);
+        }
+    }
+
+    /// The role and the leader-only state agree; a disagreement is a bug in the engine.
+    fn check_leading(&self) {
+        assert_eq!(
+            self.role == Role::Leader,
+            self.leading.is_some(),
+            "node {}: role {:?} but leader state {}",
+            self.id,
+            self.role,
+            if self.leading.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
+        );
+    }
+
+    /// The leader-only state; panics when not leading (a bug in the caller).
+    fn leading(&self) -> &Leading {
+        self.leading.as_ref().expect("called on a leader only")
+    }
+
+    /// The leader-only state, mutable; panics when not leading (a bug in the caller).
+    fn leading_mut(&mut self) -> &mut Leading {
+        self.leading.as_mut().expect("called on a leader only")
     }
 
     fn reset_election_timer(&mut self) {

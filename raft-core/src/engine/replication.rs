@@ -18,7 +18,7 @@ impl Engine {
             }
         }
         self.log.append(entries);
-        self.broadcast_pending = true;
+        self.leading_mut().broadcast_pending = true;
         // A single-voter cluster commits as soon as its own write is durable; that happens in
         // `on_persisted`.
     }
@@ -40,20 +40,21 @@ impl Engine {
     /// Leader: sends whatever each peer may receive now; with a commit notice, also pings idle
     /// peers so they learn the new commit index at once (jraft's urgent commit).
     pub(super) fn flush_broadcast(&mut self) {
-        if !self.broadcast_pending || self.role != Role::Leader {
-            self.broadcast_pending = false;
+        let Some(leading) = self.leading.as_mut() else {
+            return;
+        };
+        if !std::mem::take(&mut leading.broadcast_pending) {
             return;
         }
-        self.broadcast_pending = false;
-        if self.reads.take_round_request() {
+        if leading.reads.take_round_request() {
             self.next_round();
             self.broadcast_heartbeat();
             return;
         }
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        let peers: Vec<NodeId> = leading.progress.keys().copied().collect();
         for peer in peers {
             let sent = self.send_append(peer, false);
-            let p = &self.progress[&peer];
+            let p = self.leading().peer(peer);
             // An idle peer in sync gets a heartbeat that carries the new commit index. (Its
             // match index says nothing about the commit index it knows: a peer holding every
             // entry is exactly the one that needs the notice.)
@@ -65,9 +66,9 @@ impl Engine {
 
     /// Leader: a heartbeat to every peer (retrying probes), carrying the current read round.
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        let peers: Vec<NodeId> = self.leading().progress.keys().copied().collect();
         for peer in peers {
-            let p = self.progress.get_mut(&peer).expect("peer listed");
+            let p = self.leading_mut().peer_mut(peer);
             if p.state == ReplicationState::Probe {
                 p.probe_sent = false;
                 if self.send_append(peer, true) {
@@ -83,13 +84,14 @@ impl Engine {
     /// A heartbeat: an AppendEntries without entries whose `prev_log_id` is the peer's match
     /// index, so it always passes the consistency check and the follower's commit cap is exact.
     fn send_heartbeat(&mut self, peer: NodeId) {
-        let match_index = self.progress[&peer].match_index;
+        let leading = self.leading();
+        let match_index = leading.peer(peer).match_index;
         let prev_log_id = self.log.log_id_at(match_index).unwrap_or(LogId::ZERO);
         let body = MessageBody::AppendEntries {
             prev_log_id,
             entries: Vec::new(),
             leader_commit: self.log.committed,
-            round: self.reads.round(),
+            round: leading.reads.round(),
         };
         self.send(peer, body);
     }
@@ -102,7 +104,11 @@ impl Engine {
             self.config.inflight_messages_max,
             self.config.inflight_bytes_max,
         );
-        let Some(p) = self.progress.get(&peer) else {
+        let Some(leading) = self.leading.as_ref() else {
+            return false;
+        };
+        let round = leading.reads.round();
+        let Some(p) = leading.progress.get(&peer) else {
             return false;
         };
         if !p.can_send(messages_max, bytes_max) {
@@ -132,13 +138,12 @@ impl Engine {
             prev_log_id,
             entries,
             leader_commit: self.log.committed,
-            round: self.reads.round(),
+            round,
         };
         self.send(peer, body);
         let now = self.now_tick;
-        self.progress
-            .get_mut(&peer)
-            .expect("peer listed")
+        self.leading_mut()
+            .peer_mut(peer)
             .on_sent(last_index, bytes, now);
         true
     }
@@ -147,6 +152,7 @@ impl Engine {
     pub(super) fn expire_inflight(&mut self) {
         let (now, timeout) = (self.now_tick, self.config.replication_timeout_ticks);
         let expired: Vec<NodeId> = self
+            .leading()
             .progress
             .iter()
             .filter(|(_, p)| p.inflight_expired(now, timeout))
@@ -157,10 +163,7 @@ impl Engine {
                 id = self.id,
                 peer, "in-flight AppendEntries timed out; probing"
             );
-            self.progress
-                .get_mut(&peer)
-                .expect("peer listed")
-                .become_probe();
+            self.leading_mut().peer_mut(peer).become_probe();
             self.send_append(peer, true);
         }
     }
@@ -304,10 +307,10 @@ impl Engine {
         conflict: Option<ConflictHint>,
         round: u64,
     ) {
-        if self.role != Role::Leader {
+        let Some(leading) = self.leading.as_mut() else {
             return;
-        }
-        let Some(p) = self.progress.get_mut(&from) else {
+        };
+        let Some(p) = leading.progress.get_mut(&from) else {
             debug!(id = self.id, from, "response from a non-member");
             return;
         };
@@ -340,16 +343,11 @@ impl Engine {
                 return; // Stale: we already know it has more.
             }
             let next = self.next_after_conflict(hint);
-            let p = self.progress.get_mut(&from).expect("peer listed");
+            let me = self.id;
+            let p = self.leading_mut().peer_mut(from);
             p.become_probe();
             p.next_index = next.max(p.match_index + 1);
-            debug!(
-                id = self.id,
-                from,
-                ?hint,
-                next = p.next_index,
-                "backing off"
-            );
+            debug!(id = me, from, ?hint, next = p.next_index, "backing off");
             self.send_append(from, true);
             return;
         }
@@ -377,21 +375,19 @@ impl Engine {
     pub(super) fn maybe_commit(&mut self) {
         let me = self.id;
         let persisted = self.log.persisted;
-        let quorum_index = {
-            let progress = &self.progress;
-            self.membership().committed_index(|id| {
-                if id == me {
-                    persisted
-                } else {
-                    progress.get(&id).map_or(0, |p| p.match_index)
-                }
-            })
-        };
+        let progress = &self.leading().progress;
+        let quorum_index = self.membership().committed_index(|id| {
+            if id == me {
+                persisted
+            } else {
+                progress.get(&id).map_or(0, |p| p.match_index)
+            }
+        });
         if quorum_index <= self.log.committed || self.log.term_at(quorum_index) != Some(self.term) {
             return;
         }
         self.log.committed = quorum_index;
-        self.broadcast_pending = true;
+        self.leading_mut().broadcast_pending = true;
         self.advance_committed_membership();
         self.confirm_reads();
     }

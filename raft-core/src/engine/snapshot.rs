@@ -35,6 +35,10 @@ impl SnapshotRequest {
     }
 }
 
+/// After a snapshot build fails, the next one that is merely due (not asked for) waits this
+/// many ticks: a store that fails (a full disk) is not retried in a tight loop.
+pub const SNAPSHOT_BUILD_RETRY_TICKS: u64 = 100;
+
 /// Snapshot bookkeeping.
 #[derive(Debug)]
 pub(super) struct SnapshotState {
@@ -44,6 +48,8 @@ pub(super) struct SnapshotState {
     building: bool,
     /// A snapshot was asked for explicitly.
     forced: bool,
+    /// The tick of the last failed build, if the last build failed.
+    failed_at_tick: Option<u64>,
     /// The configuration as of the last entry handed out for applying.
     pub(super) applied_membership: (LogId, Membership),
 }
@@ -54,19 +60,24 @@ impl SnapshotState {
             latest,
             building: false,
             forced: false,
+            failed_at_tick: None,
             applied_membership,
         }
     }
 
     pub(super) fn on_applied(&mut self, _index: LogIndex) {}
 
-    pub(super) fn wants_build(&self, config: &Config, applied: LogIndex) -> bool {
+    pub(super) fn wants_build(&self, config: &Config, applied: LogIndex, now_tick: u64) -> bool {
         if self.building || applied <= self.latest.index {
             return false;
         }
-        self.forced
-            || (config.snapshot_distance > 0
-                && applied - self.latest.index >= config.snapshot_distance)
+        let backing_off = self
+            .failed_at_tick
+            .is_some_and(|failed| now_tick < failed + SNAPSHOT_BUILD_RETRY_TICKS);
+        let due = config.snapshot_distance > 0
+            && applied - self.latest.index >= config.snapshot_distance
+            && !backing_off;
+        self.forced || due
     }
 
     pub(super) fn latest(&self) -> LogId {
@@ -104,7 +115,10 @@ impl Engine {
     /// Called from `ready()`: asks for a snapshot when due.
     pub(super) fn maybe_request_snapshot(&mut self) {
         let applied = self.log.applied;
-        if !self.snapshots.wants_build(&self.config, applied) {
+        if !self
+            .snapshots
+            .wants_build(&self.config, applied, self.now_tick)
+        {
             return;
         }
         let last_log_id = self
@@ -125,7 +139,11 @@ impl Engine {
     /// failed. Compacts the log, keeping `snapshot_trailing_entries` for slow followers.
     pub fn on_snapshot_built(&mut self, built: Option<LogId>) {
         self.snapshots.building = false;
-        let Some(last_log_id) = built else { return };
+        let Some(last_log_id) = built else {
+            self.snapshots.failed_at_tick = Some(self.now_tick);
+            return;
+        };
+        self.snapshots.failed_at_tick = None;
         if last_log_id.index <= self.snapshots.latest.index {
             return;
         }
@@ -142,8 +160,7 @@ impl Engine {
 
     /// Leader: the peer's next entry was compacted away; it needs the latest snapshot.
     pub(super) fn start_snapshot_transfer(&mut self, peer: NodeId) {
-        let p = self.progress.get_mut(&peer).expect("peer listed");
-        p.become_snapshot();
+        self.leading_mut().peer_mut(peer).become_snapshot();
         info!(id = self.id, peer, snapshot = %self.snapshots.latest, "sending snapshot");
         self.ready.send_snapshots.push(peer);
     }
@@ -152,7 +169,11 @@ impl Engine {
     /// whole snapshot (its InstallSnapshotResponse follows), `false` on failure (retried from
     /// the next heartbeat).
     pub fn on_snapshot_sent(&mut self, peer: NodeId, success: bool) {
-        let Some(p) = self.progress.get_mut(&peer) else {
+        let Some(p) = self
+            .leading
+            .as_mut()
+            .and_then(|l| l.progress.get_mut(&peer))
+        else {
             return;
         };
         if p.state != super::ReplicationState::Snapshot {
@@ -168,7 +189,7 @@ impl Engine {
     /// Leader: gives up waiting for an InstallSnapshotResponse after an election timeout.
     pub(super) fn tick_snapshot_waits(&mut self) {
         let limit = self.config.election_ticks_min;
-        for p in self.progress.values_mut() {
+        for p in self.leading_mut().progress.values_mut() {
             if let Some(waited) = p.snapshot_wait_ticks.as_mut() {
                 *waited += 1;
                 if *waited >= limit {
@@ -184,11 +205,12 @@ impl Engine {
         last_log_id: LogId,
         success: bool,
     ) {
-        if self.role != Role::Leader {
-            return;
-        }
         let last_index = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else {
+        let Some(p) = self
+            .leading
+            .as_mut()
+            .and_then(|l| l.progress.get_mut(&from))
+        else {
             return;
         };
         p.recent_active = true;
@@ -233,9 +255,12 @@ impl Engine {
         let (discarded, kept_suffix) = self.log.install_snapshot(snapshot);
         self.ready.rolled_back.extend(discarded);
         self.ready.truncate_from = if kept_suffix {
+            // A truncation staged earlier in this Ready means storage still holds replaced
+            // entries from there on: those below the snapshot go with the purge, the others
+            // must still be truncated (dropping the truncation left them in place).
             self.ready
                 .truncate_from
-                .filter(|from| *from > snapshot.index)
+                .map(|from| from.max(snapshot.index + 1))
         } else {
             Some(snapshot.index + 1)
         };

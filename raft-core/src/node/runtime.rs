@@ -582,9 +582,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     /// Steps 3 to 6 of a `Ready`, once its writes are durable.
     async fn after_persist(&mut self, done: AfterPersist) -> Result<(), String> {
         let AfterPersist { last, mut ready } = done;
-        if let Some(last) = last {
-            self.engine.on_persisted(last);
-        }
+        self.engine.on_persisted(last);
         for msg in std::mem::take(&mut ready.persisted_messages) {
             self.transport.send(msg);
         }

@@ -513,11 +513,9 @@ impl Node {
             self.appended.extend(ready.entries.iter().cloned());
             self.rolled_back.extend(ready.rolled_back);
             // Step 3: durable; acknowledgements may leave.
-            if let Some(last) = ready.entries.last() {
-                self.engine.on_persisted(last.log_id());
-            } else if let Some(meta) = &ready.snapshot {
-                self.engine.on_persisted(meta.last_log_id);
-            }
+            let last = ready.entries.last().map(|e| e.log_id());
+            self.engine
+                .on_persisted(last.or(ready.snapshot.as_ref().map(|m| m.last_log_id)));
             out.extend(ready.persisted_messages);
             // Step 4: apply.
             if let Some(last) = ready.committed_entries.last() {

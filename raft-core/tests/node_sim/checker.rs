@@ -199,20 +199,6 @@ impl Checker {
         lock(&self.inner).stats.messages += 1;
     }
 
-    /// The reference's applied index (how far the history is known).
-    pub fn reference_applied(&self) -> LogIndex {
-        lock(&self.inner).applied.len() as LogIndex
-    }
-
-    /// The reference state's digest after `index`, if known.
-    pub fn digest_at(&self, index: LogIndex) -> Option<u64> {
-        let inner = lock(&self.inner);
-        match index {
-            0 => Some(0),
-            i => inner.digests.get(i as usize - 1).copied(),
-        }
-    }
-
     // ----- state machines -----
 
     /// A state machine applied `entry` and its state's digest is now `digest`.

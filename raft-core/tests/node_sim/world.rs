@@ -110,10 +110,6 @@ impl Net {
         lock(&self.inner).blocked.clear();
     }
 
-    pub fn blocked(&self, from: NodeId, to: NodeId) -> bool {
-        lock(&self.inner).blocked.contains(&(from, to))
-    }
-
     /// The delays of the copies of one message (none: lost).
     fn route(&self, from: NodeId, to: NodeId) -> Vec<u64> {
         let inner = lock(&self.inner);
@@ -351,11 +347,6 @@ impl Disk {
         inner.current = inner.durable.clone();
         inner.incarnation += 1;
         cut
-    }
-
-    /// What is durable now.
-    pub fn durable(&self) -> LogImage {
-        lock(&self.inner).durable.clone()
     }
 
     /// Writes that failed by injection so far.

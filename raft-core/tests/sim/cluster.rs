@@ -532,11 +532,8 @@ impl Cluster {
             return;
         }
         let engine = node.engine.as_mut().unwrap();
-        if let Some(last) = ready.entries.last() {
-            engine.on_persisted(last.log_id());
-        } else if let Some(meta) = &ready.snapshot {
-            engine.on_persisted(meta.last_log_id);
-        }
+        let last = ready.entries.last().map(|e| e.log_id());
+        engine.on_persisted(last.or(ready.snapshot.as_ref().map(|m| m.last_log_id)));
         // Step 3: messages that promise durable state.
         for msg in ready.persisted_messages {
             self.send(msg, None);

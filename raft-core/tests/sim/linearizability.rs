@@ -34,6 +34,9 @@
 //! history.check().unwrap();
 //! ```
 
+// Shared by several test crates; each uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
