@@ -1,5 +1,5 @@
-//! The consensus engine alone: three engines in one process, an instant network, a log that
-//! persists instantly. Measures committed entries per second for 1, 64 and 256 concurrent
+//! The consensus engine alone: three engines in one process, each run by the node's
+//! [`Driver`](raft_core::driver::Driver), an instant network, a log that persists instantly. Measures committed entries per second for 1, 64 and 256 concurrent
 //! proposers proposing batches of 1 and 64 entries of 64 bytes (closed loop: each proposer
 //! waits for its batch to commit before proposing the next).
 //!
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use raft_core::driver::{ApplyWork, Driver, Work};
 use raft_core::engine::{Config, Engine, RestoredState, Role};
 use raft_core::{LogIndex, Membership, Message};
 
@@ -18,7 +19,7 @@ const PAYLOAD_BYTES: usize = 64;
 const ENTRIES_PER_ITERATION: u64 = 200_000;
 
 struct Cluster {
-    engines: Vec<Engine>,
+    drivers: Vec<Driver>,
     network: VecDeque<Message>,
 }
 
@@ -31,48 +32,65 @@ impl Cluster {
             inflight_messages_max: 256,
             ..Config::default()
         };
-        let engines = (1..=3)
+        let drivers = (1..=3)
             .map(|id| {
                 let restored = RestoredState {
                     initial_membership: membership.clone(),
                     ..Default::default()
                 };
-                Engine::new(id, config.clone(), restored).expect("valid config")
+                let engine = Engine::new(id, config.clone(), restored).expect("valid config");
+                Driver::new(engine, false)
             })
             .collect();
         let mut cluster = Cluster {
-            engines,
+            drivers,
             network: VecDeque::new(),
         };
-        while cluster.engines[0].role() != Role::Leader {
-            cluster.engines[0].tick();
+        while cluster.leader().role() != Role::Leader {
+            cluster.drivers[0].engine_mut().tick();
             cluster.pump();
         }
         cluster.pump();
         cluster
     }
 
-    /// Runs ready cycles and delivers messages until the cluster is quiet.
+    fn leader(&mut self) -> &mut Engine {
+        self.drivers[0].engine_mut()
+    }
+
+    /// Carries out a driver's work at once: messages to the network, applied at once, every
+    /// write durable at once.
+    fn carry_out(driver: &mut Driver, work: Work, network: &mut VecDeque<Message>) {
+        network.extend(work.messages);
+        for item in work.apply {
+            if let ApplyWork::Entries(entries) = item {
+                let last = entries.last().expect("never empty").index;
+                driver.engine_mut().on_applied(last);
+            }
+        }
+        if work.write.is_some() {
+            let after = driver.write_done();
+            Self::carry_out(driver, after, network);
+        }
+    }
+
+    /// Runs the drivers and delivers messages until the cluster is quiet.
     fn pump(&mut self) {
         loop {
             let mut progressed = false;
-            for i in 0..self.engines.len() {
-                let engine = &mut self.engines[i];
-                if !engine.has_ready() {
-                    continue;
-                }
-                progressed = true;
-                let ready = engine.ready();
-                self.network.extend(ready.messages);
-                engine.on_persisted(ready.entries.last().map(|e| e.log_id()));
-                self.network.extend(ready.persisted_messages);
-                if let Some(last) = ready.committed_entries.last() {
-                    engine.on_applied(last.index);
+            for driver in &mut self.drivers {
+                loop {
+                    let work = driver.poll();
+                    if work.is_empty() {
+                        break;
+                    }
+                    progressed = true;
+                    Self::carry_out(driver, work, &mut self.network);
                 }
             }
             while let Some(msg) = self.network.pop_front() {
                 progressed = true;
-                self.engines[(msg.to - 1) as usize].step(msg);
+                self.drivers[(msg.to - 1) as usize].engine_mut().step(msg);
             }
             if !progressed {
                 return;
@@ -83,17 +101,18 @@ impl Cluster {
     /// Commits `total` entries with `proposers` closed-loop proposers of `batch` entries.
     fn run(&mut self, proposers: usize, batch: usize, total: u64) -> Duration {
         let payload = Bytes::from(vec![7u8; PAYLOAD_BYTES]);
-        let start_commit = self.engines[0].commit_index();
+        let start_commit = self.leader().commit_index();
         let target = start_commit + total;
         // Each proposer's outstanding batch: the index of its last entry (0 = idle).
         let mut outstanding: Vec<LogIndex> = vec![0; proposers];
         let started = Instant::now();
-        while self.engines[0].commit_index() < target {
-            let committed = self.engines[0].commit_index();
+        while self.leader().commit_index() < target {
+            let committed = self.leader().commit_index();
             for slot in outstanding.iter_mut() {
                 if *slot <= committed {
                     let data = vec![payload.clone(); batch];
-                    *slot = self.engines[0]
+                    *slot = self
+                        .leader()
                         .propose_batch(data)
                         .expect("leader accepts")
                         .index;

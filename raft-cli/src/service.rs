@@ -275,7 +275,7 @@ pub fn from_raft(error: RaftError) -> ServiceError {
         RaftError::Refused(why) => ServiceError::Unavailable(why.to_string()),
         RaftError::Timeout => ServiceError::Unavailable("timed out".into()),
         RaftError::Shutdown => ServiceError::Failed("the node is shutting down".into()),
-        RaftError::Fatal(why) => ServiceError::Failed(why),
+        RaftError::Fatal(why) => ServiceError::Failed(why.to_string()),
         other => ServiceError::Failed(other.to_string()),
     }
 }

@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod driver;
 pub mod engine;
 pub mod membership;
 pub mod message;

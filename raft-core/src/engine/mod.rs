@@ -361,6 +361,11 @@ impl Engine {
         self.log.last_log_id()
     }
 
+    /// The highest index reported durable here (through [`Engine::on_persisted`]).
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted
+    }
+
     /// The first index still in the log (entries below it are in the latest snapshot).
     pub fn first_index(&self) -> LogIndex {
         self.log.first_index()

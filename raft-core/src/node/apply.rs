@@ -3,20 +3,17 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::raft::RaftError;
+use super::error::Fatal;
 use super::runtime::Event;
 use super::storage::SnapshotStore;
 use super::tasks::Tasks;
+use super::waiters::Responder;
 use super::{SnapshotBuilder, StateMachine};
 use crate::types::{Entry, SnapshotMeta};
-
-/// Where a proposal's response goes.
-pub(crate) type Responder = oneshot::Sender<Result<Bytes, RaftError>>;
 
 /// Work for the state machine, in log order.
 pub(crate) enum ApplyItem {
@@ -69,16 +66,16 @@ pub(crate) async fn run<M: StateMachine>(
 /// snapshot is requested exactly at the last applied entry (its label must match the state
 /// it holds). A violation is a bug in the node; it stops the node rather than let a replica
 /// diverge or a snapshot lie.
-fn check_order(item: &ApplyItem, applied: &mut Option<u64>) -> Result<(), String> {
+fn check_order(item: &ApplyItem, applied: &mut Option<u64>) -> Result<(), Fatal> {
     match item {
         ApplyItem::Apply { entries, .. } => {
             for entry in entries {
                 if let Some(last) = *applied {
                     if entry.index != last + 1 {
-                        return Err(format!(
-                            "bug: entry {} handed to the state machine after entry {last}",
+                        return Err(Fatal::Bug(format!(
+                            "entry {} handed to the state machine after entry {last}",
                             entry.index
-                        ));
+                        )));
                     }
                 }
                 *applied = Some(entry.index);
@@ -88,11 +85,11 @@ fn check_order(item: &ApplyItem, applied: &mut Option<u64>) -> Result<(), String
         ApplyItem::BuildSnapshot(meta) => {
             if let Some(last) = *applied {
                 if meta.last_log_id.index != last {
-                    return Err(format!(
-                        "bug: snapshot labelled {} requested when the state machine had \
-                         applied up to {last}",
+                    return Err(Fatal::Bug(format!(
+                        "snapshot labelled {} requested when the state machine had applied \
+                         up to {last}",
                         meta.last_log_id.index
-                    ));
+                    )));
                 }
             }
         }
@@ -108,19 +105,22 @@ async fn handle<M: StateMachine>(
     snapshots: &Arc<dyn SnapshotStore>,
     tasks: &Tasks,
     background: &mut Option<JoinHandle<()>>,
-) -> Result<(), String> {
+) -> Result<(), Fatal> {
     match item {
         ApplyItem::Apply {
             entries,
             responders,
         } => {
-            let responses = sm.apply(&entries).await.map_err(|e| e.to_string())?;
+            let responses = sm
+                .apply(&entries)
+                .await
+                .map_err(|e| Fatal::StateMachine(e.to_string()))?;
             if responses.len() != entries.len() {
-                return Err(format!(
-                    "state machine returned {} responses for {} entries",
+                return Err(Fatal::StateMachine(format!(
+                    "returned {} responses for {} entries",
                     responses.len(),
                     entries.len()
-                ));
+                )));
             }
             for (responder, response) in responders.into_iter().zip(responses) {
                 if let Some(tx) = responder {
@@ -158,10 +158,10 @@ async fn handle<M: StateMachine>(
                 .as_ref()
                 .open(&meta)
                 .await
-                .map_err(|e| format!("open snapshot: {e}"))?;
+                .map_err(|e| Fatal::SnapshotStore(format!("opening snapshot: {e}")))?;
             sm.restore(&meta, &mut reader)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Fatal::StateMachine(format!("restoring a snapshot: {e}")))?;
             let index = meta.last_log_id.index;
             let _ = events.send(Event::Applied { index, count: 0 });
         }

@@ -7,18 +7,24 @@
 //! conformance suite for log store implementations.
 
 mod apply;
+mod error;
 pub mod log_store_suite;
 mod mem_kv;
 mod mem_log;
 mod mem_snapshot;
 mod mem_transport;
 mod raft;
+mod recovery;
 mod runtime;
 mod state_machine;
 mod storage;
 mod tasks;
+mod transfer_sender;
 mod transport;
+mod waiters;
+mod write;
 
+pub use error::Fatal;
 pub use mem_kv::{HookLog, KvMap, MemKv};
 pub use mem_log::MemLogStore;
 pub use mem_snapshot::MemSnapshotStore;
@@ -27,9 +33,9 @@ pub use raft::{
     EngineObserver, NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode,
     StartOptions,
 };
-pub use runtime::StopAndWaitSender;
 pub use state_machine::{SnapshotBuilder, StateMachine, StateMachineError};
 pub use storage::{
     LogState, LogStore, SnapshotReader, SnapshotStore, SnapshotWriter, StorageError,
 };
+pub use transfer_sender::StopAndWaitSender;
 pub use transport::{MessageHandler, SnapshotTransfer, Transport, TransportError};

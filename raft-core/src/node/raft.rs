@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
+use super::error::Fatal;
 use super::runtime::{self, Command};
 use super::storage::{LogStore, SnapshotStore};
 use super::tasks::Tasks;
@@ -62,6 +63,35 @@ impl NodeConfig {
             state_machine_hooks: false,
         }
     }
+
+    /// Checks that the parameters make sense, the engine's included. [`RaftNode::start`]
+    /// refuses a configuration that does not pass (a zero queue length or tick would
+    /// otherwise panic inside tokio).
+    pub fn validate(&self) -> Result<(), RaftError> {
+        let invalid = |why: &str| Err(RaftError::InvalidConfig(why.to_string()));
+        if self.id == 0 {
+            return invalid("node id 0 is reserved");
+        }
+        if let Err(e) = self.engine.validate() {
+            return Err(RaftError::InvalidConfig(e.to_string()));
+        }
+        if self.tick_ms == 0 {
+            return invalid("tick_ms must be at least 1");
+        }
+        if self.command_queue_len_max == 0
+            || self.inbound_queue_len_max == 0
+            || self.apply_queue_len_max == 0
+        {
+            return invalid("queue lengths must be at least 1");
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return invalid("snapshot_chunk_bytes must be at least 1");
+        }
+        if self.request_timeout_ms == 0 || self.membership_timeout_ms == 0 {
+            return invalid("timeouts must be at least 1 ms");
+        }
+        Ok(())
+    }
 }
 
 /// Why a request to the node failed.
@@ -89,9 +119,15 @@ pub enum RaftError {
     /// The node was shut down.
     #[error("the node is shut down")]
     Shutdown,
-    /// The node stopped after a storage or state machine failure: it is dead.
+    /// The node stopped after a storage or state machine failure (or a bug): it is dead.
     #[error("the node failed: {0}")]
-    Fatal(String),
+    Fatal(Fatal),
+    /// The configuration given to [`RaftNode::start`] is not valid; nothing was started.
+    #[error("invalid node configuration: {0}")]
+    InvalidConfig(String),
+    /// Building a snapshot failed; the node goes on and tries again later.
+    #[error("building a snapshot failed: {0}")]
+    SnapshotFailed(String),
 }
 
 impl RaftError {
@@ -99,7 +135,10 @@ impl RaftError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RaftError::NotLeader { .. } | RaftError::Refused(_) | RaftError::Timeout
+            RaftError::NotLeader { .. }
+                | RaftError::Refused(_)
+                | RaftError::Timeout
+                | RaftError::SnapshotFailed(_)
         )
     }
 }
@@ -112,7 +151,7 @@ pub enum NodeState {
     /// Shut down on request.
     Stopped,
     /// Stopped by a fatal error.
-    Failed(String),
+    Failed(Fatal),
 }
 
 /// One peer's replication state, as seen by the leader.
@@ -370,7 +409,7 @@ impl RaftHandle {
 
     fn dead_error(&self) -> RaftError {
         match &self.inner.status.borrow().state {
-            NodeState::Failed(reason) => RaftError::Fatal(reason.clone()),
+            NodeState::Failed(fatal) => RaftError::Fatal(fatal.clone()),
             _ => RaftError::Shutdown,
         }
     }

@@ -1,13 +1,15 @@
-//! A tiny deterministic harness that drives real engines directly: no clock, no threads, no
-//! randomness beyond the engines' own seeded election jitter. Every write in a `Ready` is made
-//! durable at once, and messages wait in one outbox until a test delivers, drops or edits them,
-//! so a test can build exactly the interleaving a rule of the paper talks about.
+//! A tiny deterministic harness that drives real engines through the node's own
+//! [`Driver`](raft_core::driver::Driver): no clock, no threads, no randomness beyond the
+//! engines' own seeded election jitter. Every write is made durable at once, and messages wait
+//! in one outbox until a test delivers, drops or edits them, so a test can build exactly the
+//! interleaving a rule of the paper talks about.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use raft_core::driver::{ApplyWork, Driver, Work, WriteStep};
 use raft_core::engine::{Config, Engine, ReadState, RestoredState, Role, SnapshotRequest};
 use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
@@ -138,7 +140,7 @@ pub fn is_vote_request(m: &Message) -> bool {
 /// One server: its engine and what the harness made "durable" or "applied" for it.
 #[derive(Debug)]
 pub struct Node {
-    pub engine: Engine,
+    pub driver: Driver,
     pub hard_state: HardState,
     /// Durable entries after `purged`.
     pub log: Vec<Entry>,
@@ -230,11 +232,15 @@ impl Cluster {
     }
 
     pub fn engine(&self, id: NodeId) -> &Engine {
-        &self.nodes[&id].engine
+        self.nodes[&id].driver.engine()
     }
 
     pub fn engine_mut(&mut self, id: NodeId) -> &mut Engine {
-        &mut self.nodes.get_mut(&id).expect("known node").engine
+        self.nodes
+            .get_mut(&id)
+            .expect("known node")
+            .driver
+            .engine_mut()
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -257,9 +263,10 @@ impl Cluster {
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .values()
-            .filter(|n| n.engine.role() == Role::Leader)
-            .max_by_key(|n| n.engine.term())
-            .map(|n| n.engine.id())
+            .map(|n| n.driver.engine())
+            .filter(|e| e.role() == Role::Leader)
+            .max_by_key(|e| e.term())
+            .map(|e| e.id())
     }
 
     /// Runs the Ready loop of `id` until it has nothing left, moving messages to the outbox.
@@ -446,7 +453,7 @@ impl Node {
         let engine = Engine::new(id, config, state).expect("valid engine config");
         Node {
             applied_id,
-            engine,
+            driver: Driver::new(engine, true),
             hard_state,
             log,
             purged,
@@ -478,97 +485,107 @@ impl Node {
             .collect()
     }
 
-    /// Runs the Ready loop in the documented order with instant durability; returns the
-    /// messages to send.
+    /// Runs the node's driver until it has nothing left, carrying out its work at once (every
+    /// write durable immediately); returns the messages to send.
     fn process(&mut self, auto_build: bool, auto_send: bool) -> Vec<Message> {
         let mut out = Vec::new();
-        let mut rounds = 0;
-        while self.engine.has_ready() {
-            rounds += 1;
-            assert!(rounds < 1_000, "has_ready never becomes false");
-            let ready = self.engine.ready();
-            // Step 1: messages that need nothing durable.
-            out.extend(ready.messages);
-            // Step 2: snapshot, truncation, hard state, entries.
-            if let Some(meta) = &ready.snapshot {
-                self.install(meta);
+        for _ in 0..1_000 {
+            let work = self.driver.poll();
+            if work.is_empty() {
+                return out;
             }
-            if let Some(from) = ready.truncate_from {
-                self.truncations.push(from);
-                let keep = from.saturating_sub(self.purged.index + 1) as usize;
-                self.log.truncate(keep);
+            self.carry_out(work, &mut out, auto_build, auto_send);
+        }
+        panic!("the driver never runs out of work");
+    }
+
+    /// Carries out the driver's work in its documented order.
+    fn carry_out(&mut self, work: Work, out: &mut Vec<Message>, auto_build: bool, auto_send: bool) {
+        out.extend(work.messages);
+        for item in work.apply {
+            self.apply(item, auto_build);
+        }
+        self.read_states.extend(work.read_states);
+        self.failed_reads.extend(work.failed_reads);
+        for peer in work.send_snapshots {
+            self.snapshot_sends.push(peer);
+            if auto_send {
+                let meta = self.snapshot.clone().expect("a snapshot to send");
+                let engine = self.driver.engine();
+                let (from, term) = (engine.id(), engine.term());
+                out.push(msg(from, peer, term, MessageBody::InstallSnapshot { meta }));
+                self.driver.engine_mut().on_snapshot_sent(peer, true);
             }
-            if let Some(hs) = ready.hard_state {
-                self.hard_state = hs;
-                self.hard_states.push(hs);
+        }
+        if let Some(write) = work.write {
+            for step in write.steps {
+                self.persist(step);
             }
-            for e in &ready.entries {
-                assert_eq!(
-                    e.index,
-                    self.last_durable().index + 1,
-                    "engine asked for an append with a hole"
-                );
-                self.log.push(e.clone());
+            let after = self.driver.write_done();
+            self.carry_out(after, out, auto_build, auto_send);
+        }
+    }
+
+    /// The state machine's side of the work (applied at once).
+    fn apply(&mut self, item: ApplyWork, auto_build: bool) {
+        match item {
+            ApplyWork::Restore(meta) => {
+                self.applied_id = meta.last_log_id;
+                self.snapshot = Some(meta.clone());
+                self.installed.push(meta);
             }
-            self.appended.extend(ready.entries.iter().cloned());
-            self.rolled_back.extend(ready.rolled_back);
-            // Step 3: durable; acknowledgements may leave.
-            let last = ready.entries.last().map(|e| e.log_id());
-            self.engine
-                .on_persisted(last.or(ready.snapshot.as_ref().map(|m| m.last_log_id)));
-            out.extend(ready.persisted_messages);
-            // Step 4: apply.
-            if let Some(last) = ready.committed_entries.last() {
-                self.applied_id = last.log_id();
-                let last = last.index;
-                self.applied.extend(ready.committed_entries);
-                self.engine.on_applied(last);
+            ApplyWork::Entries(entries) => {
+                let last = entries.last().expect("a batch is never empty").log_id();
+                self.applied_id = last;
+                self.applied.extend(entries);
+                self.driver.engine_mut().on_applied(last.index);
             }
-            // Step 5: reads.
-            self.read_states.extend(ready.read_states);
-            self.failed_reads.extend(ready.failed_reads);
-            // Step 6: snapshots.
-            for peer in ready.send_snapshots {
-                self.snapshot_sends.push(peer);
-                if auto_send {
-                    let meta = self.snapshot.clone().expect("a snapshot to send");
-                    out.push(msg(
-                        self.engine.id(),
-                        peer,
-                        self.engine.term(),
-                        MessageBody::InstallSnapshot { meta },
-                    ));
-                    self.engine.on_snapshot_sent(peer, true);
-                }
-            }
-            if let Some(request) = ready.build_snapshot {
+            ApplyWork::BuildSnapshot(request) => {
                 self.snapshot_requests
                     .push((request.clone(), self.applied_id));
                 if auto_build {
                     self.snapshot = Some(request.to_meta());
-                    self.engine.on_snapshot_built(Some(request.last_log_id));
+                    self.driver
+                        .engine_mut()
+                        .on_snapshot_built(Some(request.last_log_id));
                 }
             }
-            if let Some(upto) = ready.purge_to {
-                let snap = self.snapshot.as_ref().map_or(0, |s| s.last_log_id.index);
-                assert!(upto.index <= snap, "purge beyond the durable snapshot");
-                let drop = ((upto.index - self.purged.index) as usize).min(self.log.len());
-                self.log.drain(..drop);
-                self.purged = upto;
-            }
+            ApplyWork::PreCommit(entries) => self.appended.extend(entries),
+            ApplyWork::Rollback(entries) => self.rolled_back.extend(entries),
         }
-        out
     }
 
-    fn install(&mut self, meta: &SnapshotMeta) {
-        let at = meta.last_log_id;
-        // Keep the durable suffix only if it continues the snapshot; the engine says so with
-        // `truncate_from`, which the caller applies right after.
-        let keep_from = at.index.saturating_sub(self.purged.index) as usize;
-        self.log = self.log.split_off(keep_from.min(self.log.len()));
-        self.purged = at;
-        self.snapshot = Some(meta.clone());
-        self.applied_id = at;
-        self.installed.push(meta.clone());
+    /// One write step, durable at once.
+    fn persist(&mut self, step: WriteStep) {
+        match step {
+            WriteStep::Truncate(from) => {
+                self.truncations.push(from);
+                let keep = from.saturating_sub(self.purged.index + 1) as usize;
+                self.log.truncate(keep);
+            }
+            WriteStep::Purge(upto) => {
+                let snap = self.snapshot.as_ref().map_or(0, |s| s.last_log_id.index);
+                assert!(upto.index <= snap, "purge beyond the durable snapshot");
+                if upto.index > self.purged.index {
+                    let drop = ((upto.index - self.purged.index) as usize).min(self.log.len());
+                    self.log.drain(..drop);
+                    self.purged = upto;
+                }
+            }
+            WriteStep::SaveHardState(hs) => {
+                self.hard_state = hs;
+                self.hard_states.push(hs);
+            }
+            WriteStep::Append(entries) => {
+                for e in entries {
+                    assert_eq!(
+                        e.index,
+                        self.last_durable().index + 1,
+                        "the driver asked for an append with a hole"
+                    );
+                    self.log.push(e);
+                }
+            }
+        }
     }
 }

@@ -430,9 +430,11 @@ fn check_leader_completeness(inner: &mut Inner, node: NodeId, engine: &Engine) {
 }
 
 /// Log matching (paper section 5.3): entries with the same index and term carry the same
-/// payload and follow an entry of the same term.
+/// payload and follow an entry of the same term. Only durable entries count: a leader that
+/// crashed before anything of its term was saved (or sent) may win the same term again and
+/// propose other entries, which is harmless as long as the first ones never left it.
 fn check_log_matching(inner: &mut Inner, node: NodeId, engine: &Engine) {
-    let last = engine.last_log_id().index;
+    let last = engine.persisted_index();
     let low = last
         .saturating_sub(LOG_MATCHING_WINDOW)
         .max(engine.first_index());

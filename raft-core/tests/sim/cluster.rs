@@ -1,14 +1,16 @@
-//! A deterministic simulated cluster that drives real engines: a network that loses,
+//! A deterministic simulated cluster that drives real engines through the node's own
+//! [`Driver`](raft_core::driver::Driver): a network that loses,
 //! duplicates, delays and reorders messages and can be partitioned (also asymmetrically);
 //! disks whose writes become durable only after a delay and are lost on a crash; a key-value
 //! state machine per node; and invariant checks after every step.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use raft_core::engine::{Config, Engine, Ready, RestoredState, Role};
+use raft_core::driver::{ApplyWork, Driver, Work, Write, WriteStep};
+use raft_core::engine::{Config, Engine, RestoredState, Role};
 use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta,
 };
@@ -108,6 +110,26 @@ impl Disk {
         }
     }
 
+    /// One write step, durable now. A purge never goes past the durable snapshot.
+    fn persist(&mut self, step: WriteStep) {
+        match step {
+            WriteStep::Truncate(from) => self.truncate(from),
+            WriteStep::Purge(upto) => {
+                let snap = self
+                    .snapshot
+                    .as_ref()
+                    .map_or(0, |(m, _)| m.last_log_id.index);
+                assert!(
+                    upto.index <= snap,
+                    "purging {upto} beyond the durable snapshot {snap}"
+                );
+                self.purge(upto);
+            }
+            WriteStep::SaveHardState(hs) => self.hard_state = hs,
+            WriteStep::Append(entries) => self.append(&entries),
+        }
+    }
+
     fn purge(&mut self, upto: LogId) {
         if upto.index <= self.purged.index {
             return;
@@ -118,11 +140,11 @@ impl Disk {
     }
 }
 
-/// The part of a `Ready` that runs after the persist delay, in order.
+/// A write in flight and the step at which it becomes durable.
 #[derive(Debug)]
 struct PendingWrite {
     due_step: u64,
-    ready: Ready,
+    write: Write,
 }
 
 /// A client operation waiting for its entry to be applied on a node.
@@ -134,10 +156,10 @@ pub struct WaitingWrite {
 
 pub struct SimNode {
     pub id: NodeId,
-    pub engine: Option<Engine>,
+    pub driver: Option<Driver>,
     pub disk: Disk,
     pub kv: Kv,
-    writes: VecDeque<PendingWrite>,
+    write: Option<PendingWrite>,
     /// Received snapshot data waiting for its InstallSnapshot message.
     staged_snapshots: BTreeMap<LogId, Kv>,
     /// Reads whose index is known: (read id, index).
@@ -152,10 +174,16 @@ pub struct SimNode {
 
 impl SimNode {
     pub fn is_up(&self) -> bool {
-        self.engine.is_some()
+        self.driver.is_some()
     }
     pub fn engine(&self) -> &Engine {
-        self.engine.as_ref().expect("node is up")
+        self.driver.as_ref().expect("node is up").engine()
+    }
+    fn engine_opt(&self) -> Option<&Engine> {
+        self.driver.as_ref().map(Driver::engine)
+    }
+    fn engine_mut(&mut self) -> &mut Engine {
+        self.driver.as_mut().expect("node is up").engine_mut()
     }
 }
 
@@ -244,10 +272,10 @@ impl Cluster {
             };
             let node = SimNode {
                 id,
-                engine: None,
+                driver: None,
                 disk: Disk::default(),
                 kv: Kv::default(),
-                writes: VecDeque::new(),
+                write: None,
                 staged_snapshots: BTreeMap::new(),
                 read_states: Vec::new(),
                 failed_reads: Vec::new(),
@@ -297,7 +325,7 @@ impl Cluster {
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .values()
-            .filter_map(|n| n.engine.as_ref())
+            .filter_map(SimNode::engine_opt)
             .filter(|e| e.role() == Role::Leader)
             .max_by_key(|e| e.term())
             .map(|e| e.id())
@@ -305,18 +333,13 @@ impl Cluster {
 
     /// The engine of a node that is up.
     pub fn engine_mut(&mut self, id: NodeId) -> &mut Engine {
-        self.nodes
-            .get_mut(&id)
-            .unwrap()
-            .engine
-            .as_mut()
-            .expect("node is up")
+        self.nodes.get_mut(&id).unwrap().engine_mut()
     }
 
     /// Starts (or restarts) a node from its disk.
     pub fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
-        assert!(node.engine.is_none());
+        assert!(node.driver.is_none());
         node.disk.align_with_snapshot();
         let restored = RestoredState {
             hard_state: node.disk.hard_state,
@@ -331,7 +354,8 @@ impl Cluster {
             .as_ref()
             .map(|(_, kv)| kv.clone())
             .unwrap_or_default();
-        node.engine = Some(Engine::new(id, self.config.clone(), restored).expect("valid config"));
+        let engine = Engine::new(id, self.config.clone(), restored).expect("valid config");
+        node.driver = Some(Driver::new(engine, false));
         node.commit_seen = 0;
         node.applied_results.clear();
     }
@@ -339,8 +363,8 @@ impl Cluster {
     /// Crashes a node: its engine, pending writes and in-memory state are gone.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
-        node.engine = None;
-        node.writes.clear();
+        node.driver = None;
+        node.write = None;
         node.staged_snapshots.clear();
         node.read_states.clear();
         node.failed_reads.clear();
@@ -354,13 +378,7 @@ impl Cluster {
         self.stats.steps += 1;
         for id in self.up_ids() {
             if !self.rng.chance(self.faults.tick_skip) {
-                self.nodes
-                    .get_mut(&id)
-                    .unwrap()
-                    .engine
-                    .as_mut()
-                    .unwrap()
-                    .tick();
+                self.engine_mut(id).tick();
             }
         }
         self.deliver_messages();
@@ -397,14 +415,14 @@ impl Cluster {
         let Some(node) = self.nodes.get_mut(&to) else {
             return;
         };
-        let Some(engine) = node.engine.as_mut() else {
+        let Some(driver) = node.driver.as_mut() else {
             return;
         };
         if let Some(kv) = flight.snapshot {
             node.staged_snapshots.insert(kv.applied, kv);
         }
         self.stats.messages += 1;
-        engine.step(flight.msg);
+        driver.engine_mut().step(flight.msg);
     }
 
     fn send(&mut self, msg: Message, snapshot: Option<Kv>) {
@@ -427,155 +445,144 @@ impl Cluster {
         }
     }
 
-    /// Takes the engine's output; messages leave now, the rest waits for the disk.
+    /// Runs the node's driver: messages leave and committed entries are applied now, a write
+    /// waits for the disk.
     pub fn process_ready(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        let engine = node.engine.as_mut().unwrap();
-        if !engine.has_ready() {
-            return;
-        }
-        let mut ready = engine.ready();
-        let messages = std::mem::take(&mut ready.messages);
-        let delay = self.rng.below(self.faults.persist_delay_steps_max + 1);
-        let node = self.nodes.get_mut(&id).unwrap();
-        node.writes.push_back(PendingWrite {
-            due_step: self.step_no + delay,
-            ready,
-        });
-        for msg in messages {
-            self.send(msg, None);
-        }
-        if delay == 0 {
-            self.complete_writes_of(id);
+        loop {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let Some(driver) = node.driver.as_mut() else {
+                return;
+            };
+            let work = driver.poll();
+            if work.is_empty() {
+                return;
+            }
+            let Some(write) = self.carry_out(id, work) else {
+                continue;
+            };
+            let delay = self.rng.below(self.faults.persist_delay_steps_max + 1);
+            let node = self.nodes.get_mut(&id).unwrap();
+            let due_step = self.step_no + delay;
+            node.write = Some(PendingWrite { due_step, write });
+            if delay > 0 {
+                return; // Whatever comes meanwhile waits for this write (group commit).
+            }
+            self.complete_write(id);
         }
     }
 
     fn complete_writes(&mut self) {
         for id in self.up_ids() {
-            self.complete_writes_of(id);
-        }
-    }
-
-    /// Makes due writes durable, in order, and runs the steps that follow them.
-    fn complete_writes_of(&mut self, id: NodeId) {
-        loop {
-            let node = self.nodes.get_mut(&id).unwrap();
-            if node
-                .writes
-                .front()
-                .is_none_or(|w| w.due_step > self.step_no)
-            {
-                return;
-            }
-            let write = node.writes.pop_front().unwrap();
-            self.finish_ready(id, write.ready);
-            if !self.nodes[&id].is_up() {
-                return;
+            if self.nodes[&id].is_up() {
+                self.complete_write(id);
             }
         }
     }
 
-    fn finish_ready(&mut self, id: NodeId, ready: Ready) {
-        // A torn write: the node crashes after a prefix of the write steps (snapshot, truncate,
-        // hard state, then some of the entries), as a real runtime can.
-        let torn = self.rng.chance(self.faults.torn_write);
-        let steps_done = if torn { self.rng.below(4) } else { 4 };
-        let entries_done = match steps_done {
-            0..=2 => 0,
-            3 => self.rng.below(ready.entries.len() as u64 + 1) as usize,
-            _ => ready.entries.len(),
-        };
+    /// Makes the node's write durable if it is due, and carries out what waited for it. A
+    /// torn write crashes the node after a prefix of its steps (and of an append's entries).
+    fn complete_write(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
+        if node
+            .write
+            .as_ref()
+            .is_none_or(|w| w.due_step > self.step_no)
+        {
+            return;
+        }
+        let write = node.write.take().unwrap().write;
+        let torn = self.rng.chance(self.faults.torn_write);
+        let steps_done = if torn {
+            self.rng.below(write.steps.len() as u64 + 1) as usize
+        } else {
+            write.steps.len()
+        };
         if std::env::var("SIM_TRACE").is_ok() {
             eprintln!(
-                "step {} node {id}: snapshot {:?} truncate {:?} hs {:?} entries {:?} torn {torn}/{steps_done}",
-                self.step_no,
-                ready.snapshot.as_ref().map(|m| m.last_log_id),
-                ready.truncate_from,
-                ready.hard_state,
-                ready.entries.iter().map(|e| e.index).collect::<Vec<_>>()
+                "step {} node {id}: {:?} torn {torn}/{steps_done}",
+                self.step_no, write.steps
             );
         }
-        // Step 2: durable writes.
-        if let Some(meta) = &ready.snapshot {
-            let kv = node
-                .staged_snapshots
-                .remove(&meta.last_log_id)
-                .unwrap_or_else(|| {
-                    panic!(
-                        "node {id}: snapshot {} was never received",
-                        meta.last_log_id
-                    )
-                });
-            assert_eq!(
-                kv.applied, meta.last_log_id,
-                "snapshot data labelled differently"
-            );
-            // The snapshot is published first; the log is purged after it.
-            node.disk.snapshot = Some((meta.clone(), kv.clone()));
-            if steps_done > 0 {
-                node.disk.purge(meta.last_log_id);
-            }
-            node.kv = kv;
-            self.stats.snapshots_installed += 1;
+        let mut steps = write.steps.into_iter();
+        for step in steps.by_ref().take(steps_done) {
+            self.nodes.get_mut(&id).unwrap().disk.persist(step);
         }
-        if let Some(from) = ready.truncate_from.filter(|_| steps_done > 1) {
-            node.disk.truncate(from);
-        }
-        if let Some(hs) = ready.hard_state.filter(|_| steps_done > 2) {
-            node.disk.hard_state = hs;
-        }
-        node.disk.append(&ready.entries[..entries_done]);
         if torn {
+            if let Some(WriteStep::Append(entries)) = steps.next() {
+                let keep = self.rng.below(entries.len() as u64 + 1) as usize;
+                let partial = WriteStep::Append(entries[..keep].to_vec());
+                self.nodes.get_mut(&id).unwrap().disk.persist(partial);
+            }
             self.stats.torn_writes += 1;
             self.crash(id);
             return;
         }
-        let engine = node.engine.as_mut().unwrap();
-        let last = ready.entries.last().map(|e| e.log_id());
-        engine.on_persisted(last.or(ready.snapshot.as_ref().map(|m| m.last_log_id)));
-        // Step 3: messages that promise durable state.
-        for msg in ready.persisted_messages {
+        let work = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .driver
+            .as_mut()
+            .unwrap()
+            .write_done();
+        let more = self.carry_out(id, work);
+        assert!(more.is_none(), "the work after a write holds no write");
+    }
+
+    /// Carries out the driver's work in its documented order; returns the write to start.
+    fn carry_out(&mut self, id: NodeId, work: Work) -> Option<Write> {
+        for msg in work.messages {
             self.send(msg, None);
         }
-        // Step 4: apply.
-        self.apply(id, &ready.committed_entries);
-        // Step 5: reads.
+        for item in work.apply {
+            self.apply_work(id, item);
+        }
         let node = self.nodes.get_mut(&id).unwrap();
         node.read_states
-            .extend(ready.read_states.iter().map(|r| (r.id, r.index)));
-        node.failed_reads.extend(ready.failed_reads);
-        // Step 6: snapshots.
-        for peer in ready.send_snapshots {
+            .extend(work.read_states.iter().map(|r| (r.id, r.index)));
+        node.failed_reads.extend(work.failed_reads);
+        for peer in work.send_snapshots {
             self.send_snapshot(id, peer);
         }
-        if let Some(request) = ready.build_snapshot {
-            let node = self.nodes.get_mut(&id).unwrap();
-            assert_eq!(
-                node.kv.applied, request.last_log_id,
-                "snapshot label differs from the state"
-            );
-            let meta = request.to_meta();
-            node.disk.snapshot = Some((meta, node.kv.clone()));
-            node.engine
-                .as_mut()
-                .unwrap()
-                .on_snapshot_built(Some(request.last_log_id));
-            self.stats.snapshots_built += 1;
-        }
-        if let Some(upto) = ready.purge_to {
-            let node = self.nodes.get_mut(&id).unwrap();
-            let snap = node
-                .disk
-                .snapshot
-                .as_ref()
-                .map(|(m, _)| m.last_log_id.index)
-                .unwrap_or(0);
-            assert!(
-                upto.index <= snap,
-                "purging {upto} beyond the durable snapshot {snap}"
-            );
-            node.disk.purge(upto);
+        work.write
+    }
+
+    /// The state machine's side of the work.
+    fn apply_work(&mut self, id: NodeId, item: ApplyWork) {
+        match item {
+            ApplyWork::Restore(meta) => {
+                let node = self.nodes.get_mut(&id).unwrap();
+                let kv = node
+                    .staged_snapshots
+                    .remove(&meta.last_log_id)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "node {id}: snapshot {} was never received",
+                            meta.last_log_id
+                        )
+                    });
+                assert_eq!(
+                    kv.applied, meta.last_log_id,
+                    "snapshot data labelled differently"
+                );
+                // A received snapshot is published (durable) before the node installs it.
+                node.disk.snapshot = Some((meta, kv.clone()));
+                node.kv = kv;
+                self.stats.snapshots_installed += 1;
+            }
+            ApplyWork::Entries(entries) => self.apply(id, &entries),
+            ApplyWork::BuildSnapshot(request) => {
+                let node = self.nodes.get_mut(&id).unwrap();
+                assert_eq!(
+                    node.kv.applied, request.last_log_id,
+                    "snapshot label differs from the state"
+                );
+                node.disk.snapshot = Some((request.to_meta(), node.kv.clone()));
+                node.engine_mut()
+                    .on_snapshot_built(Some(request.last_log_id));
+                self.stats.snapshots_built += 1;
+            }
+            ApplyWork::PreCommit(_) | ApplyWork::Rollback(_) => {}
         }
     }
 
@@ -595,8 +602,7 @@ impl Cluster {
         if !lost {
             self.send(msg, Some(kv));
         }
-        let engine = self.nodes.get_mut(&from).unwrap().engine.as_mut().unwrap();
-        engine.on_snapshot_sent(to, !lost);
+        self.engine_mut(from).on_snapshot_sent(to, !lost);
     }
 
     fn apply(&mut self, id: NodeId, entries: &[Entry]) {
@@ -620,7 +626,7 @@ impl Cluster {
             }
         }
         if let Some(last) = entries.last() {
-            node.engine.as_mut().unwrap().on_applied(last.index);
+            node.engine_mut().on_applied(last.index);
         }
     }
 
@@ -628,7 +634,7 @@ impl Cluster {
     /// committed entries. Panics with details on a violation.
     pub fn check_invariants(&mut self) {
         for id in self.up_ids() {
-            let engine = self.nodes[&id].engine.as_ref().unwrap();
+            let engine = self.nodes[&id].engine();
             let (term, role, commit) = (engine.term(), engine.role(), engine.commit_index());
             // Election safety (paper Figure 3): at most one leader per term.
             if role == Role::Leader {
@@ -658,7 +664,7 @@ impl Cluster {
     }
 
     fn record_committed(&mut self, id: NodeId) {
-        let engine = self.nodes[&id].engine.as_ref().unwrap();
+        let engine = self.nodes[&id].engine();
         let commit = engine.commit_index();
         let from = self.committed.keys().next_back().map_or(1, |last| last + 1);
         for index in from..=commit {
@@ -684,7 +690,7 @@ impl Cluster {
 
     /// Leader completeness (paper section 5.4): a new leader holds every committed entry.
     fn check_leader_completeness(&self, id: NodeId) {
-        let engine = self.nodes[&id].engine.as_ref().unwrap();
+        let engine = self.nodes[&id].engine();
         for (index, log_id) in self.committed.iter().rev().take(256) {
             if let Some(entry) = engine.entry(*index) {
                 assert_eq!(
@@ -706,9 +712,9 @@ impl Cluster {
     /// Log matching (paper section 5.3): entries with the same index and term have the same
     /// payload and the same predecessor term.
     fn check_log_matching(&mut self, id: NodeId) {
-        let engine = self.nodes[&id].engine.as_ref().unwrap();
-        let last = engine.last_log_id().index;
-        let first = engine.status().first_index;
+        let engine = self.nodes[&id].engine();
+        let last = engine.persisted_index();
+        let first = engine.first_index();
         let low = last.saturating_sub(32).max(first);
         for index in low..=last {
             let Some(entry) = engine.entry(index) else {
@@ -752,7 +758,7 @@ impl Cluster {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for node in self.nodes.values() {
-            match &node.engine {
+            match node.engine_opt() {
                 Some(e) => {
                     let s = e.status();
                     out.push_str(&format!(
