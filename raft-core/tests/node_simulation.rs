@@ -756,9 +756,14 @@ impl Sim {
                 let members: Vec<NodeId> = s.committed_membership.all_members().collect();
                 (s.commit_index, members)
             });
+            // Caught up, and nobody left waiting: every proposal and read was answered (one
+            // whose entry a snapshot replaced, too).
             let behind = members.iter().any(|id| {
-                self.up(*id)
-                    .is_none_or(|up| up.handle.with_status(|s| s.applied_index) < commit)
+                self.up(*id).is_none_or(|up| {
+                    up.handle.with_status(|s| {
+                        s.applied_index < commit || s.proposals_waiting > 0 || s.reads_waiting > 0
+                    })
+                })
             });
             if !behind {
                 return Ok(());
@@ -779,7 +784,7 @@ impl Sim {
                     let s = up.handle.status();
                     out.push_str(&format!(
                         "node {id}: {:?} term {} leader {:?} last {} commit {} applied {} \
-                         first {} membership {} (committed {})\n",
+                         first {} membership {} (committed {}) waiting: {} proposals, {} reads\n",
                         s.role,
                         s.term,
                         s.leader,
@@ -788,7 +793,9 @@ impl Sim {
                         s.applied_index,
                         s.first_index,
                         s.membership,
-                        s.committed_membership
+                        s.committed_membership,
+                        s.proposals_waiting,
+                        s.reads_waiting
                     ));
                     for p in &s.peers {
                         out.push_str(&format!(

@@ -68,6 +68,11 @@ impl MemRouter {
         inner.blocked.insert((b, a));
     }
 
+    /// Cuts the direction from `from` to `to` only (what `from` sends is lost).
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.lock().blocked.insert((from, to));
+    }
+
     /// Cuts `node` off from everyone.
     pub fn isolate(&self, node: NodeId) {
         let ids: Vec<NodeId> = self.lock().handlers.keys().copied().collect();

@@ -198,6 +198,10 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Proposals accepted since start.
     pub proposals_total: u64,
+    /// Proposals waiting for their entry to be applied here.
+    pub proposals_waiting: u64,
+    /// Linearizable reads waiting for their read index or for the state machine.
+    pub reads_waiting: u64,
     /// Entries applied since start.
     pub applied_total: u64,
 }
@@ -219,6 +223,8 @@ impl NodeStatus {
             committed_membership: Membership::default(),
             peers: Vec::new(),
             proposals_total: 0,
+            proposals_waiting: 0,
+            reads_waiting: 0,
             applied_total: 0,
         }
     }

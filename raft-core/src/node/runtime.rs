@@ -608,6 +608,8 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             committed_membership: engine.committed_membership().clone(),
             peers,
             proposals_total: self.waiters.proposals_total,
+            proposals_waiting: self.waiters.proposals_waiting(),
+            reads_waiting: self.waiters.reads_waiting(),
             applied_total: self.applied_total,
         };
         self.status_tx.send_replace(status);

@@ -36,6 +36,14 @@ pub(super) struct Waiters {
 }
 
 impl Waiters {
+    pub(super) fn proposals_waiting(&self) -> u64 {
+        self.proposals.len() as u64
+    }
+
+    pub(super) fn reads_waiting(&self) -> u64 {
+        (self.reads_waiting.len() + self.reads_ready.len()) as u64
+    }
+
     pub(super) fn add_proposal(&mut self, log_id: LogId, reply: Responder) {
         self.proposals_total += 1;
         self.proposals.insert(log_id.index, (log_id.term, reply));
@@ -213,5 +221,58 @@ impl Waiters {
         for reply in self.snapshots.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(
+        waiters: &mut Waiters,
+        term: Term,
+        index: LogIndex,
+    ) -> oneshot::Receiver<Result<Bytes, RaftError>> {
+        let (tx, rx) = oneshot::channel();
+        waiters.add_proposal(LogId::new(term, index), tx);
+        rx
+    }
+
+    /// Proposals whose entries a snapshot replaced are answered (their outcome unknown),
+    /// those after it keep waiting. (They used to wait until their caller timed out, and
+    /// stayed in the node after that.)
+    #[test]
+    fn proposals_a_snapshot_skips_are_answered() {
+        let mut waiters = Waiters::default();
+        let mut skipped = proposal(&mut waiters, 2, 5);
+        let mut at_snapshot = proposal(&mut waiters, 2, 7);
+        let mut later = proposal(&mut waiters, 2, 8);
+        waiters.fail_skipped(LogId::new(3, 7));
+        for rx in [&mut skipped, &mut at_snapshot] {
+            assert!(matches!(
+                rx.try_recv(),
+                Ok(Err(RaftError::OutcomeUnknown(_)))
+            ));
+        }
+        assert!(later.try_recv().is_err(), "still waiting");
+        assert_eq!(waiters.proposals_waiting(), 1);
+    }
+
+    /// Entries rolled back answer only the proposals of the same term at their index.
+    #[test]
+    fn rolled_back_entries_answer_their_own_proposals_only() {
+        let mut waiters = Waiters::default();
+        let mut mine = proposal(&mut waiters, 2, 5);
+        let mut other = proposal(&mut waiters, 3, 6);
+        let rolled_back = [
+            Entry::normal(2, 5, Bytes::new()),
+            Entry::normal(2, 6, Bytes::new()),
+        ];
+        waiters.fail_rolled_back(&rolled_back);
+        assert!(matches!(
+            mine.try_recv(),
+            Ok(Err(RaftError::OutcomeUnknown(_)))
+        ));
+        assert!(other.try_recv().is_err());
     }
 }
