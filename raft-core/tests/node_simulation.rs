@@ -62,6 +62,8 @@ const STEP_MS: u64 = 5;
 /// Steps with faults, then the healed phase's limit for each liveness goal.
 const FAULT_STEPS: u64 = 1_200;
 const HEAL_STEPS_MAX: u64 = 2_000;
+/// A node stops within this many steps of a failed write.
+const STOP_AFTER_FAILED_WRITE_STEPS_MAX: u64 = 4;
 /// Client operations recorded per seed, at most (keeps per-key histories small enough for
 /// the linearizability checker).
 const OPS_MAX: u64 = 800;
@@ -96,6 +98,8 @@ struct SimNode {
     incarnation: u64,
     /// Injected write failures already accounted for (each one stops the node).
     failed_writes_seen: u64,
+    /// The step at which a failed write was first seen while the node still ran.
+    write_failed_at_step: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -236,6 +240,7 @@ impl Sim {
                 tick_ms,
                 incarnation: 0,
                 failed_writes_seen: 0,
+                write_failed_at_step: None,
             };
             nodes.insert(id, node);
         }
@@ -317,6 +322,7 @@ impl Sim {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.incarnation += 1;
         node.failed_writes_seen = node.disk.failed_writes();
+        node.write_failed_at_step = None;
         let incarnation = node.incarnation;
         let log = Arc::new(node.disk.open());
         let snapshots = Arc::new(node.snapshots.open());
@@ -425,7 +431,7 @@ impl Sim {
             let Some(up) = self.up(id) else { continue };
             let state = up.handle.with_status(|s| s.state.clone());
             match state {
-                NodeState::Running => {}
+                NodeState::Running => self.check_stops_after_a_failed_write(id)?,
                 NodeState::Failed(reason) => {
                     let node = &self.nodes[&id];
                     if node.disk.failed_writes() > node.failed_writes_seen {
@@ -441,6 +447,20 @@ impl Sim {
         }
         if self.healing {
             self.restart_all().await;
+        }
+        Ok(())
+    }
+
+    /// A node whose log store failed a write must stop: it cannot know what reached the disk.
+    fn check_stops_after_a_failed_write(&mut self, id: NodeId) -> Result<(), String> {
+        let now = self.stats.steps;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if node.disk.failed_writes() <= node.failed_writes_seen {
+            return Ok(());
+        }
+        let since = *node.write_failed_at_step.get_or_insert(now);
+        if now - since > STOP_AFTER_FAILED_WRITE_STEPS_MAX {
+            return Err(format!("node {id} still runs after a failed write"));
         }
         Ok(())
     }
