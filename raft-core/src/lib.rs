@@ -10,6 +10,8 @@
 //!   conflict hints and flow control; the current-term commit rule; ReadIndex and lease reads;
 //!   leadership transfer; learners, catch-up, single-server changes and joint consensus;
 //!   snapshots with compaction.
+//! * [`driver::Driver`] holds the rules that turn a `Ready` into sends, ordered writes,
+//!   applies and answers, with no I/O either; the node runs it, and so do the simulations.
 //! * [`node::RaftNode`] runs an engine against four traits: [`node::LogStore`],
 //!   [`node::SnapshotStore`], [`node::Transport`] and [`node::StateMachine`], and returns a
 //!   cloneable [`node::RaftHandle`]. In-memory implementations of all four ship in [`node`].

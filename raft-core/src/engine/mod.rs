@@ -8,15 +8,17 @@
 //! carry out its parts **in this order**:
 //!
 //! 1. Send [`Ready::messages`]. They depend on nothing unpersisted (a leader's AppendEntries, so
-//!    the leader writes its own log in parallel with replication).
+//!    the leader writes its own log in parallel with replication). When the `Ready` carries a
+//!    hard state, its messages are in `persisted_messages` instead: nothing of a term leaves
+//!    before the term is durable.
 //! 2. If [`Ready::snapshot`] is set, install it: restore the state machine from it and purge the
 //!    log store up to it. Then, if [`Ready::truncate_from`] is set, truncate the log store from
 //!    there, then persist [`Ready::hard_state`] and append [`Ready::entries`]. Call
 //!    [`StateMachine::pre_commit`](crate::node::StateMachine::pre_commit) for each appended entry
 //!    and `rollback` for each of [`Ready::rolled_back`] if you use those hooks.
-//! 3. When all of step 2 is durable, call [`Engine::on_persisted`] with the last entry's id,
-//!    then send [`Ready::persisted_messages`] (votes and acknowledgements: never before the
-//!    state they promise is on disk).
+//! 3. When all of step 2 is durable, call [`Engine::on_persisted`] with the last entry's id
+//!    (or the snapshot's, or `None`), then send [`Ready::persisted_messages`] (votes and
+//!    acknowledgements: never before the state they promise is on disk).
 //! 4. Apply [`Ready::committed_entries`] in order; then call [`Engine::on_applied`].
 //! 5. Answer each of [`Ready::read_states`] once the applied index reaches its index; fail each
 //!    of [`Ready::failed_reads`].
@@ -27,7 +29,10 @@
 //!
 //! A caller that pipelines may call [`Engine::take_messages`] while step 2 of an earlier
 //! `Ready` is still in flight: entries proposed meanwhile are then persisted together in the
-//! next `Ready` (group commit).
+//! next `Ready` (group commit). One `Ready`'s writes at a time.
+//!
+//! [`crate::driver::Driver`] does all of this; the async node and the tests use it. Driving
+//! the engine by hand is for runtimes that cannot use it.
 //!
 //! Steps 4 and 5 need not wait for steps 2 and 3 of the same `Ready` when it carries no
 //! snapshot: [`Ready::committed_entries`] holds only entries that are committed *and* already
