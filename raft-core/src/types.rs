@@ -130,7 +130,10 @@ impl Entry {
 }
 
 /// The state that must be durable before a server answers any RPC (paper Figure 2, "Persistent
-/// state on all servers"), plus the commit index so a restart does not re-apply from scratch.
+/// state on all servers"), plus the commit index as last saved with it. A restart still
+/// replays every entry after the latest snapshot into the state machine (see
+/// `raft_core::node::StateMachine`); the saved commit index only tells the engine that those
+/// entries are committed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     /// Latest term this server has seen.

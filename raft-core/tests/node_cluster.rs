@@ -43,12 +43,12 @@ async fn three_nodes_elect_replicate_and_serve_linearizable_reads() {
         other => panic!("a follower must redirect, got {other:?}"),
     }
     // The state machine answers with the previous value.
-    let previous = cluster
+    let response = cluster
         .handle(leader)
         .propose(MemKv::set(b"k0", b"new"))
         .await
         .unwrap();
-    assert_eq!(&previous[..], b"v0");
+    assert_eq!(MemKv::response(&response).unwrap(), &b"v0"[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

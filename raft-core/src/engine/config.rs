@@ -55,7 +55,9 @@ pub struct Config {
     /// Pending linearizable reads, at most; more are refused.
     pub pending_reads_max: usize,
     /// Seed of the engine's random number generator (election timeouts). Combined with the
-    /// node id so that nodes sharing a seed still draw different timeouts.
+    /// node id so that nodes sharing a seed still draw different timeouts. The engine's
+    /// default is fixed (runs are reproducible); `node::NodeConfig::new` draws one from the
+    /// operating system.
     pub random_seed: u64,
 }
 

@@ -1,5 +1,9 @@
 //! A small replicated key-value [`StateMachine`] for tests and examples: byte keys and values,
 //! `set` and `delete` commands, streaming snapshots, and a shared read view.
+//!
+//! It shows the two rules a state machine lives by: an `apply` error stops the node (so a
+//! malformed command, which a client can always send, is answered with an error value
+//! instead), and reads go through the shared map after a read barrier.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -16,12 +20,17 @@ pub const KV_ITEM_BYTES_MAX: usize = 16 << 20;
 
 const TAG_SET: u8 = 1;
 const TAG_DELETE: u8 = 2;
+/// First byte of a response: the command was applied, the previous value follows.
+const RESPONSE_OK: u8 = 0;
+/// First byte of a response: the command was malformed and changed nothing; why follows.
+const RESPONSE_REFUSED: u8 = 1;
 
 /// The shared map behind a [`MemKv`].
 pub type KvMap = Arc<RwLock<BTreeMap<Bytes, Bytes>>>;
 
 /// An in-memory key-value state machine. Commands are built with [`MemKv::set`] and
-/// [`MemKv::delete`]; every command answers with the previous value (empty if none).
+/// [`MemKv::delete`]; read a response with [`MemKv::response`]: the previous value (empty if
+/// none), or why a malformed command was refused (it changed nothing, on every replica).
 #[derive(Debug, Default)]
 pub struct MemKv {
     map: KvMap,
@@ -75,21 +84,52 @@ impl MemKv {
         buf.freeze()
     }
 
-    fn apply_command(&self, mut data: Bytes) -> Result<Bytes, StateMachineError> {
-        let bad = |what: &str| StateMachineError(format!("malformed command: {what}"));
+    /// Reads a response: the previous value, or why the command was refused.
+    pub fn response(response: &Bytes) -> Result<Bytes, String> {
+        match response.first() {
+            Some(&RESPONSE_OK) => Ok(response.slice(1..)),
+            Some(&RESPONSE_REFUSED) => Err(String::from_utf8_lossy(&response[1..]).into_owned()),
+            _ => Err("not a MemKv response".into()),
+        }
+    }
+
+    /// Applies one command. A malformed one is answered, not failed: every replica refuses it
+    /// the same way, and failing would stop every replica, at every restart.
+    fn apply_command(&self, data: Bytes) -> Bytes {
+        let mut out = BytesMut::new();
+        match self.execute(data) {
+            Ok(previous) => {
+                out.put_u8(RESPONSE_OK);
+                out.put_slice(&previous);
+            }
+            Err(why) => {
+                out.put_u8(RESPONSE_REFUSED);
+                out.put_slice(format!("malformed command: {why}").as_bytes());
+            }
+        }
+        out.freeze()
+    }
+
+    fn execute(&self, mut data: Bytes) -> Result<Bytes, &'static str> {
         if data.is_empty() {
-            return Err(bad("empty"));
+            return Err("empty");
         }
         let tag = data.get_u8();
-        let key = take_item(&mut data).ok_or_else(|| bad("key"))?;
+        if tag != TAG_SET && tag != TAG_DELETE {
+            return Err("unknown tag");
+        }
+        let key = take_item(&mut data).ok_or("key")?;
+        let value = match tag {
+            TAG_SET => Some(take_item(&mut data).ok_or("value")?),
+            _ => None,
+        };
+        if !data.is_empty() {
+            return Err("trailing bytes");
+        }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let previous = match tag {
-            TAG_SET => {
-                let value = take_item(&mut data).ok_or_else(|| bad("value"))?;
-                map.insert(key, value)
-            }
-            TAG_DELETE => map.remove(&key),
-            _ => return Err(bad("tag")),
+        let previous = match value {
+            Some(value) => map.insert(key, value),
+            None => map.remove(&key),
         };
         Ok(previous.unwrap_or_default())
     }
@@ -109,13 +149,11 @@ fn take_item(data: &mut Bytes) -> Option<Bytes> {
 #[async_trait]
 impl StateMachine for MemKv {
     async fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
-        entries
-            .iter()
-            .map(|entry| match entry.kind {
-                EntryKind::Normal => self.apply_command(entry.data.clone()),
-                _ => Ok(Bytes::new()),
-            })
-            .collect()
+        let responses = entries.iter().map(|entry| match entry.kind {
+            EntryKind::Normal => self.apply_command(entry.data.clone()),
+            _ => Bytes::new(),
+        });
+        Ok(responses.collect())
     }
 
     async fn build_snapshot(
@@ -177,5 +215,39 @@ impl StateMachine for MemKv {
             .unwrap_or_else(|p| p.into_inner())
             .rolled_back
             .push(entry.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed command is answered with an error value on every replica and changes
+    /// nothing; it used to fail the state machine, which stops the node (at every restart too,
+    /// since the entry is committed).
+    #[tokio::test]
+    async fn a_malformed_command_is_refused_not_fatal() {
+        let mut kv = MemKv::new();
+        let entries = [
+            Entry::normal(1, 1, MemKv::set(b"k", b"v")),
+            Entry::normal(1, 2, Bytes::from_static(b"\x07oops")),
+            Entry::normal(1, 3, Bytes::new()),
+            Entry::normal(1, 4, MemKv::set(b"k", b"w")),
+        ];
+        let responses = kv
+            .apply(&entries)
+            .await
+            .expect("never fails on client input");
+        assert_eq!(MemKv::response(&responses[0]), Ok(Bytes::new()));
+        assert!(MemKv::response(&responses[1])
+            .unwrap_err()
+            .contains("malformed"));
+        assert!(MemKv::response(&responses[2]).is_err());
+        assert_eq!(MemKv::response(&responses[3]), Ok(Bytes::from_static(b"v")));
+        let map = kv.map();
+        assert_eq!(
+            map.read().unwrap().get(&b"k"[..]).map(|v| &v[..]),
+            Some(&b"w"[..])
+        );
     }
 }

@@ -48,11 +48,16 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for server `id`.
+    /// Defaults for server `id`. The engine's random seed (election timeouts) comes from the
+    /// operating system, so that servers restarted together do not time out in lockstep run
+    /// after run; set `engine.random_seed` for a reproducible run.
     pub fn new(id: NodeId) -> Self {
         NodeConfig {
             id,
-            engine: Config::default(),
+            engine: Config {
+                random_seed: os_random_seed(),
+                ..Config::default()
+            },
             tick_ms: 10,
             command_queue_len_max: 16_384,
             inbound_queue_len_max: 16_384,
@@ -92,6 +97,14 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A seed from the operating system's randomness (std's per-process hash keys).
+fn os_random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x5eed);
+    hasher.finish()
 }
 
 /// Why a request to the node failed.

@@ -14,6 +14,24 @@ pub struct StateMachineError(pub String);
 
 /// The replicated state machine.
 ///
+/// # Lifecycle
+/// * **Start.** The node hands a state machine to [`super::RaftNode::start`] and then, on
+///   every start (the first and every restart), restores the latest snapshot into it if there
+///   is one ([`StateMachine::restore`]) and replays every committed entry after it through
+///   [`StateMachine::apply`]. So a state machine must start **empty** (or hold exactly the
+///   state of the snapshot it will be given): nothing it kept from before a restart may be
+///   counted twice. Durable state belongs in snapshots, not in files the state machine
+///   keeps on its own.
+/// * **Running.** Committed entries arrive in log order, each exactly once between restores.
+///   `apply` errors are **fatal by contract**: the node stops, and since the entry is
+///   committed, it fails again at every restart. Client input can be malformed, so validate
+///   it before [`super::RaftHandle::propose`], or answer a malformed command with an error
+///   *value* (as [`super::MemKv`] does), never with `Err`.
+/// * **Reads.** The state machine is owned by the node's apply task. Share its state with the
+///   rest of the program (an `Arc<RwLock<_>>` or similar, as [`super::MemKv::map`] does);
+///   after [`super::RaftHandle::read_barrier`] resolves, that shared state reflects every
+///   write acknowledged before the barrier was called: read it then for a linearizable read.
+///
 /// # Contract
 /// 1. `apply` receives committed entries in log order, each exactly once between snapshots
 ///    restores, and returns exactly one response per entry (an empty `Bytes` for blank and
