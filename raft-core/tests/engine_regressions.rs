@@ -343,3 +343,22 @@ fn a_snapshot_install_truncates_before_it_purges() {
         vec![&WriteStep::Truncate(8), &WriteStep::Purge(LogId::new(3, 7))]
     );
 }
+
+/// A snapshot install tells the runtime how far the log was replaced, so proposals waiting
+/// for entries at or below it are answered (a keep-suffix install drops those entries without
+/// rolling them back, and their proposals waited forever).
+#[test]
+fn an_install_reports_how_far_it_replaced_the_log() {
+    let state = restored(1, &[1, 2, 3], entries(&[1; 10]));
+    let mut driver = Driver::new(Engine::new(2, config(), state).unwrap(), false);
+    let meta = snapshot_meta(LogId::new(1, 7), &[1, 2, 3]);
+    driver
+        .engine_mut()
+        .step(msg(1, 2, 1, MessageBody::InstallSnapshot { meta }));
+    let work = driver.poll();
+    assert_eq!(work.skipped_to, Some(LogId::new(1, 7)));
+    assert!(
+        work.rolled_back.is_empty(),
+        "kept suffix: nothing rolled back"
+    );
+}
