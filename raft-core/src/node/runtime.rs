@@ -625,10 +625,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             Ok(_) => (NodeState::Stopped, RaftError::Shutdown),
             Err(fatal) => {
                 error!(id = self.id, reason = %fatal, "node failed; stopping");
-                (
-                    NodeState::Failed(fatal.clone()),
-                    RaftError::Fatal(fatal.clone()),
-                )
+                // Said at once: the apply task may take a while to drain, and nobody should
+                // take this node for a running one meanwhile.
+                let failed = NodeState::Failed(fatal.clone());
+                self.status_tx.send_modify(|s| s.state = failed.clone());
+                self.state_tx.send_replace(failed.clone());
+                (failed, RaftError::Fatal(fatal.clone()))
             }
         };
         if self.driver.write_in_flight() && outcome.is_ok() {
