@@ -6,7 +6,8 @@
 //! flight; whatever arrives meanwhile forms the next write (group commit). Each call returns a
 //! [`Work`], to be carried out **in field order**:
 //!
-//! 1. send [`Work::messages`];
+//! 1. send [`Work::messages`]; start [`Work::fetches`] (reads from the log store for lagging
+//!    followers, answered through `Engine::on_entries_fetched`);
 //! 2. hand [`Work::apply`] to the state machine, in order (a snapshot restore, committed
 //!    entries, a snapshot build labelled with the entry handed over just before it, hooks);
 //! 3. answer the reads, fail the proposals whose entries were rolled back or skipped by a
@@ -27,7 +28,7 @@
 //!   leaves a log that still starts where it did, never one whose first entry has a term below
 //!   the purge point.
 
-use crate::engine::{Engine, ReadState, Ready, SnapshotRequest};
+use crate::engine::{Engine, EntryFetch, ReadState, Ready, SnapshotRequest};
 use crate::message::Message;
 use crate::types::{Entry, HardState, LogId, LogIndex, NodeId, SnapshotMeta};
 
@@ -72,6 +73,9 @@ pub enum ApplyWork {
 pub struct Work {
     /// Messages to send.
     pub messages: Vec<Message>,
+    /// Entries to read back from the log store for followers; start them now and report
+    /// each with `Engine::on_entries_fetched` (through [`Driver::engine_mut`]).
+    pub fetches: Vec<EntryFetch>,
     /// Work for the state machine, in order.
     pub apply: Vec<ApplyWork>,
     /// Reads whose index is known: answer each once the state machine has applied it.
@@ -94,6 +98,7 @@ impl Work {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
+            && self.fetches.is_empty()
             && self.apply.is_empty()
             && self.read_states.is_empty()
             && self.failed_reads.is_empty()
@@ -171,6 +176,7 @@ impl Driver {
         match &self.in_flight {
             Some(after) => {
                 work.messages = self.engine.take_messages();
+                work.fetches = self.engine.take_fetches();
                 if after.apply_work_handed_over() {
                     let entries = self.engine.take_committed_entries();
                     push_entries(&mut work.apply, entries);
@@ -199,6 +205,7 @@ impl Driver {
     /// Splits a `Ready` into what can be done now and what waits for its write.
     fn start(&mut self, mut ready: Ready, work: &mut Work) {
         work.messages = std::mem::take(&mut ready.messages);
+        work.fetches = std::mem::take(&mut ready.fetches);
         let restore = ready.snapshot.clone();
         if let Some(meta) = &restore {
             work.skipped_to = Some(meta.last_log_id);

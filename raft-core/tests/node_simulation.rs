@@ -116,6 +116,7 @@ struct Stats {
     messages: u64,
     snapshots_built: u64,
     snapshots_installed: u64,
+    log_reads: u64,
     trace: u64,
 }
 
@@ -189,6 +190,14 @@ impl Sim {
             uncommitted_entries_max: 200,
             snapshot_distance: [0, 25, 60, 150][rng.below(4) as usize],
             snapshot_trailing_entries: rng.below(20),
+            // A small window of payloads in memory: followers that lag are sent entries read
+            // back from the log store in every seed; small byte limits push back on
+            // proposals and appends in some.
+            log_cache_bytes_max: [0, 256, 4096][rng.below(3) as usize],
+            snapshot_log_bytes: [0, 0, 3000][rng.below(3) as usize],
+            uncommitted_bytes_max: [2048, 4096][rng.below(2) as usize],
+            unapplied_bytes_max: [4096, 1 << 20][rng.below(2) as usize],
+            apply_queue_bytes_max: [256, 1 << 20][rng.below(2) as usize],
             catchup_gap_entries: 5,
             random_seed: seed,
             ..Config::default()
@@ -417,6 +426,7 @@ impl Sim {
         self.stats.snapshots_built = checks.snapshots_built;
         self.stats.snapshots_installed = checks.snapshots_installed;
         self.stats.trace = self.checker.trace();
+        self.stats.log_reads = self.nodes.values().map(|n| n.disk.reads()).sum();
         Ok(self.stats.clone())
     }
 
@@ -1036,6 +1046,7 @@ fn node_simulation() {
                 total.messages += s.messages;
                 total.snapshots_built += s.snapshots_built;
                 total.snapshots_installed += s.snapshots_installed;
+                total.log_reads += s.log_reads;
                 continue;
             }
             Ok(Err(message)) => message,
@@ -1049,7 +1060,7 @@ fn node_simulation() {
     let summary = format!(
         "node simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with \
          unknown outcome, {} elections, {} crashes ({} writes cut), {} failed writes, {} config \
-         changes, {} transfers, {} snapshots published, {} restored, {} messages)\n",
+         changes, {} transfers, {} snapshots published, {} restored, {} log reads, {} messages)\n",
         seeds.len(),
         total.steps,
         total.ops_completed,
@@ -1062,6 +1073,7 @@ fn node_simulation() {
         total.transfers,
         total.snapshots_built,
         total.snapshots_installed,
+        total.log_reads,
         total.messages
     );
     // Straight to stdout: the harness captures `println!` of passing tests, and this line is

@@ -107,6 +107,14 @@ impl Driver {
             uncommitted_entries_max: 200,
             snapshot_distance,
             snapshot_trailing_entries: rng.below(20),
+            // A small window of payloads in memory: followers that lag are sent entries read
+            // back from the log store in every seed; small byte limits push back on
+            // proposals and appends in some.
+            log_cache_bytes_max: [0, 256, 4096][rng.below(3) as usize],
+            snapshot_log_bytes: [0, 0, 3000][rng.below(3) as usize],
+            uncommitted_bytes_max: [2048, 4096][rng.below(2) as usize],
+            unapplied_bytes_max: [4096, 1 << 20][rng.below(2) as usize],
+            apply_queue_bytes_max: [256, 1 << 20][rng.below(2) as usize],
             catchup_gap_entries: 5,
             ..Config::default()
         };
@@ -583,6 +591,7 @@ fn simulation() {
                 total.transfers += stats.transfers;
                 total.messages += stats.messages;
                 total.torn_writes += stats.torn_writes;
+                total.fetches += stats.fetches;
                 total.ops_completed += stats.ops_completed;
                 total.ops_unknown += stats.ops_unknown;
                 continue;
@@ -599,7 +608,7 @@ fn simulation() {
         );
     }
     let summary = format!(
-        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes ({} torn writes), {} config changes, {} transfers, {} snapshots built, {} installed, {} messages)\n",
+        "simulation: {} seeds, {} steps, 0 violations ({} client ops acknowledged, {} with unknown outcome, {} elections, {} crashes ({} torn writes), {} config changes, {} transfers, {} snapshots built, {} installed, {} reads back from the log, {} messages)\n",
         seeds.len(),
         total.steps,
         total.ops_completed,
@@ -611,6 +620,7 @@ fn simulation() {
         total.transfers,
         total.snapshots_built,
         total.snapshots_installed,
+        total.fetches,
         total.messages
     );
     // Written to the process's stdout directly: the test harness captures `println!` of

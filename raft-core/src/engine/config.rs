@@ -43,10 +43,30 @@ pub struct Config {
     pub replication_timeout_ticks: u64,
     /// Uncommitted entries a leader accepts, at most; more proposals are refused (back-pressure).
     pub uncommitted_entries_max: u64,
+    /// Bytes ([`crate::Entry::size_bytes`]) of uncommitted entries a leader accepts, at most;
+    /// more proposals are refused (back-pressure). One proposal is always allowed when none is
+    /// uncommitted.
+    pub uncommitted_bytes_max: u64,
+    /// Bytes of entries in memory that the state machine has not applied yet (uncommitted ones
+    /// included), at most: a leader refuses proposals, a follower drops AppendEntries (the
+    /// leader resends) past it. With `log_cache_bytes_max`, this bounds the log's payloads in
+    /// memory.
+    pub unapplied_bytes_max: u64,
+    /// Bytes of entries handed to the state machine and not applied yet, at most (the apply
+    /// queue); more wait in the log.
+    pub apply_queue_bytes_max: u64,
+    /// Payload bytes of entries already durable and applied that are kept in memory to
+    /// replicate to followers without reading the log store; older payloads are read back
+    /// from the log store when a lagging follower needs them.
+    pub log_cache_bytes_max: u64,
     /// Payload bytes of one entry, at most.
     pub entry_bytes_max: u64,
     /// Ask for a snapshot when the applied index is this far past the last snapshot; 0 = never.
     pub snapshot_distance: u64,
+    /// Ask for a snapshot when the entries applied since the last snapshot hold this many bytes
+    /// ([`crate::Entry::size_bytes`]); 0 = never. Whichever of this and `snapshot_distance`
+    /// comes first triggers it.
+    pub snapshot_log_bytes: u64,
     /// Entries kept in the log below a snapshot so slow followers can catch up without one.
     pub snapshot_trailing_entries: u64,
     /// A catching-up server is promoted to voter once its match index is within this many
@@ -77,8 +97,13 @@ impl Default for Config {
             inflight_bytes_max: 32 << 20,
             replication_timeout_ticks: 8,
             uncommitted_entries_max: 100_000,
+            uncommitted_bytes_max: 32 << 20,
+            unapplied_bytes_max: 64 << 20,
+            apply_queue_bytes_max: 16 << 20,
+            log_cache_bytes_max: 32 << 20,
             entry_bytes_max: 4 << 20,
             snapshot_distance: 100_000,
+            snapshot_log_bytes: 64 << 20,
             snapshot_trailing_entries: 10_000,
             catchup_gap_entries: 100,
             pending_reads_max: 100_000,
@@ -124,6 +149,16 @@ impl Config {
         }
         if self.pending_reads_max == 0 || self.entry_bytes_max == 0 {
             return Err(ConfigError("read and entry limits must be positive"));
+        }
+        if self.uncommitted_bytes_max == 0 || self.apply_queue_bytes_max == 0 {
+            return Err(ConfigError(
+                "uncommitted and apply queue byte limits must be positive",
+            ));
+        }
+        if self.unapplied_bytes_max < self.uncommitted_bytes_max {
+            return Err(ConfigError(
+                "unapplied_bytes_max must be at least uncommitted_bytes_max",
+            ));
         }
         Ok(())
     }

@@ -42,6 +42,7 @@
 
 mod config;
 mod election;
+mod fetch;
 mod leader;
 mod log;
 mod membership_change;
@@ -94,6 +95,9 @@ pub enum EngineError {
     /// Too many entries are uncommitted; retry later.
     #[error("too many uncommitted entries ({0}); slow down")]
     Backpressure(u64),
+    /// Too many bytes uncommitted or not yet applied; retry later.
+    #[error("{0} bytes uncommitted or not yet applied; slow down")]
+    BackpressureBytes(u64),
     /// An entry's payload exceeds `entry_bytes_max`.
     #[error("entry of {0} bytes is larger than the limit")]
     EntryTooLarge(u64),
@@ -142,6 +146,27 @@ pub struct Ready {
     pub build_snapshot: Option<SnapshotRequest>,
     /// Purge the log store up to and including this id (a durable snapshot covers it).
     pub purge_to: Option<LogId>,
+    /// Entries to read back from the log store for a follower (their payloads are no longer
+    /// in memory); report each with [`Engine::on_entries_fetched`]. Independent of step 2:
+    /// start them at once.
+    pub fetches: Vec<EntryFetch>,
+}
+
+/// A read of entries from the log store that the engine needs to replicate to `peer`: the
+/// entries `[low, high)`, as many as fit in `bytes_max` (at least one). Hand the result back
+/// with [`Engine::on_entries_fetched`], whatever it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryFetch {
+    /// The follower the entries are for.
+    pub peer: NodeId,
+    /// The leader's term when it asked (a later term ignores the answer).
+    pub term: Term,
+    /// First index to read.
+    pub low: LogIndex,
+    /// One past the last index to read.
+    pub high: LogIndex,
+    /// Payload bytes to read, at most (`LogStore::entries`'s limit).
+    pub bytes_max: u64,
 }
 
 impl Ready {
@@ -160,6 +185,7 @@ impl Ready {
             && self.send_snapshots.is_empty()
             && self.build_snapshot.is_none()
             && self.purge_to.is_none()
+            && self.fetches.is_empty()
     }
 
     /// Whether step 2 (durable writes) has anything to do.
@@ -293,6 +319,10 @@ impl Engine {
         } else {
             log.applied = snapshot_id.index.max(log.offset().index);
         }
+        // What the snapshot covers may have been loaded without its payload; the state
+        // machine holds (or will hold, once restored) everything up to it.
+        log.state_machine_applied = log.applied;
+        log.evicted_through(log.applied);
         let log_last_term = log.last_log_id().term;
         let committed_membership = match &snapshot {
             Some(s) => (s.membership_log_id, s.membership.clone()),
@@ -389,9 +419,24 @@ impl Engine {
         &self.committed_membership.1
     }
 
-    /// The entry at `index`, if it is still in memory (tests, debugging).
+    /// The entry at `index`, if it is in memory with its payload (tests, debugging). An entry
+    /// whose payload was evicted (see `Config::log_cache_bytes_max`) answers `None`; its id is
+    /// still known to [`Engine::log_id_at`].
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        self.log.entry(index)
+        self.log
+            .has_payload(index)
+            .then(|| self.log.entry(index))
+            .flatten()
+    }
+
+    /// The id of the entry at `index`, if it is in the log (or is the last compacted one).
+    pub fn log_id_at(&self, index: LogIndex) -> Option<LogId> {
+        self.log.log_id_at(index)
+    }
+
+    /// Payload bytes of the log held in memory (for status and metrics).
+    pub fn log_cached_bytes(&self) -> u64 {
+        self.log.cached_bytes()
     }
 
     /// The engine's configuration.
@@ -517,6 +562,11 @@ impl Engine {
         {
             return Err(EngineError::EntryTooLarge(too_big.len() as u64));
         }
+        let bytes: u64 = batch
+            .iter()
+            .map(|d| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES)
+            .sum();
+        self.check_bytes_room(bytes)?;
         let mut index = self.log.last_index();
         let entries = batch.into_iter().map(|data| {
             index += 1;
@@ -530,6 +580,22 @@ impl Engine {
         let entries: Vec<Entry> = entries.collect();
         self.append_as_leader(entries);
         Ok(self.log.last_log_id())
+    }
+
+    /// Back-pressure in bytes: what is uncommitted, and what the state machine has not
+    /// applied yet, stay within their limits (one batch always fits when nothing waits).
+    fn check_bytes_room(&self, bytes: u64) -> Result<(), EngineError> {
+        let last = self.log.last_index();
+        let uncommitted = self.log.bytes_between(self.log.committed, last);
+        let unapplied = self.log.bytes_between(self.log.state_machine_applied, last);
+        let over = |waiting: u64, max: u64| waiting > 0 && waiting + bytes > max;
+        if over(uncommitted, self.config.uncommitted_bytes_max) {
+            return Err(EngineError::BackpressureBytes(uncommitted));
+        }
+        if over(unapplied, self.config.unapplied_bytes_max) {
+            return Err(EngineError::BackpressureBytes(unapplied));
+        }
+        Ok(())
     }
 
     fn check_can_propose(&self, count: u64) -> Result<(), EngineError> {
@@ -567,6 +633,9 @@ impl Engine {
     /// Reports that the state machine applied everything handed out up to `index`.
     pub fn on_applied(&mut self, index: LogIndex) {
         self.snapshots.on_applied(index);
+        let applied = index.min(self.log.applied);
+        self.log.state_machine_applied = self.log.state_machine_applied.max(applied);
+        self.log.evict(self.config.log_cache_bytes_max);
     }
 
     // ----- output -----
@@ -578,9 +647,7 @@ impl Engine {
             || self.leading.as_ref().is_some_and(|l| l.broadcast_pending)
             || self.log.unstable_from <= self.log.last_index()
             || self.log.applied < self.log.committed.min(self.log.persisted)
-            || self
-                .snapshots
-                .wants_build(&self.config, self.log.applied, self.now_tick)
+            || self.snapshot_due()
             || self.reads_pending_output()
     }
 
@@ -637,7 +704,9 @@ impl Engine {
     /// Committed, durable entries not handed out yet (a bounded batch); marks them handed out.
     fn hand_out_committed(&mut self) -> Vec<Entry> {
         let apply_batch_max = self.config.entries_per_message_max * 4;
-        let entries = self.log.take_committed(apply_batch_max);
+        let queue_bytes_max = self.config.apply_queue_bytes_max;
+        let entries = self.log.take_committed(apply_batch_max, queue_bytes_max);
+        self.log.evict(self.config.log_cache_bytes_max);
         // Every path that hands entries out for applying passes here, so the configuration
         // a snapshot at the applied index must record is always known.
         self.note_applied_configs(&entries);

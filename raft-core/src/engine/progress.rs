@@ -43,6 +43,9 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// Highest heartbeat round the peer acknowledged (ReadIndex confirmation).
     pub(crate) acked_round: u64,
+    /// Entries for this peer are being read back from the log store (`Ready::fetches`);
+    /// nothing else is sent to it meanwhile, but heartbeats.
+    pub(crate) fetching: bool,
 }
 
 impl Progress {
@@ -57,11 +60,13 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: true,
             acked_round: 0,
+            fetching: false,
         }
     }
 
     pub(crate) fn become_probe(&mut self) {
         self.state = ReplicationState::Probe;
+        self.fetching = false;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.snapshot_wait_ticks = None;
@@ -70,6 +75,7 @@ impl Progress {
 
     pub(crate) fn become_replicate(&mut self) {
         self.state = ReplicationState::Replicate;
+        self.fetching = false;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.clear_inflight();
@@ -77,6 +83,7 @@ impl Progress {
 
     pub(crate) fn become_snapshot(&mut self) {
         self.state = ReplicationState::Snapshot;
+        self.fetching = false;
         self.probe_sent = false;
         self.snapshot_wait_ticks = None;
         self.clear_inflight();
@@ -103,6 +110,9 @@ impl Progress {
 
     /// Whether another AppendEntries carrying entries may be sent now.
     pub(crate) fn can_send(&self, messages_max: usize, bytes_max: u64) -> bool {
+        if self.fetching {
+            return false;
+        }
         match self.state {
             ReplicationState::Probe => !self.probe_sent,
             ReplicationState::Replicate => {

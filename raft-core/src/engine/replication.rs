@@ -98,7 +98,8 @@ impl Engine {
 
     /// Sends the next batch of entries to `peer` if flow control allows. With `allow_empty` a
     /// probe without entries is sent too. Returns whether a message was sent. Switches the
-    /// peer to snapshot mode when its next entry was compacted away.
+    /// peer to snapshot mode when its next entry was compacted away, and asks for the entries
+    /// to be read back from the log store when their payloads are no longer in memory.
     pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
         let (messages_max, bytes_max) = (
             self.config.inflight_messages_max,
@@ -119,19 +120,38 @@ impl Engine {
             self.start_snapshot_transfer(peer);
             return false;
         }
-        let prev_log_id = self
-            .log
-            .log_id_at(next - 1)
-            .expect("prev of next is in the log");
         let entries = self.log.slice(
             next,
             self.log.last_index() + 1,
             self.config.entries_per_message_max,
             self.config.message_bytes_max,
         );
-        if entries.is_empty() && !allow_empty {
-            return false;
+        match entries {
+            Ok(entries) if entries.is_empty() && !allow_empty => false,
+            Ok(entries) => {
+                self.send_entries(peer, next, entries, round);
+                true
+            }
+            Err(evicted) => {
+                self.fetch_for(peer, evicted);
+                false
+            }
         }
+    }
+
+    /// Sends `entries` (starting at `next`; possibly none) to `peer` and records them in
+    /// flight.
+    pub(super) fn send_entries(
+        &mut self,
+        peer: NodeId,
+        next: LogIndex,
+        entries: Vec<Entry>,
+        round: u64,
+    ) {
+        let prev_log_id = self
+            .log
+            .log_id_at(next - 1)
+            .expect("prev of next is in the log");
         let last_index = prev_log_id.index + entries.len() as u64;
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let body = MessageBody::AppendEntries {
@@ -145,7 +165,6 @@ impl Engine {
         self.leading_mut()
             .peer_mut(peer)
             .on_sent(last_index, bytes, now);
-        true
     }
 
     /// Leader: peers whose oldest in-flight message went unanswered too long are probed again.
@@ -204,6 +223,7 @@ impl Engine {
             self.send_persisted(from, body);
             return;
         }
+        let entries = self.within_unapplied_budget(entries);
         let match_index = prev_log_id.index + entries.len() as u64;
         if let Err(reason) = self.append_from_leader(entries) {
             error!(id = self.id, from, reason, "rejected AppendEntries");
@@ -222,6 +242,43 @@ impl Engine {
             round,
         };
         self.send_persisted(from, body);
+    }
+
+    /// Follower back-pressure: keeps the entries this server may take while the committed
+    /// entries its state machine has not applied, plus the new ones, stay within
+    /// `unapplied_bytes_max` (at least one new entry when nothing waits). The answer then
+    /// acknowledges only those, and the leader sends the rest later: memory stays bounded when
+    /// applying falls behind. (Uncommitted entries do not count: a leader bounds those, and
+    /// counting stale ones left by an old leader could refuse the entries that replace them
+    /// forever.)
+    fn within_unapplied_budget(&self, mut entries: Vec<Entry>) -> Vec<Entry> {
+        let last = self.log.last_index();
+        let committed = self.log.committed;
+        let mut unapplied = self
+            .log
+            .bytes_between(self.log.state_machine_applied, committed);
+        let max = self.config.unapplied_bytes_max;
+        let mut keep = 0;
+        for entry in &entries {
+            let new = entry.index > last || !self.log.matches(entry.log_id());
+            if new {
+                if unapplied > 0 && unapplied + entry.size_bytes() > max {
+                    break;
+                }
+                unapplied += entry.size_bytes();
+            }
+            keep += 1;
+        }
+        if keep < entries.len() {
+            debug!(
+                id = self.id,
+                keep,
+                offered = entries.len(),
+                "unapplied bytes full"
+            );
+            entries.truncate(keep);
+        }
+        entries
     }
 
     /// Entries at or below our compaction point are committed and identical to the leader's

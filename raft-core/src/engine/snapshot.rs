@@ -67,16 +67,25 @@ impl SnapshotState {
 
     pub(super) fn on_applied(&mut self, _index: LogIndex) {}
 
-    pub(super) fn wants_build(&self, config: &Config, applied: LogIndex, now_tick: u64) -> bool {
+    /// Whether a snapshot is due: asked for, or `snapshot_distance` entries or
+    /// `snapshot_log_bytes` bytes (`log_bytes` since the latest snapshot) applied since it.
+    pub(super) fn wants_build(
+        &self,
+        config: &Config,
+        applied: LogIndex,
+        log_bytes: u64,
+        now_tick: u64,
+    ) -> bool {
         if self.building || applied <= self.latest.index {
             return false;
         }
         let backing_off = self
             .failed_at_tick
             .is_some_and(|failed| now_tick < failed + SNAPSHOT_BUILD_RETRY_TICKS);
-        let due = config.snapshot_distance > 0
-            && applied - self.latest.index >= config.snapshot_distance
-            && !backing_off;
+        let far =
+            config.snapshot_distance > 0 && applied - self.latest.index >= config.snapshot_distance;
+        let big = config.snapshot_log_bytes > 0 && log_bytes >= config.snapshot_log_bytes;
+        let due = (far || big) && !backing_off;
         self.forced || due
     }
 
@@ -112,13 +121,20 @@ impl Engine {
         }
     }
 
+    /// Whether a snapshot should be built now (see `SnapshotState::wants_build`).
+    pub(super) fn snapshot_due(&self) -> bool {
+        let applied = self.log.applied;
+        let log_bytes = self
+            .log
+            .bytes_between(self.snapshots.latest().index, applied);
+        self.snapshots
+            .wants_build(&self.config, applied, log_bytes, self.now_tick)
+    }
+
     /// Called from `ready()`: asks for a snapshot when due.
     pub(super) fn maybe_request_snapshot(&mut self) {
         let applied = self.log.applied;
-        if !self
-            .snapshots
-            .wants_build(&self.config, applied, self.now_tick)
-        {
+        if !self.snapshot_due() {
             return;
         }
         let last_log_id = self

@@ -10,10 +10,10 @@ use super::storage::{LogState, LogStore, SnapshotStore, StorageError};
 use super::StateMachine;
 use crate::engine::{Engine, RestoredState};
 use crate::membership::Membership;
-use crate::types::{Entry, LogId, LogIndex};
+use crate::types::{Entry, EntryKind, LogId, LogIndex};
 
 /// Bytes read per call while loading the log at start.
-const LOAD_BATCH_BYTES_MAX: u64 = 64 << 20;
+const LOAD_BATCH_BYTES_MAX: u64 = 16 << 20;
 
 /// An engine and a state machine restored from storage.
 pub(super) struct Recovered<M> {
@@ -42,13 +42,16 @@ where
         .state()
         .await
         .map_err(|e| log_error("reading the log state", e))?;
-    let entries = load_entries(log, state.purged.index + 1, state.last.index + 1)
-        .await
-        .map_err(|e| log_error("loading the log", e))?;
     let snapshot = snapshots
         .latest()
         .await
         .map_err(|e| snapshot_error("reading snapshots", e))?;
+    // Entries the snapshot covers are loaded without their payload: the state machine has
+    // them, and a follower that needs them gets them read back from the log store.
+    let covered = snapshot.as_ref().map_or(0, |s| s.last_log_id.index);
+    let entries = load_entries(log, state.purged.index + 1, state.last.index + 1, covered)
+        .await
+        .map_err(|e| log_error("loading the log", e))?;
     match &snapshot {
         Some(meta) if meta.last_log_id.index < state.purged.index => {
             return Err(Fatal::Recovery(format!(
@@ -128,10 +131,13 @@ async fn align_log_with_snapshot<L: LogStore>(
     Ok((state, Vec::new()))
 }
 
+/// Loads entries `[low, high)`, dropping the payloads of normal entries at or below
+/// `covered` as it goes (memory holds one batch of them at a time).
 async fn load_entries<L: LogStore>(
     log: &L,
     mut low: LogIndex,
     high: LogIndex,
+    covered: LogIndex,
 ) -> Result<Vec<Entry>, StorageError> {
     let mut out = Vec::new();
     while low < high {
@@ -142,7 +148,12 @@ async fn load_entries<L: LogStore>(
             )));
         }
         low += batch.len() as u64;
-        out.extend(batch);
+        out.extend(batch.into_iter().map(|mut entry| {
+            if entry.index <= covered && entry.kind == EntryKind::Normal {
+                entry.data = bytes::Bytes::new();
+            }
+            entry
+        }));
     }
     Ok(out)
 }

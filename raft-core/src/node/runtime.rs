@@ -26,10 +26,10 @@ use super::transport::{SnapshotTransfer, Transport};
 use super::waiters::{Reply, Waiters};
 use super::{write, StateMachine};
 use crate::driver::{ApplyWork, Driver, Work};
-use crate::engine::{EngineError, Role};
+use crate::engine::{EngineError, EntryFetch, Role};
 use crate::membership::Membership;
 use crate::message::Message;
-use crate::types::{LogId, LogIndex, NodeId, SnapshotMeta};
+use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta};
 
 /// Commands taken from the queue per loop iteration, at most, so that ticks and inbound
 /// messages are never starved.
@@ -68,6 +68,7 @@ pub(crate) enum Event {
     Applied { index: LogIndex, count: u64 },
     SnapshotBuilt(Result<SnapshotMeta, String>),
     SnapshotSent { peer: NodeId, success: bool },
+    Fetched(EntryFetch, Result<Vec<Entry>, StorageError>),
     Fatal(Fatal),
 }
 
@@ -374,6 +375,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     async fn carry_out(&mut self, work: Work) -> Result<(), Fatal> {
         let Work {
             messages,
+            fetches,
             apply,
             read_states,
             failed_reads,
@@ -384,6 +386,9 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         } = work;
         for msg in messages {
             self.transport.send(msg);
+        }
+        for fetch in fetches {
+            self.spawn_fetch(fetch);
         }
         self.waiters.fail_rolled_back(&rolled_back);
         if let Some(upto) = skipped_to {
@@ -403,6 +408,15 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             write::spawn(&self.tasks, self.log.clone(), write, self.events_tx.clone());
         }
         Ok(())
+    }
+
+    /// Reads entries back from the log store for a lagging follower, off the event loop.
+    fn spawn_fetch(&self, fetch: EntryFetch) {
+        let (log, events) = (self.log.clone(), self.events_tx.clone());
+        self.tasks.spawn(async move {
+            let read = log.entries(fetch.low, fetch.high, fetch.bytes_max).await;
+            let _ = events.send(Event::Fetched(fetch, read));
+        });
     }
 
     /// Hands work to the apply task (committed entries with the proposals waiting for them).
@@ -455,6 +469,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             Event::SnapshotSent { peer, success } => {
                 self.transfers.remove(&peer);
                 self.driver.engine_mut().on_snapshot_sent(peer, success);
+            }
+            Event::Fetched(fetch, read) => {
+                let entries = read
+                    .inspect_err(|e| warn!(id = self.id, error = %e, "reading entries back failed"))
+                    .ok();
+                self.driver.engine_mut().on_entries_fetched(fetch, entries);
             }
             Event::Fatal(e) => return Err(e),
         }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use raft_core::driver::{ApplyWork, Driver, Work, WriteStep};
-use raft_core::engine::{Config, Engine, ReadState, RestoredState, Role, SnapshotRequest};
+use raft_core::engine::{
+    Config, Engine, EntryFetch, ReadState, RestoredState, Role, SnapshotRequest,
+};
 use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
     SnapshotMeta, Term,
@@ -168,6 +170,8 @@ pub struct Node {
     pub snapshot_requests: Vec<(SnapshotRequest, LogId)>,
     /// Peers the engine asked to send a snapshot to.
     pub snapshot_sends: Vec<NodeId>,
+    /// Every read of entries back from the log the engine asked for.
+    pub fetches: Vec<EntryFetch>,
 }
 
 /// A set of engines and one outbox of messages in flight.
@@ -468,6 +472,7 @@ impl Node {
             failed_reads: Vec::new(),
             snapshot_requests: Vec::new(),
             snapshot_sends: Vec::new(),
+            fetches: Vec::new(),
         }
     }
 
@@ -502,6 +507,11 @@ impl Node {
     /// Carries out the driver's work in its documented order.
     fn carry_out(&mut self, work: Work, out: &mut Vec<Message>, auto_build: bool, auto_send: bool) {
         out.extend(work.messages);
+        for fetch in work.fetches {
+            let entries = self.read_back(fetch.low, fetch.high);
+            self.fetches.push(fetch);
+            self.driver.engine_mut().on_entries_fetched(fetch, entries);
+        }
         for item in work.apply {
             self.apply(item, auto_build);
         }
@@ -553,6 +563,16 @@ impl Node {
             ApplyWork::PreCommit(entries) => self.appended.extend(entries),
             ApplyWork::Rollback(entries) => self.rolled_back.extend(entries),
         }
+    }
+
+    /// Entries `[low, high)` from the durable log, if it holds them all.
+    fn read_back(&self, low: LogIndex, high: LogIndex) -> Option<Vec<Entry>> {
+        let first = self.purged.index + 1;
+        if low < first || high > self.last_durable().index + 1 || low >= high {
+            return None;
+        }
+        let from = (low - first) as usize;
+        Some(self.log[from..from + (high - low) as usize].to_vec())
     }
 
     /// One write step, durable at once.

@@ -388,17 +388,17 @@ fn known_committed(inner: &Inner, index: LogIndex) -> Option<LogId> {
 fn record_committed(inner: &mut Inner, node: NodeId, engine: &Engine, observed: &mut Observed) {
     let from = (observed.recorded_upto + 1).max(engine.first_index());
     for index in from..=engine.commit_index() {
-        let Some(entry) = engine.entry(index) else {
+        // Ids, not entries: a payload may have left memory (the log store has it).
+        let Some(held) = engine.log_id_at(index) else {
             continue;
         };
         match known_committed(inner, index) {
-            Some(id) if id != entry.log_id() => inner.violations.push(format!(
-                "node {node} holds {} at committed index {index}, where {id} was committed",
-                entry.log_id()
+            Some(id) if id != held => inner.violations.push(format!(
+                "node {node} holds {held} at committed index {index}, where {id} was committed"
             )),
             Some(_) => {}
             None => {
-                inner.committed.insert(index, entry.log_id());
+                inner.committed.insert(index, held);
             }
         }
     }
@@ -415,9 +415,10 @@ fn check_leader_completeness(inner: &mut Inner, node: NodeId, engine: &Engine) {
         .chain(inner.committed.iter().map(|(i, id)| (*i, *id)))
         .collect();
     for (index, id) in committed {
-        let holds = match engine.entry(index) {
-            Some(entry) => entry.log_id() == id,
-            None => index < engine.first_index(),
+        let holds = match engine.log_id_at(index) {
+            _ if index < engine.first_index() => true,
+            Some(held) => held == id,
+            None => false,
         };
         if !holds {
             inner.violations.push(format!(
@@ -442,7 +443,10 @@ fn check_log_matching(inner: &mut Inner, node: NodeId, engine: &Engine) {
         let Some(entry) = engine.entry(index) else {
             continue;
         };
-        let prev = engine.entry(index - 1).map(|e| e.term);
+        let prev = engine
+            .log_id_at(index - 1)
+            .filter(|_| index > engine.first_index())
+            .map(|id| id.term);
         let payload = entry
             .data
             .iter()

@@ -296,6 +296,8 @@ struct DiskInner {
     poisoned: Option<String>,
     incarnation: u64,
     failed_writes: u64,
+    /// Reads of entries (start-up loads and reads back for followers).
+    reads: u64,
 }
 
 /// One node's disk. It outlives the node's incarnations.
@@ -350,6 +352,10 @@ impl Disk {
     }
 
     /// Writes that failed by injection so far.
+    pub fn reads(&self) -> u64 {
+        lock(&self.inner).reads
+    }
+
     pub fn failed_writes(&self) -> u64 {
         lock(&self.inner).failed_writes
     }
@@ -434,8 +440,9 @@ impl LogStore for SimLogStore {
         high: LogIndex,
         bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let inner = lock(&self.disk.inner);
+        let mut inner = lock(&self.disk.inner);
         self.check_alive(&inner)?;
+        inner.reads += 1;
         let log = &inner.current;
         let first = log.purged.index + 1;
         if low < high && (low < first || high > log.last().index + 1) {
