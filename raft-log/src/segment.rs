@@ -184,6 +184,12 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
     if len < SEGMENT_HEADER_BYTES as u64 {
         return Err(Error::corrupt(&path, 0, "segment shorter than its header"));
     }
+    if len % RECORD_ALIGN_BYTES as u64 != 0 {
+        // Every segment this crate writes is a multiple of 4 KiB; the scans below rely on
+        // whole 8-byte words up to the end.
+        let reason = format!("segment of {len} bytes is not a multiple of {RECORD_ALIGN_BYTES}");
+        return Err(Error::corrupt(&path, 0, reason));
+    }
     let mut segment = Segment::new(first_index, path, file, false)?;
     match decode_segment_header(&segment.map) {
         Ok(found) if found == first_index => {}

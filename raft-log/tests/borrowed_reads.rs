@@ -204,3 +204,39 @@ fn purge_waits_until_borrowed_entries_are_dropped() {
         }
     });
 }
+
+/// Two truncations or purges that both wait for the same borrowed entry both finish once it is
+/// dropped (the second one used to lose its wake-up and wait forever). The rewrites run on
+/// threads of their own, so that a hang fails the test instead of hanging it.
+#[test]
+fn two_rewrites_waiting_for_one_borrow_both_finish() {
+    in_both_write_modes(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(filled(dir.path(), 100));
+        let borrowed = log.entry_ref(50).unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let rewrites: [(&str, fn(&RaftLog)); 2] = [
+            ("truncate", |log| log.truncate(90).unwrap()),
+            ("purge", |log| log.purge(LogId::new(9, 10)).unwrap()),
+        ];
+        for (name, rewrite) in rewrites {
+            let (log, done_tx) = (std::sync::Arc::clone(&log), done_tx.clone());
+            std::thread::spawn(move || {
+                rewrite(&log);
+                done_tx.send(name).unwrap();
+            });
+        }
+        // Let both start waiting for the borrow (nothing is asserted about timing).
+        std::thread::sleep(Duration::from_millis(200));
+        drop(borrowed);
+        for _ in 0..2 {
+            // A generous bound that only a lost wake-up exceeds.
+            let finished = done_rx.recv_timeout(Duration::from_secs(60));
+            assert!(
+                finished.is_ok(),
+                "a rewrite waited forever after the borrow was dropped"
+            );
+        }
+        assert_eq!((log.first_index(), log.last_index()), (11, 89));
+    });
+}
