@@ -73,13 +73,18 @@ mod crc;
 mod direct;
 mod error;
 pub mod format;
+mod io;
+mod lock;
 mod log;
 mod segment;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use borrow::EntryRef;
 pub use error::{Error, Result};
-pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE};
+pub use lock::{DirLock, LOCK_FILE};
+pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE, TRUNCATING_FILE};
 pub use store::RaftLogStore;
 
 /// Default segment size: 64 MiB, large enough that rolling (a sync, a rename and a directory

@@ -35,11 +35,13 @@ fn filled(dir: &std::path::Path, entries: u64) -> RaftLog {
 fn entry_ref_reads_what_entry_reads_across_segments_and_reopens() {
     in_both_write_modes(|| {
         let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), 200);
+        let mut log = filled(dir.path(), 200);
         assert!(segment_names(&snapshot(dir.path())).len() > 3);
         for round in 0..2 {
-            let reopened = (round == 1).then(|| RaftLog::open(dir.path(), options()).unwrap());
-            let log = reopened.as_ref().unwrap_or(&log);
+            if round == 1 {
+                drop(log);
+                log = RaftLog::open(dir.path(), options()).unwrap();
+            }
             for index in 1..=200 {
                 let copied = log.entry(index).unwrap();
                 let borrowed = log.entry_ref(index).unwrap();
@@ -215,7 +217,8 @@ fn two_rewrites_waiting_for_one_borrow_both_finish() {
         let log = std::sync::Arc::new(filled(dir.path(), 100));
         let borrowed = log.entry_ref(50).unwrap();
         let (done_tx, done_rx) = mpsc::channel();
-        let rewrites: [(&str, fn(&RaftLog)); 2] = [
+        type Rewrite = fn(&RaftLog);
+        let rewrites: [(&str, Rewrite); 2] = [
             ("truncate", |log| log.truncate(90).unwrap()),
             ("purge", |log| log.purge(LogId::new(9, 10)).unwrap()),
         ];

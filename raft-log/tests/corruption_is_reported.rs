@@ -232,7 +232,7 @@ fn a_segment_whose_length_is_not_a_multiple_of_8_is_reported() {
         damaged
             .get_mut(&name)
             .unwrap()
-            .extend(std::iter::repeat(0x5a).take(extra));
+            .extend(std::iter::repeat_n(0x5a, extra));
         let dir = restore(&damaged);
         assert_corrupt_at(
             open(dir.path()),
