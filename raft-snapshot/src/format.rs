@@ -262,7 +262,8 @@ mod tests {
 
     #[test]
     fn metadata_that_cannot_be_read_back_is_not_encoded() {
-        let cases: [(fn(&mut SnapshotMeta), MetaError); 4] = [
+        type Change = fn(&mut SnapshotMeta);
+        let cases: [(Change, MetaError); 4] = [
             (|m| m.membership.voters.clear(), MetaError::BadMembership),
             (
                 |m| {
