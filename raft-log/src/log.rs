@@ -516,6 +516,12 @@ impl RaftLog {
     /// Removes every entry with index `>= from`, durably. `from` must be above the purged
     /// index; truncating past the end changes nothing.
     ///
+    /// Crash-safe at every step: the cut is recorded durably first (the `truncating` file) and
+    /// a recovery finishes it, so a crash leaves the old log, the truncated one, or a prefix
+    /// of the old one that keeps every entry below `from`. Writing and deleting that file
+    /// cost one file sync and two directory syncs on top of zeroing and syncing the removed
+    /// records (and one directory sync when whole segments go).
+    ///
     /// Waits until no [`EntryRef`] of this log is alive (see [`RaftLog::entry_ref`]).
     pub fn truncate(&self, from: u64) -> Result<()> {
         // Before the writer lock: a thread holding a pin may be appending.
