@@ -180,6 +180,15 @@ fn many_segments(log: &RaftLog) {
     log.purge(LogId::new(1, 60)).expect("purge");
 }
 
+/// Segments made from purged files (their stale records still behind the new ones), the
+/// last of them written one sync at a time.
+fn recycled_segments(log: &RaftLog) {
+    let batch: Vec<Entry> = (1..=300).map(|index| entry(1, index, 100)).collect();
+    log.append(&batch).expect("append");
+    log.purge(LogId::new(1, 290)).expect("purge");
+    append_one_by_one(log, 2, 301, 400);
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -196,6 +205,16 @@ fn scenarios() -> Vec<Scenario> {
             name: "truncate into the first of three segments",
             setup: three_segments,
             operation: Operation::Truncate(30),
+        },
+        Scenario {
+            name: "truncate at the first entry of a segment",
+            setup: three_segments,
+            operation: Operation::Truncate(61),
+        },
+        Scenario {
+            name: "truncate across single-sync records of recycled segments",
+            setup: recycled_segments,
+            operation: Operation::Truncate(330),
         },
         Scenario {
             name: "truncate into the middle of the last segment",
