@@ -277,9 +277,11 @@ impl Inner {
 
     /// The published snapshot of the entry `meta` names, whatever its bytes, with its data
     /// file's path: what a restore reads. The store keeps one snapshot per entry, and two of
-    /// one entry hold the same state (the committed state at that entry); when a transfer
-    /// completes for an entry the store already had, the stored snapshot is kept, and the
-    /// install that follows must read it under its own metadata.
+    /// one entry hold the same state (the committed state at that entry). A node that is sent
+    /// a leader's snapshot of an entry this store already holds (or whose transfer completes
+    /// just after a local snapshot of that entry was published, which `publish` keeps)
+    /// installs it with the leader's metadata: the restore reads the stored snapshot, checked
+    /// against the stored metadata.
     fn find_entry(&self, meta: &SnapshotMeta) -> Result<(SnapshotMeta, PathBuf)> {
         let published = self.published();
         let found = published

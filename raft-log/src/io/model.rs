@@ -157,13 +157,15 @@ impl Disk {
                     panic!("a rename into or out of the log directory: {from:?} -> {to:?}");
                 };
                 let id = self.names.remove(&from).expect("renamed file exists");
-                self.names.insert(to.clone(), id);
+                let replaced = self.names.insert(to.clone(), id);
                 self.pending_names.push(NameOp::Rename(from, to));
+                self.forget_inode_if_unnamed(replaced);
             }
             Op::Remove { path } => {
                 if let Some(name) = self.name_of(path) {
-                    self.names.remove(&name);
+                    let removed = self.names.remove(&name);
                     self.pending_names.push(NameOp::Remove(name));
+                    self.forget_inode_if_unnamed(removed);
                 }
             }
             Op::CreateDir { .. } => {}
@@ -173,6 +175,14 @@ impl Disk {
                     self.pending_names.clear();
                 }
             }
+        }
+    }
+
+    /// Once a file has no name left its inode number may be reused: a file created later with
+    /// that number is another file. (Nothing writes a file after deleting it.)
+    fn forget_inode_if_unnamed(&mut self, id: Option<FileId>) {
+        if let Some(id) = id.filter(|id| !self.names.values().any(|named| named == id)) {
+            self.inodes.retain(|_, known| *known != id);
         }
     }
 
