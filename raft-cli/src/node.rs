@@ -33,6 +33,10 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    // Held until the node has stopped: a second process on the same data directory would
+    // write the same log and snapshots (the error names the directory and the holder's pid).
+    let _data_dir_lock = raft_log::DirLock::acquire(data_dir)
+        .with_context(|| format!("locking data directory {}", data_dir.display()))?;
     let log_options = raft_log::Options {
         segment_bytes: settings.log_segment_bytes,
         direct_io: settings.log_direct_io,

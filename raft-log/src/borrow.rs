@@ -99,12 +99,16 @@ impl Pins {
     }
 
     /// Waits until no pin is alive and keeps new ones out until the returned guard drops.
-    /// Callers (truncate and purge) are serialized by the caller; they must not hold the
-    /// writer lock while waiting here, since a pin holder may be appending.
+    /// Several callers (truncates and purges on different threads) may wait at once; they
+    /// take the pins one after the other. Callers must not hold the writer lock while waiting
+    /// here, since a pin holder may be appending.
     pub(crate) fn exclusive(&self) -> Exclusive<'_> {
         let mut guard = self.lock();
-        self.state.fetch_or(WAITING, Ordering::Relaxed);
         loop {
+            // Announced again on every round: taking the pins clears the flag, so a second
+            // rewriter that waited alongside the one that took them would otherwise never be
+            // woken by the last pin to go, nor ever match `WAITING` below.
+            self.state.fetch_or(WAITING, Ordering::Relaxed);
             let taken = self.state.compare_exchange(
                 WAITING,
                 REWRITING,

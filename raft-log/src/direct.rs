@@ -74,9 +74,9 @@
 //! machines where it measures faster.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, Result};
+use crate::io::{Io, LogIo};
 use crate::segment::Segment;
 
 /// Alignment of the buffer address, file offset and length of every direct write: 4 KiB, the
@@ -121,7 +121,7 @@ impl DirectFile {
     /// rewriting the block holding the segment's end (the last block if the segment is full)
     /// with the same bytes, zeros after the end. `Ok(None)` as for [`DirectFile::open`], or
     /// when that write is refused with `EINVAL`. The caller syncs the segment afterwards.
-    pub fn probe(segment: &Segment) -> Result<Option<DirectFile>> {
+    pub fn probe(io: &LogIo, segment: &Segment) -> Result<Option<DirectFile>> {
         let Some(direct) = DirectFile::open(segment)? else {
             return Ok(None);
         };
@@ -130,7 +130,7 @@ impl DirectFile {
         let start = end.min(last_block) / DIRECT_IO_ALIGN_BYTES * DIRECT_IO_ALIGN_BYTES;
         let mut block = AlignedBlock::new();
         block.bytes_mut()[..end - start].copy_from_slice(&segment.map[start..end]);
-        match direct.file.write_all_at(block.bytes(), start as u64) {
+        match io.write_at(&direct.file, block.bytes(), start as u64) {
             Ok(()) => Ok(Some(direct)),
             Err(e) if refused(&e) => Ok(None),
             Err(e) => Err(Error::io("write segment", &segment.path, e)),

@@ -77,6 +77,19 @@ pub enum Error {
         /// The largest payload a segment holds.
         bytes_max: u64,
     },
+    /// The directory is locked by another process, or by another open log or [`crate::DirLock`]
+    /// in this one: one process at a time may use a log directory.
+    #[error(
+        "{} is in use by another process ({}); one process at a time may open it",
+        dir.display(),
+        pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+    )]
+    Locked {
+        /// The locked directory.
+        dir: PathBuf,
+        /// The process holding the lock, as its lock file says (`None` if it cannot be read).
+        pid: Option<u32>,
+    },
     /// `Options::segment_bytes` is outside the supported range.
     #[error(
         "segment size {segment_bytes} bytes is outside [{min}, {max}] or not a multiple of {align}"
@@ -124,6 +137,10 @@ impl From<Error> for StorageError {
             ),
             corrupt @ Error::Corrupt { .. } => StorageError::Corrupt(corrupt.to_string()),
             Error::Poisoned { cause } => StorageError::Poisoned(cause),
+            locked @ Error::Locked { .. } => StorageError::io(
+                "lock log directory",
+                std::io::Error::new(std::io::ErrorKind::WouldBlock, locked.to_string()),
+            ),
             invalid @ (Error::NotContiguous { .. }
             | Error::OutOfRange { .. }
             | Error::TruncatePurged { .. }

@@ -46,6 +46,13 @@
 //!   0  8  magic b"RAFTPRG\0" | 8  4 version = 2 | 12 4 reserved = 0
 //!   16 8  term               | 24 8 index
 //!   32 4  crc of bytes 0..32 | 36 4 reserved = 0
+//!
+//! Truncation file `truncating` (32 bytes), written the same way before a truncation changes
+//! anything and deleted once it is complete; recovery finishes the truncation it names:
+//!
+//!   0  8  magic b"RAFTCUT\0" | 8  4 version = 2 | 12 4 reserved = 0
+//!   16 8  from (the first index removed)
+//!   24 4  crc of bytes 0..24 | 28 4 reserved = 0
 //! ```
 //!
 //! # Why the record CRC starts with the segment's first index
@@ -75,6 +82,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTLOG\0";
 pub const HARD_STATE_MAGIC: [u8; 8] = *b"RAFTHST\0";
 /// Magic at the start of the purge point file.
 pub const PURGED_MAGIC: [u8; 8] = *b"RAFTPRG\0";
+/// Magic at the start of the truncation file.
+pub const TRUNCATING_MAGIC: [u8; 8] = *b"RAFTCUT\0";
 
 // Segment header fields, each offset derived from the one before.
 const SEG_MAGIC_AT: usize = 0;
@@ -119,8 +128,16 @@ const PG_CRC_AT: usize = PG_INDEX_AT + 8;
 /// Exact size of the purge point file.
 pub const PURGED_FILE_BYTES: usize = PG_CRC_AT + 8;
 
+// Truncation file fields.
+const TR_VERSION_AT: usize = 8;
+const TR_FROM_AT: usize = TR_VERSION_AT + 8;
+const TR_CRC_AT: usize = TR_FROM_AT + 8;
+/// Exact size of the truncation file.
+pub const TRUNCATING_FILE_BYTES: usize = TR_CRC_AT + 8;
+
 const _: () = assert!(SEGMENT_HEADER_BYTES == 32 && RECORD_HEADER_BYTES == 32);
 const _: () = assert!(HARD_STATE_FILE_BYTES == 48 && PURGED_FILE_BYTES == 40);
+const _: () = assert!(TRUNCATING_FILE_BYTES == 32);
 const _: () = assert!(SEGMENT_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -565,6 +582,37 @@ pub fn decode_purged(bytes: &[u8]) -> Result<LogId, &'static str> {
     ))
 }
 
+/// Encodes the truncation file: a truncation from `from` (the first index it removes) is
+/// under way.
+pub fn encode_truncating(from: u64) -> [u8; TRUNCATING_FILE_BYTES] {
+    let mut bytes = [0u8; TRUNCATING_FILE_BYTES];
+    bytes[..TR_VERSION_AT].copy_from_slice(&TRUNCATING_MAGIC);
+    bytes[TR_VERSION_AT..TR_VERSION_AT + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[TR_FROM_AT..TR_CRC_AT].copy_from_slice(&from.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..TR_CRC_AT]);
+    bytes[TR_CRC_AT..TR_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Decodes the truncation file into the first index the truncation removes, or says why it
+/// is invalid.
+pub fn decode_truncating(bytes: &[u8]) -> Result<u64, &'static str> {
+    if bytes.len() != TRUNCATING_FILE_BYTES {
+        return Err("truncation file has the wrong size");
+    }
+    if crc32fast::hash(&bytes[..TR_CRC_AT]) != u32_at(bytes, TR_CRC_AT) {
+        return Err("truncation file checksum mismatch");
+    }
+    if bytes[..TR_VERSION_AT] != TRUNCATING_MAGIC || u32_at(bytes, TR_VERSION_AT) != FORMAT_VERSION
+    {
+        return Err("truncation file has a bad magic or version");
+    }
+    if u32_at(bytes, TR_VERSION_AT + 4) != 0 || u32_at(bytes, TR_CRC_AT + 4) != 0 {
+        return Err("truncation file has reserved bytes set");
+    }
+    Ok(u64_at(bytes, TR_FROM_AT))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,6 +854,12 @@ mod tests {
             let mut bytes = encode_hard_state(&hs);
             bytes[byte] ^= 0x10;
             assert!(decode_hard_state(&bytes).is_err(), "hard state byte {byte}");
+        }
+        assert_eq!(decode_truncating(&encode_truncating(78)), Ok(78));
+        for byte in 0..TRUNCATING_FILE_BYTES {
+            let mut bytes = encode_truncating(78);
+            bytes[byte] ^= 0x04;
+            assert!(decode_truncating(&bytes).is_err(), "truncation byte {byte}");
         }
         for byte in 0..SEGMENT_HEADER_BYTES {
             let mut bytes = encode_segment_header(12);

@@ -55,7 +55,11 @@
 //! - Up to [`FREE_SEGMENTS_MAX`] purged segment files are kept for reuse (so the directory can
 //!   hold that many segments more than the log needs); new segments reuse them instead of
 //!   zero-filling new files.
-//! - One process owns a log directory at a time; nothing locks the directory.
+//! - One process opens a log directory at a time: [`RaftLog::open`] takes a [`DirLock`] (an
+//!   exclusive `flock` on `<dir>/LOCK`, which holds the pid), and a second opener, in any
+//!   process, fails with [`Error::Locked`] naming the directory and that pid.
+//! - A segment file whose length is not a multiple of 8 bytes (every segment this crate
+//!   writes is a multiple of 4 KiB) is corrupt: opening fails with [`Error::Corrupt`].
 //!
 //! # Torn writes versus corruption
 //! Each record stores `durable_bytes`: how much of its segment was synced when it was
@@ -65,6 +69,19 @@
 //! corruption. The limit of this rule: damage (a bit flip) inside the last one or two sync
 //! groups of the log is indistinguishable from a torn write, and those entries are cut with a
 //! warning rather than reported.
+//!
+//! A truncation rewrites records that had been synced, so it could leave that rule a false
+//! positive: a crash while it zeroes them can keep an intact record after a zeroed one. It
+//! therefore makes its cut point durable first (the `truncating` file) and recovery finishes
+//! any truncation that file names; the file is gone before `truncate` returns.
+//!
+//! # Failures
+//! Every write, sync and directory change goes through one internal seam (the `io` module),
+//! which the crate's tests use to fail, panic or crash at every step of appends (with the
+//! segment rolls they cause), truncations, purges and hard state saves. After a failed write or
+//! sync, or a panic while writing, the log refuses writes ([`Error::Poisoned`]) until it is
+//! opened again; the reopened log holds a state between the one before the operation and the
+//! one after it.
 
 #![warn(missing_docs)]
 
@@ -73,13 +90,18 @@ mod crc;
 mod direct;
 mod error;
 pub mod format;
+mod io;
+mod lock;
 mod log;
 mod segment;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use borrow::EntryRef;
 pub use error::{Error, Result};
-pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE};
+pub use lock::{DirLock, LOCK_FILE};
+pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE, TRUNCATING_FILE};
 pub use store::RaftLogStore;
 
 /// Default segment size: 64 MiB, large enough that rolling (a sync, a rename and a directory

@@ -42,8 +42,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -56,12 +55,15 @@ use crate::borrow::{EntryRef, Pins};
 use crate::direct::{tail_of, DirectFile, DIRECT_IO_ALIGN_BYTES};
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_hard_state, decode_purged, encode_hard_state, encode_purged, encode_record_header,
-    encode_records, encode_segment_header, record_bytes, HARD_STATE_FILE_BYTES, PURGED_FILE_BYTES,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    decode_hard_state, decode_purged, decode_truncating, encode_hard_state, encode_purged,
+    encode_record_header, encode_records, encode_segment_header, encode_truncating, record_bytes,
+    HARD_STATE_FILE_BYTES, PURGED_FILE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    TRUNCATING_FILE_BYTES,
 };
+use crate::io::{Io, LogIo};
+use crate::lock::DirLock;
 use crate::segment::{
-    create_zeroed, open_segment, parse_segment_name, segment_name, zero_range, Segment,
+    create_zeroed, open_segment, parse_segment_name, segment_name, zero_range, Segment, SegmentEnd,
 };
 use crate::Options;
 
@@ -69,6 +71,8 @@ use crate::Options;
 pub const HARD_STATE_FILE: &str = "hard_state";
 /// Name of the purge point file in the log directory.
 pub const PURGED_FILE: &str = "purged";
+/// Name of the file that names the cut of a truncation under way (see `RaftLog::truncate`).
+pub const TRUNCATING_FILE: &str = "truncating";
 /// Name of the preallocated, zero-filled file that becomes the next segment.
 const SPARE_FILE: &str = "spare.tmp";
 /// Suffix of files being written before an atomic rename.
@@ -83,12 +87,17 @@ pub const FREE_SEGMENTS_MAX: usize = 4;
 ///
 /// Every method takes `&self`: reads run concurrently with each other and with writes; writes
 /// are serialized internally, and concurrent appends share syncs (group commit). All writes
-/// return only once durable. After a failed write or sync every later write returns
-/// [`Error::Poisoned`] until the log is opened again. [`RaftLog::truncate`] and
-/// [`RaftLog::purge`] wait until no [`EntryRef`] of the log is alive.
+/// return only once durable. After a failed write or sync, or a panic while writing, every
+/// later write returns [`Error::Poisoned`] until the log is opened again. [`RaftLog::truncate`]
+/// and [`RaftLog::purge`] wait until no [`EntryRef`] of the log is alive.
+///
+/// An open log holds the lock of its directory ([`DirLock`]): a second open, in this process or
+/// another, fails with [`Error::Locked`] until this one is dropped.
 pub struct RaftLog {
     dir: PathBuf,
     options: Options,
+    /// Every write, sync and directory change goes through here (see the `io` module).
+    io: LogIo,
     index: RwLock<Index>,
     writer: Mutex<Writer>,
     /// Signalled whenever a sync finishes (or fails).
@@ -98,6 +107,8 @@ pub struct RaftLog {
     /// Threads inside `submit`, waiting for the writer lock or holding it: a direct write
     /// is made only by an appender that is alone (see `write_batch`).
     appenders: AtomicUsize,
+    /// Dropped last, once the writer (and its background zero-fill) is gone.
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for RaftLog {
@@ -162,7 +173,6 @@ impl Index {
 struct Writer {
     dir_file: File,
     poisoned: Option<String>,
-    fail_next_write: bool,
     /// Tickets handed to appended batches, and the highest one known durable.
     written_ticket: u64,
     synced_ticket: u64,
@@ -195,26 +205,24 @@ struct Writer {
 }
 
 impl Writer {
-    /// Refuses writes after a failure; consumes an injected failure.
-    fn check_writable(&mut self, op: &'static str, dir: &Path) -> Result<()> {
-        if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned {
+    /// Refuses writes after a failure.
+    fn check_writable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(Error::Poisoned {
                 cause: cause.clone(),
-            });
+            }),
+            None => Ok(()),
         }
-        if self.fail_next_write {
-            self.fail_next_write = false;
-            let error = Error::io(op, dir, std::io::Error::other("injected write failure"));
-            self.poison(&error);
-            return Err(error);
-        }
-        Ok(())
     }
 
     fn poison(&mut self, error: &Error) {
+        self.poison_with(error.to_string());
+    }
+
+    fn poison_with(&mut self, cause: String) {
         if self.poisoned.is_none() {
-            tracing::error!(%error, "raft-log refuses further writes until reopened");
-            self.poisoned = Some(error.to_string());
+            tracing::error!(error = %cause, "raft-log refuses further writes until reopened");
+            self.poisoned = Some(cause);
         }
     }
 }
@@ -230,17 +238,27 @@ impl Drop for Writer {
 }
 
 impl RaftLog {
-    /// Opens the log in `dir`, creating the directory and an empty log if needed.
+    /// Opens the log in `dir`, creating the directory and an empty log if needed, and locks
+    /// the directory for this process ([`DirLock`]; [`Error::Locked`] if another holds it).
     ///
     /// Recovery: every segment is scanned and CRC-checked and the index rebuilt. A torn
     /// record at the tail of the last segment is cut off (its bytes zeroed and synced); any
     /// other bad record makes opening fail with [`Error::Corrupt`] naming the file and offset.
+    /// A truncation that a crash interrupted is finished.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<RaftLog> {
+        Self::open_with_io(dir.as_ref(), options, LogIo::default())
+    }
+
+    /// [`RaftLog::open`] with the given I/O seam (unit tests pass a steered `FaultIo`).
+    pub(crate) fn open_with_io(dir: &Path, options: Options, io: LogIo) -> Result<RaftLog> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create log directory", &dir, e))?;
+        let dir = dir.to_path_buf();
+        create_dir_durably(&io, &dir)?;
+        // Before anything in the directory is read or removed: another process's temporary
+        // files are not ours to delete.
+        let lock = DirLock::acquire(&dir)?;
         let dir_file = File::open(&dir).map_err(|e| Error::io("open log directory", &dir, e))?;
-        let (names, free) = list_segments(&dir)?;
+        let (mut names, free) = list_segments(&io, &dir)?;
         let hard_state = read_small_file(&dir, HARD_STATE_FILE, HARD_STATE_FILE_BYTES)?
             .map(|(path, bytes)| decode_hard_state(&bytes).map_err(|r| Error::corrupt(path, 0, r)))
             .transpose()?
@@ -249,11 +267,14 @@ impl RaftLog {
             .map(|(path, bytes)| decode_purged(&bytes).map_err(|r| Error::corrupt(path, 0, r)))
             .transpose()?
             .unwrap_or(LogId::ZERO);
-        let segments = open_segments(&dir, &dir_file, &names, purged)?;
+        let cut_from = read_truncating(&dir, purged)?;
+        if let Some(from) = cut_from {
+            remove_segments_after(&io, &dir, &dir_file, &mut names, from)?;
+        }
+        let segments = open_segments(&io, &dir, &dir_file, &names, purged, cut_from)?;
         let mut writer = Writer {
             dir_file,
             poisoned: None,
-            fail_next_write: false,
             written_ticket: 0,
             synced_ticket: 0,
             syncing: false,
@@ -268,7 +289,7 @@ impl RaftLog {
             parts: Vec::new(),
             offsets: Vec::new(),
         };
-        reuse_free_files(&mut writer, options, free)?;
+        reuse_free_files(&io, &mut writer, options, free)?;
         let mut index = Index {
             hard_state,
             purged,
@@ -276,45 +297,27 @@ impl RaftLog {
             segments,
         };
         if index.segments.is_empty() {
-            let segment = install_segment(&dir, &mut writer, options, purged.index + 1)?;
+            let segment = install_segment(&io, &dir, &mut writer, options, purged.index + 1)?;
             index.segments.push_back(segment);
         }
-        let current = index.current();
-        if options.direct_io {
-            writer.direct = DirectFile::probe(current)?;
-            writer.direct_io = writer.direct.is_some();
-            if !writer.direct_io {
-                tracing::info!(dir = %dir.display(),
-                    "no direct I/O here: appends go through the page cache");
-            }
-        }
-        // What was read (and the probe rewrote) is now durable, so later records may claim it
-        // as such.
-        current
-            .file
-            .sync_data()
-            .map_err(|e| Error::io("sync segment", &current.path, e))?;
-        writer.durable_bytes = current.end;
-        let spare_needed = needs_spare(current.end, current.capacity());
-        if let Some(segment) = index.segments.iter().rev().find(|s| !s.offsets.is_empty()) {
-            let last = segment.log_id(segment.next_index() - 1)?;
-            if last.index > purged.index {
-                index.last = last;
-            }
-        }
-        if spare_needed {
-            start_spare(&dir, &mut writer, options);
+        finish_open(&io, &dir, &mut writer, &mut index, options)?;
+        if cut_from.is_some() {
+            // The cut is durable (`open_segment` zeroed and synced what lay past it, the
+            // segments after it are gone): the truncation is complete.
+            remove_durably(&io, &writer.dir_file, &dir.join(TRUNCATING_FILE))?;
         }
         tracing::debug!(dir = %dir.display(), first = index.purged.index + 1,
             last = index.last.index, "raft-log opened");
         Ok(RaftLog {
             dir,
             options,
+            io,
             index: RwLock::new(index),
             writer: Mutex::new(writer),
             synced: Condvar::new(),
             pins: Pins::default(),
             appenders: AtomicUsize::new(0),
+            _lock: lock,
         })
     }
 
@@ -500,7 +503,6 @@ impl RaftLog {
             return Ok((writer, Ticket(ticket)));
         }
         self.check_batch(entries)?;
-        writer.check_writable("append", &self.dir)?;
         if let Err(error) = self.write_batch(&mut writer, entries) {
             writer.poison(&error);
             self.notify_synced(&writer);
@@ -513,6 +515,12 @@ impl RaftLog {
 
     /// Removes every entry with index `>= from`, durably. `from` must be above the purged
     /// index; truncating past the end changes nothing.
+    ///
+    /// Crash-safe at every step: the cut is recorded durably first (the `truncating` file) and
+    /// a recovery finishes it, so a crash leaves the old log, the truncated one, or a prefix
+    /// of the old one that keeps every entry below `from`. Writing and deleting that file
+    /// cost one file sync and two directory syncs on top of zeroing and syncing the removed
+    /// records (and one directory sync when whole segments go).
     ///
     /// Waits until no [`EntryRef`] of this log is alive (see [`RaftLog::entry_ref`]).
     pub fn truncate(&self, from: u64) -> Result<()> {
@@ -532,7 +540,6 @@ impl RaftLog {
         if from > last.index {
             return Ok(());
         }
-        writer.check_writable("truncate", &self.dir)?;
         let result = self.truncate_locked(&mut writer, from);
         self.finish_write(&mut writer, result)
     }
@@ -550,7 +557,6 @@ impl RaftLog {
         if upto.index <= self.read_index().purged.index {
             return Ok(());
         }
-        writer.check_writable("purge", &self.dir)?;
         let result = self.purge_locked(&mut writer, upto);
         self.finish_write(&mut writer, result)
     }
@@ -559,19 +565,19 @@ impl RaftLog {
     /// directory).
     pub fn save_hard_state(&self, hard_state: HardState) -> Result<()> {
         let mut writer = self.lock_writer();
-        writer.check_writable("save hard state", &self.dir)?;
+        writer.check_writable()?;
         let bytes = encode_hard_state(&hard_state);
-        let result = replace_file(&self.dir, &writer.dir_file, HARD_STATE_FILE, &bytes);
+        let result = replace_file(
+            &self.io,
+            &self.dir,
+            &writer.dir_file,
+            HARD_STATE_FILE,
+            &bytes,
+        );
         if result.is_ok() {
             self.write_index().hard_state = hard_state;
         }
         self.finish_write(&mut writer, result)
-    }
-
-    /// Makes the next write fail as if the disk had returned an error, which poisons the log.
-    /// For tests of the poison rule (raft-core's conformance suite uses it).
-    pub fn fail_next_write(&self) {
-        self.lock_writer().fail_next_write = true;
     }
 
     /// Whether an earlier failure makes the log refuse writes.
@@ -593,10 +599,10 @@ impl RaftLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Locks the writer state. A thread that panicked while holding it may have left it, or
+    /// the files, half changed: the log then refuses writes, as after a failed one.
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.writer.lock().unwrap_or_else(poison_after_panic)
     }
 
     /// Takes the writer lock once no sync is in flight: truncate and purge rewrite bytes and
@@ -606,21 +612,14 @@ impl RaftLog {
         while writer.syncing {
             writer = self.wait_synced(writer);
         }
-        if let Some(cause) = &writer.poisoned {
-            return Err(Error::Poisoned {
-                cause: cause.clone(),
-            });
-        }
+        writer.check_writable()?;
         Ok(writer)
     }
 
     /// Waits for the end of a sync (or a failure) on `synced`, counted in `waiters`.
     fn wait_synced<'a>(&self, mut writer: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
         writer.waiters += 1;
-        let mut writer = self
-            .synced
-            .wait(writer)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writer = self.synced.wait(writer).unwrap_or_else(poison_after_panic);
         writer.waiters -= 1;
         writer
     }
@@ -732,11 +731,11 @@ impl RaftLog {
                 _ if at == start => Ok(()),
                 Some(direct) if copy_all => {
                     let through = if alone { &direct.file } else { &file };
-                    let result = encoded.write_blocks(through, start);
+                    let result = encoded.write_blocks(&self.io, through, start);
                     encoded.keep_tail(&mut direct.tail);
                     result
                 }
-                _ => encoded.write(&file, rest, start, at),
+                _ => encoded.write(&self.io, &file, rest, start, at),
             };
             writer.buf = encoded.buf;
             if writer.buf.capacity() > ENCODE_BUF_BYTES_KEEP_MAX {
@@ -765,7 +764,7 @@ impl RaftLog {
                 index.last = rest[written - 1].log_id();
                 drop(index);
                 if needs_spare(at, capacity) {
-                    start_spare(&self.dir, writer, self.options);
+                    start_spare(&self.io, &self.dir, writer, self.options);
                 }
             }
             writer.offsets = offsets;
@@ -824,7 +823,14 @@ impl RaftLog {
                 (Arc::clone(&current.file), current.end)
             };
             drop(writer);
-            let result = file.sync_data();
+            let result = {
+                // A panic in the sync (outside the writer lock, so the lock is not poisoned by
+                // it) must not leave `syncing` set: every waiter would wait forever.
+                let abandoned = AbandonedSync(self);
+                let result = self.io.sync_data(&file);
+                std::mem::forget(abandoned);
+                result
+            };
             writer = self.lock_writer();
             writer.syncing = false;
             writer.sync_count += 1;
@@ -869,19 +875,25 @@ impl RaftLog {
         // stale tail is zeroed first (usually less than one record, since the segment is
         // full), in the same sync.
         if let Some(from) = stale_from {
-            zero_range(&file, from, self.read_index().current().capacity())
-                .map_err(|e| Error::io("zero stale tail", &path, e))?;
+            zero_range(
+                &self.io,
+                &file,
+                from,
+                self.read_index().current().capacity(),
+            )
+            .map_err(|e| Error::io("zero stale tail", &path, e))?;
         }
         // Records of the next segment say nothing about this one, and recovery treats only the
         // last segment as possibly torn: this one must be complete on disk first.
-        file.sync_data()
+        self.io
+            .sync_data(&file)
             .map_err(|e| Error::io("sync segment", &path, e))?;
         if stale_from.is_some() {
             self.write_index().current_mut().stale_tail = false;
         }
         writer.synced_ticket = writer.written_ticket;
         self.notify_synced(writer);
-        let segment = install_segment(&self.dir, writer, self.options, first_index)?;
+        let segment = install_segment(&self.io, &self.dir, writer, self.options, first_index)?;
         let mut index = self.write_index();
         if index.current().first_index == first_index {
             // An empty segment at the same index was just replaced by the rename.
@@ -895,7 +907,19 @@ impl RaftLog {
         self.reopen_direct(writer)
     }
 
+    /// Removes the entries from `from` on. Zeroing the records of the cut is not atomic, and a
+    /// crash part-way could leave a record that survived after one that did not, claiming it
+    /// was synced (`durable_bytes`), which recovery would report as corruption. So the cut is
+    /// made durable first, in the truncation file, and recovery finishes any truncation it
+    /// names (`open`); the file goes once every removal is durable, before the next append.
     fn truncate_locked(&self, writer: &mut Writer, from: u64) -> Result<()> {
+        replace_file(
+            &self.io,
+            &self.dir,
+            &writer.dir_file,
+            TRUNCATING_FILE,
+            &encode_truncating(from),
+        )?;
         // Readers see the cut all at once: segments, records and bounds change in one
         // critical section (a reader that saw the old last index with the later segments
         // already gone would index past the end of the segment list).
@@ -918,16 +942,27 @@ impl RaftLog {
             index.last = last;
             (removed, file, path, cut, old_end)
         };
-        // Newest first, so that a crash part-way leaves a prefix of the old log.
+        // Newest first: without the truncation file a crash part-way would still leave a
+        // prefix of the old log.
         for segment in removed.iter().rev() {
-            remove_segment(&writer.dir_file, segment)?;
+            self.io
+                .remove_file(&segment.path)
+                .map_err(|e| Error::io("remove segment", &segment.path, e))?;
         }
-        zero_range(&file, cut, old_end)
-            .and_then(|()| file.sync_data())
+        if !removed.is_empty() {
+            // Before the truncation file goes: a segment back after a crash would leave a gap.
+            self.io
+                .sync_dir(&writer.dir_file)
+                .map_err(|e| Error::io("sync log directory", &self.dir, e))?;
+        }
+        zero_range(&self.io, &file, cut, old_end)
+            .and_then(|()| self.io.sync_data(&file))
             .map_err(|e| Error::io("zero truncated records", &path, e))?;
         writer.durable_bytes = cut;
         // Every batch written so far is in this segment, now synced, or in a deleted one.
         writer.synced_ticket = writer.written_ticket;
+        // Durably gone before any append: recovery would otherwise cut new entries too.
+        remove_durably(&self.io, &writer.dir_file, &self.dir.join(TRUNCATING_FILE))?;
         self.reopen_direct(writer)
     }
 
@@ -935,6 +970,7 @@ impl RaftLog {
         // The purge point is durable before any segment goes: a crash in between leaves
         // segments that recovery deletes as purged.
         replace_file(
+            &self.io,
             &self.dir,
             &writer.dir_file,
             PURGED_FILE,
@@ -966,7 +1002,7 @@ impl RaftLog {
             index.segments.drain(..keep_from).collect()
         };
         for segment in removed {
-            recycle_or_remove(&self.dir, writer, self.options, segment)?;
+            recycle_or_remove(&self.io, &self.dir, writer, self.options, segment)?;
         }
         Ok(())
     }
@@ -1134,7 +1170,7 @@ impl Encoded {
     /// blocks: the segment's tail before them, zeros after them up to a block boundary. Whole
     /// blocks also spare a write through the page cache from reading a block that a direct
     /// write dropped from the cache.
-    fn write_blocks(&mut self, file: &File, from: u64) -> std::io::Result<()> {
+    fn write_blocks(&mut self, io: &LogIo, file: &File, from: u64) -> std::io::Result<()> {
         debug_assert!(self.parts.is_empty());
         let end = self.buf.len();
         let capacity = self.buf.capacity();
@@ -1152,7 +1188,7 @@ impl Encoded {
             "direct write buffer misaligned"
         );
         let at = from - self.prefix_bytes as u64;
-        let result = file.write_all_at(written, at);
+        let result = io.write_at(file, written, at);
         self.buf.truncate(end);
         result
     }
@@ -1170,6 +1206,7 @@ impl Encoded {
     /// whole blocks around them in a log that writes direct).
     fn write(
         &mut self,
+        io: &LogIo,
         file: &File,
         entries: &[Entry],
         from: u64,
@@ -1190,10 +1227,10 @@ impl Encoded {
             // Only small payloads: everything is in the buffer, after the alignment.
             let written = &self.buf[self.run_start..];
             debug_assert_eq!(written.len() as u64, bytes);
-            return file.write_all_at(written, at);
+            return io.write_at(file, written, at);
         }
         self.parts.push(Part::Buf(self.run_start, self.buf.len()));
-        let slices: Vec<IoSlice<'_>> = self
+        let mut slices: Vec<IoSlice<'_>> = self
             .parts
             .iter()
             .map(|part| match *part {
@@ -1203,7 +1240,30 @@ impl Encoded {
             .filter(|slice| !slice.is_empty())
             .collect();
         debug_assert_eq!(slices.iter().map(|s| s.len() as u64).sum::<u64>(), bytes);
-        write_all_vectored_at(file, slices, at)
+        io.write_vectored_at(file, &mut slices, at)
+    }
+}
+
+/// Takes over a writer lock poisoned by a panic, and poisons the log: the panicking thread may
+/// have left the writer state, or the files, half changed.
+fn poison_after_panic(
+    poisoned: std::sync::PoisonError<MutexGuard<'_, Writer>>,
+) -> MutexGuard<'_, Writer> {
+    let mut writer = poisoned.into_inner();
+    writer.poison_with("a thread panicked while writing the log".to_string());
+    writer
+}
+
+/// Dropped only when the group sync it guards unwinds: clears `syncing`, poisons the log and
+/// wakes the waiters (forgotten when the sync returns).
+struct AbandonedSync<'a>(&'a RaftLog);
+
+impl Drop for AbandonedSync<'_> {
+    fn drop(&mut self) {
+        let mut writer = self.0.lock_writer();
+        writer.syncing = false;
+        writer.poison_with("a thread panicked while syncing the log".to_string());
+        self.0.notify_synced(&writer);
     }
 }
 
@@ -1216,31 +1276,6 @@ impl Drop for Leave<'_> {
     }
 }
 
-/// Writes `slices` back to back at `offset` of `file`. One slice: `pwrite`. More: a seek and
-/// `writev` calls (std has no stable `pwritev`); only the writer, under the writer lock, uses
-/// the file position of a segment, and everything else uses positional I/O or the map.
-fn write_all_vectored_at(
-    file: &File,
-    mut slices: Vec<IoSlice<'_>>,
-    offset: u64,
-) -> std::io::Result<()> {
-    if let [only] = &slices[..] {
-        return file.write_all_at(only, offset);
-    }
-    let mut file = file;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Maps the error of an out-of-range read.
 fn out_of_range(index: &Index, low: u64, high: u64) -> Error {
     Error::OutOfRange {
@@ -1251,9 +1286,48 @@ fn out_of_range(index: &Index, low: u64, high: u64) -> Error {
     }
 }
 
+/// Creates `dir` and any missing parents, each made durable by syncing the directory that
+/// holds it: a log whose directory entry a crash loses has lost everything in it.
+fn create_dir_durably(io: &LogIo, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    loop {
+        match fs::metadata(at) {
+            Ok(metadata) if metadata.is_dir() => break,
+            Ok(_) => {
+                let error = std::io::Error::other("exists and is not a directory");
+                return Err(Error::io("create log directory", at, error));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(at),
+            Err(e) => return Err(Error::io("stat log directory", at, e)),
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            // A relative path's first component: its parent is the working directory.
+            _ => break,
+        }
+    }
+    for path in missing.into_iter().rev() {
+        match io.create_dir(path) {
+            Ok(()) => {}
+            // Created meanwhile by someone else, who syncs it: the lock decides who goes on.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create log directory", path, e)),
+        }
+        let parent = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(parent)
+            .and_then(|parent_file| io.sync_dir(&parent_file))
+            .map_err(|e| Error::io("sync parent of the log directory", parent, e))?;
+    }
+    Ok(())
+}
+
 /// Deletes leftover temporary files and returns the first indexes of the segment files,
-/// sorted.
-fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
+/// sorted, and the purged segment files kept for reuse.
+fn list_segments(io: &LogIo, dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
     let mut names = Vec::new();
     let mut free = Vec::new();
     for item in fs::read_dir(dir).map_err(|e| Error::io("list log directory", dir, e))? {
@@ -1265,7 +1339,8 @@ fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
         } else if name.ends_with(TMP_SUFFIX) {
             // An interrupted atomic replace or zero-fill: never part of the log.
             let path = item.path();
-            fs::remove_file(&path).map_err(|e| Error::io("remove temp file", &path, e))?;
+            io.remove_file(&path)
+                .map_err(|e| Error::io("remove temp file", &path, e))?;
         } else if let Some(first_index) = parse_segment_name(&name) {
             names.push(first_index);
         }
@@ -1281,7 +1356,12 @@ fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>)> {
 /// covering all its records is durable, and purge points never go back. A free file that was
 /// being installed when the process stopped (new header written, not yet renamed) holds no
 /// record under that header: records are written only after the rename is durable.
-fn reuse_free_files(writer: &mut Writer, options: Options, paths: Vec<PathBuf>) -> Result<()> {
+fn reuse_free_files(
+    io: &LogIo,
+    writer: &mut Writer,
+    options: Options,
+    paths: Vec<PathBuf>,
+) -> Result<()> {
     for path in paths {
         let file = OpenOptions::new()
             .read(true)
@@ -1295,19 +1375,73 @@ fn reuse_free_files(writer: &mut Writer, options: Options, paths: Vec<PathBuf>) 
         if len == options.segment_bytes && writer.free.len() < FREE_SEGMENTS_MAX {
             writer.free.push((path, file));
         } else {
-            fs::remove_file(&path).map_err(|e| Error::io("remove free segment", &path, e))?;
+            io.remove_file(&path)
+                .map_err(|e| Error::io("remove free segment", &path, e))?;
         }
     }
     Ok(())
 }
 
+/// The first index removed by the truncation that a crash interrupted, if the truncation
+/// file is there.
+fn read_truncating(dir: &Path, purged: LogId) -> Result<Option<u64>> {
+    let Some((path, bytes)) = read_small_file(dir, TRUNCATING_FILE, TRUNCATING_FILE_BYTES)? else {
+        return Ok(None);
+    };
+    let from = decode_truncating(&bytes).map_err(|r| Error::corrupt(&path, 0, r))?;
+    if from <= purged.index {
+        // A truncation never reaches the purge point, and none can be under way during a
+        // purge (the file is gone before `truncate` returns).
+        let reason = format!(
+            "truncation from {from} at or below the purge point {}",
+            purged.index
+        );
+        return Err(Error::corrupt(&path, 0, reason));
+    }
+    Ok(Some(from))
+}
+
+/// Deletes the segments that start after `from`, which an interrupted truncation removes,
+/// syncs the directory, and drops them from `first_indexes` (sorted).
+fn remove_segments_after(
+    io: &LogIo,
+    dir: &Path,
+    dir_file: &File,
+    first_indexes: &mut Vec<u64>,
+    from: u64,
+) -> Result<()> {
+    let kept = first_indexes.partition_point(|&first| first <= from);
+    if kept == first_indexes.len() {
+        return Ok(());
+    }
+    if kept == 0 {
+        // The segment holding `from - 1` is missing: nothing is deleted on such a log.
+        let path = dir.join(segment_name(first_indexes[0]));
+        let reason = format!("log starts at {} after the cut at {from}", first_indexes[0]);
+        return Err(Error::corrupt(path, 0, reason));
+    }
+    for &first_index in first_indexes[kept..].iter().rev() {
+        let path = dir.join(segment_name(first_index));
+        io.remove_file(&path)
+            .map_err(|e| Error::io("remove segment", &path, e))?;
+    }
+    io.sync_dir(dir_file)
+        .map_err(|e| Error::io("sync log directory", dir, e))?;
+    first_indexes.truncate(kept);
+    Ok(())
+}
+
 /// Opens the segments named `first_indexes` (sorted), deletes those wholly below the purge
-/// point (left by an interrupted purge) and checks that the rest chain without a hole.
+/// point (left by an interrupted purge) and checks that the rest chain without a hole. With
+/// `cut_from`, the last segment ends before that index at the latest (an interrupted
+/// truncation; the segments after it are already deleted).
 fn open_segments(
+    io: &LogIo,
     dir: &Path,
     dir_file: &File,
     first_indexes: &[u64],
     purged: LogId,
+    cut_from: Option<u64>,
 ) -> Result<VecDeque<Segment>> {
     let mut segments = VecDeque::with_capacity(first_indexes.len());
     // A segment followed by one that starts at or below `purged + 1` holds only purged
@@ -1319,16 +1453,17 @@ fn open_segments(
         .count();
     for &first_index in &first_indexes[..wholly_purged] {
         let path = dir.join(segment_name(first_index));
-        fs::remove_file(&path).map_err(|e| Error::io("remove segment", &path, e))?;
-        dir_file
-            .sync_all()
-            .map_err(|e| Error::io("sync log directory", &path, e))?;
+        remove_durably(io, dir_file, &path)?;
     }
     let first_indexes = &first_indexes[wholly_purged..];
     for (position, &first_index) in first_indexes.iter().enumerate() {
         let path = dir.join(segment_name(first_index));
         let is_last = position + 1 == first_indexes.len();
-        segments.push_back(open_segment(path, first_index, is_last)?);
+        let stop = match cut_from {
+            Some(from) if is_last => SegmentEnd::CutFrom(from),
+            _ => SegmentEnd::Scanned,
+        };
+        segments.push_back(open_segment(io, path, first_index, is_last, stop)?);
     }
     while let Some(segment) = segments.front() {
         let next = segment.next_index();
@@ -1336,7 +1471,7 @@ fn open_segments(
         if next > purged.index + 1 || empty_current {
             break;
         }
-        remove_segment(dir_file, segment)?;
+        remove_durably(io, dir_file, &segment.path)?;
         segments.pop_front();
     }
     if let Some(first) = segments.front() {
@@ -1361,6 +1496,42 @@ fn open_segments(
     Ok(segments)
 }
 
+/// The last steps of opening, once the segments are open: the direct I/O probe, the current
+/// segment synced, the id of the last entry, the spare started if needed.
+fn finish_open(
+    io: &LogIo,
+    dir: &Path,
+    writer: &mut Writer,
+    index: &mut Index,
+    options: Options,
+) -> Result<()> {
+    let current = index.current();
+    if options.direct_io {
+        writer.direct = DirectFile::probe(io, current)?;
+        writer.direct_io = writer.direct.is_some();
+        if !writer.direct_io {
+            tracing::info!(dir = %dir.display(),
+                "no direct I/O here: appends go through the page cache");
+        }
+    }
+    // What was read (and the probe rewrote) is now durable, so later records may claim it
+    // as such.
+    io.sync_data(&current.file)
+        .map_err(|e| Error::io("sync segment", &current.path, e))?;
+    writer.durable_bytes = current.end;
+    let spare_needed = needs_spare(current.end, current.capacity());
+    if let Some(segment) = index.segments.iter().rev().find(|s| !s.offsets.is_empty()) {
+        let last = segment.log_id(segment.next_index() - 1)?;
+        if last.index > index.purged.index {
+            index.last = last;
+        }
+    }
+    if spare_needed {
+        start_spare(io, dir, writer, options);
+    }
+    Ok(())
+}
+
 /// Reads a small file of exactly `bytes` bytes, if it exists; any other size is corruption.
 fn read_small_file(dir: &Path, name: &str, bytes: usize) -> Result<Option<(PathBuf, Vec<u8>)>> {
     let path = dir.join(name);
@@ -1382,31 +1553,29 @@ fn read_small_file(dir: &Path, name: &str, bytes: usize) -> Result<Option<(PathB
 
 /// Atomically replaces `dir/name` with `bytes`: write a temporary file, sync it, rename it over
 /// the old one, sync the directory.
-fn replace_file(dir: &Path, dir_file: &File, name: &str, bytes: &[u8]) -> Result<()> {
+fn replace_file(io: &LogIo, dir: &Path, dir_file: &File, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let path = dir.join(name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let file = io
+        .create(&tmp)
         .map_err(|e| Error::io("create temp file", &tmp, e))?;
-    file.write_all(bytes)
+    io.write_at(&file, bytes, 0)
         .map_err(|e| Error::io("write temp file", &tmp, e))?;
-    file.sync_all()
+    io.sync_all(&file)
         .map_err(|e| Error::io("sync temp file", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
-    dir_file
-        .sync_all()
+    io.rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &path, e))?;
+    io.sync_dir(dir_file)
         .map_err(|e| Error::io("sync log directory", dir, e))
 }
 
-/// Deletes a segment file and syncs the directory, so deletions reach the disk in order.
-fn remove_segment(dir_file: &File, segment: &Segment) -> Result<()> {
-    fs::remove_file(&segment.path).map_err(|e| Error::io("remove segment", &segment.path, e))?;
-    dir_file
-        .sync_all()
-        .map_err(|e| Error::io("sync log directory", &segment.path, e))
+/// Deletes a file of the log directory and syncs the directory, so that deletions reach the
+/// disk in order.
+fn remove_durably(io: &LogIo, dir_file: &File, path: &Path) -> Result<()> {
+    io.remove_file(path)
+        .map_err(|e| Error::io("remove", path, e))?;
+    io.sync_dir(dir_file)
+        .map_err(|e| Error::io("sync log directory", path, e))
 }
 
 /// Whether to prepare the next segment: once the current one is half full. Zero-filling
@@ -1421,31 +1590,29 @@ fn needs_spare(end: u64, capacity: u64) -> bool {
 /// synced) when it has the current segment size and the pool has room, else deletes it.
 /// Called only after the purge point covering every record of the segment is durable.
 fn recycle_or_remove(
+    io: &LogIo,
     dir: &Path,
     writer: &mut Writer,
     options: Options,
     segment: Segment,
 ) -> Result<()> {
     if writer.free.len() >= FREE_SEGMENTS_MAX || segment.capacity() != options.segment_bytes {
-        return remove_segment(&writer.dir_file, &segment);
+        return remove_durably(io, &writer.dir_file, &segment.path);
     }
     let Segment { path, file, .. } = segment;
     let Ok(file) = Arc::try_unwrap(file) else {
         // Someone still holds the file (cannot happen under the idle writer lock): never
         // rewrite it, just delete it.
-        return fs::remove_file(&path)
-            .and_then(|()| writer.dir_file.sync_all())
-            .map_err(|e| Error::io("remove segment", &path, e));
+        return remove_durably(io, &writer.dir_file, &path);
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let free_path = dir.join(format!(
         "{FREE_PREFIX}{}{TMP_SUFFIX}",
         name.unwrap_or_default()
     ));
-    fs::rename(&path, &free_path).map_err(|e| Error::io("recycle segment", &path, e))?;
-    writer
-        .dir_file
-        .sync_all()
+    io.rename(&path, &free_path)
+        .map_err(|e| Error::io("recycle segment", &path, e))?;
+    io.sync_dir(&writer.dir_file)
         .map_err(|e| Error::io("sync log directory", dir, e))?;
     writer.free.push((free_path, file));
     Ok(())
@@ -1453,15 +1620,16 @@ fn recycle_or_remove(
 
 /// Starts zero-filling the next spare segment in the background, unless one is under way or
 /// a purged file is free for reuse.
-fn start_spare(dir: &Path, writer: &mut Writer, options: Options) {
+fn start_spare(io: &LogIo, dir: &Path, writer: &mut Writer, options: Options) {
     if writer.spare.is_some() || !writer.free.is_empty() {
         return;
     }
     let path = dir.join(SPARE_FILE);
     let segment_bytes = options.segment_bytes;
+    let io = io.clone();
     let spawned = std::thread::Builder::new()
         .name("raft-log-prealloc".into())
-        .spawn(move || create_zeroed(&path, segment_bytes));
+        .spawn(move || create_zeroed(&io, &path, segment_bytes));
     match spawned {
         Ok(handle) => writer.spare = Some(handle),
         // Without a thread the next roll zero-fills in the foreground instead.
@@ -1472,28 +1640,30 @@ fn start_spare(dir: &Path, writer: &mut Writer, options: Options) {
 /// Turns a free purged file, else the spare (or a freshly zero-filled file), into the segment
 /// starting at `first_index`: header written and synced, renamed into place, directory synced.
 fn install_segment(
+    io: &LogIo,
     dir: &Path,
     writer: &mut Writer,
     options: Options,
     first_index: u64,
 ) -> Result<Segment> {
     if let Some((free_path, file)) = writer.free.pop() {
-        return install_file(dir, writer, file, &free_path, first_index, true);
+        return install_file(io, dir, writer, file, &free_path, first_index, true);
     }
     let spare_path = dir.join(SPARE_FILE);
     let spare = match writer.spare.take().map(JoinHandle::join) {
         Some(Ok(Ok(file))) => Ok(file),
         Some(Ok(Err(e))) => Err(e),
         Some(Err(_)) => Err(std::io::Error::other("preallocation thread panicked")),
-        None => create_zeroed(&spare_path, options.segment_bytes),
+        None => create_zeroed(io, &spare_path, options.segment_bytes),
     };
     let file = spare.map_err(|e| Error::io("preallocate segment", &spare_path, e))?;
-    install_file(dir, writer, file, &spare_path, first_index, false)
+    install_file(io, dir, writer, file, &spare_path, first_index, false)
 }
 
 /// Writes the header of a segment starting at `first_index` into `file` (at `from`), syncs it,
 /// renames it into place and syncs the directory. `stale_tail`: the file is a recycled one.
 fn install_file(
+    io: &LogIo,
     dir: &Path,
     writer: &mut Writer,
     file: File,
@@ -1502,14 +1672,13 @@ fn install_file(
     stale_tail: bool,
 ) -> Result<Segment> {
     let header = encode_segment_header(first_index);
-    file.write_all_at(&header, 0)
-        .and_then(|()| file.sync_data())
+    io.write_at(&file, &header, 0)
+        .and_then(|()| io.sync_data(&file))
         .map_err(|e| Error::io("write segment header", from, e))?;
     let path = dir.join(segment_name(first_index));
-    fs::rename(from, &path).map_err(|e| Error::io("rename segment", &path, e))?;
-    writer
-        .dir_file
-        .sync_all()
+    io.rename(from, &path)
+        .map_err(|e| Error::io("rename segment", &path, e))?;
+    io.sync_dir(&writer.dir_file)
         .map_err(|e| Error::io("sync log directory", dir, e))?;
     let segment = Segment::new(first_index, path, file, stale_tail)?;
     debug_assert!(segment.capacity() >= (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64);

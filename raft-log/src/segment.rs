@@ -2,7 +2,6 @@
 //! full CRC scan, and reads through its memory map.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::format::{
     decode_record, decode_segment_header, record_index_field, reread_record, Decoded, RecordRef,
     RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use crate::io::{Io, LogIo};
 use crate::SEGMENT_BYTES_MAX;
 
 /// Size of the zero buffer used to fill new segments and to zero cut tails.
@@ -42,12 +42,12 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Writes zeros over `[from, to)` of `file`.
-pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+pub(crate) fn zero_range(io: &LogIo, file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
     let mut at = from;
     while at < to {
         let len = (to - at).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..len], at)?;
+        io.write_at(file, &zeros[..len], at)?;
         at += len as u64;
     }
     Ok(())
@@ -56,15 +56,10 @@ pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> std::io::Result<()>
 /// Creates (or truncates) `path` and fills it with `segment_bytes` zeros, synced. Writing the
 /// zeros, instead of `fallocate`, makes later syncs into these blocks cheap: the file system
 /// does not have to convert unwritten extents on every `fdatasync`.
-pub(crate) fn create_zeroed(path: &Path, segment_bytes: u64) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    zero_range(&file, 0, segment_bytes)?;
-    file.sync_all()?;
+pub(crate) fn create_zeroed(io: &LogIo, path: &Path, segment_bytes: u64) -> std::io::Result<File> {
+    let file = io.create(path)?;
+    zero_range(io, &file, 0, segment_bytes)?;
+    io.sync_all(&file)?;
     Ok(file)
 }
 
@@ -156,12 +151,32 @@ impl Segment {
     }
 }
 
+/// Where the scan of a segment's records must stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SegmentEnd {
+    /// At the first record that is not intact and next in sequence.
+    Scanned,
+    /// At the record with this index at the latest: an interrupted truncation removed it and
+    /// everything after it (the durable truncation file says so), whatever the disk still
+    /// holds there.
+    CutFrom(u64),
+}
+
 /// Opens the segment at `path` (named after `first_index`) and scans every record.
 ///
 /// In the last segment (`is_last`) a bad record is a torn write when no later record says the
 /// bytes under it had been synced (`durable_bytes`): the tail from there on is zeroed and
-/// synced. A bad record anywhere else is corruption.
-pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Result<Segment> {
+/// synced. A bad record anywhere else is corruption. With [`SegmentEnd::CutFrom`] (only for
+/// the last segment) the records from the cut on are removed the same way, whatever they
+/// claim.
+pub(crate) fn open_segment(
+    io: &LogIo,
+    path: PathBuf,
+    first_index: u64,
+    is_last: bool,
+    stop: SegmentEnd,
+) -> Result<Segment> {
+    debug_assert!(is_last || stop == SegmentEnd::Scanned);
     if first_index > INDEX_MAX {
         return Err(Error::corrupt(&path, 0, "first index out of range"));
     }
@@ -184,6 +199,12 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
     if len < SEGMENT_HEADER_BYTES as u64 {
         return Err(Error::corrupt(&path, 0, "segment shorter than its header"));
     }
+    if len % RECORD_ALIGN_BYTES as u64 != 0 {
+        // Every segment this crate writes is a multiple of 4 KiB; the scans below rely on
+        // whole 8-byte words up to the end.
+        let reason = format!("segment of {len} bytes is not a multiple of {RECORD_ALIGN_BYTES}");
+        return Err(Error::corrupt(&path, 0, reason));
+    }
     let mut segment = Segment::new(first_index, path, file, false)?;
     match decode_segment_header(&segment.map) {
         Ok(found) if found == first_index => {}
@@ -193,7 +214,11 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
         }
         Err(reason) => return Err(Error::corrupt(&segment.path, 0, reason)),
     }
-    let scan = scan_records(&segment.map, first_index);
+    let cut_from = match stop {
+        SegmentEnd::Scanned => u64::MAX,
+        SegmentEnd::CutFrom(from) => from,
+    };
+    let scan = scan_records(&segment.map, first_index, cut_from);
     if let Some((offset, reason)) = scan.invalid {
         return Err(Error::corrupt(&segment.path, offset as u64, reason));
     }
@@ -206,8 +231,9 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
         // nothing in them can be torn.
         return Err(Error::corrupt(&segment.path, scan.end as u64, stopped));
     }
-    if tail.durable_bytes_max > scan.end as u64 {
+    if tail.durable_bytes_max > scan.end as u64 && !scan.at_cut {
         // A later record was written after these bytes were synced: they were acknowledged.
+        // (Not so at a cut: every byte from there on was removed by the truncation.)
         return Err(Error::corrupt(&segment.path, scan.end as u64, stopped));
     }
     // Only intact records of this segment (right CRC seed, so written in this life of the
@@ -217,14 +243,19 @@ pub(crate) fn open_segment(path: PathBuf, first_index: u64, is_last: bool) -> Re
     // under this segment's first index and are overwritten by later appends; zeroing a
     // recycled 64 MiB file on every open would cost more than the open itself.
     if tail.intact_end > scan.end {
-        tracing::warn!(
-            path = %segment.path.display(),
-            offset = scan.end,
-            reason = stopped,
-            "cutting the torn tail of the log"
-        );
-        zero_range(&segment.file, scan.end as u64, tail.intact_end as u64)
-            .and_then(|()| segment.file.sync_data())
+        if scan.at_cut {
+            tracing::info!(path = %segment.path.display(), offset = scan.end,
+                "finishing an interrupted truncation");
+        } else {
+            tracing::warn!(
+                path = %segment.path.display(),
+                offset = scan.end,
+                reason = stopped,
+                "cutting the torn tail of the log"
+            );
+        }
+        zero_range(io, &segment.file, scan.end as u64, tail.intact_end as u64)
+            .and_then(|()| io.sync_data(&segment.file))
             .map_err(|e| Error::io("zero torn tail", &segment.path, e))?;
         debug_assert!(segment.map[scan.end..tail.intact_end]
             .iter()
@@ -259,13 +290,26 @@ struct RecordScan {
     stop_reason: Option<&'static str>,
     /// A record with a good CRC but impossible fields: corruption wherever it is.
     invalid: Option<(usize, &'static str)>,
+    /// The scan stopped at the cut of an interrupted truncation.
+    at_cut: bool,
 }
 
-fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
+/// Scans the records of a segment from its first one, up to the first that is not intact and
+/// next in sequence, or up to the record with index `cut_from`, whichever comes first.
+fn scan_records(map: &[u8], first_index: u64, cut_from: u64) -> RecordScan {
     let mut offsets = Vec::new();
     let mut at = SEGMENT_HEADER_BYTES;
     let mut expected = first_index;
     loop {
+        if expected >= cut_from {
+            return RecordScan {
+                offsets,
+                end: at,
+                stop_reason: None,
+                invalid: None,
+                at_cut: true,
+            };
+        }
         let stop_reason = match decode_record(map, first_index, at) {
             Decoded::Record(record) if record.index == expected && expected < u64::MAX => {
                 offsets.push(at as u32);
@@ -282,6 +326,7 @@ fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
                     end: at,
                     stop_reason: None,
                     invalid: Some((at, reason)),
+                    at_cut: false,
                 }
             }
         };
@@ -290,6 +335,7 @@ fn scan_records(map: &[u8], first_index: u64) -> RecordScan {
             end: at,
             stop_reason,
             invalid: None,
+            at_cut: false,
         };
     }
 }

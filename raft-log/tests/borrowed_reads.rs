@@ -35,11 +35,13 @@ fn filled(dir: &std::path::Path, entries: u64) -> RaftLog {
 fn entry_ref_reads_what_entry_reads_across_segments_and_reopens() {
     in_both_write_modes(|| {
         let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), 200);
+        let mut log = filled(dir.path(), 200);
         assert!(segment_names(&snapshot(dir.path())).len() > 3);
         for round in 0..2 {
-            let reopened = (round == 1).then(|| RaftLog::open(dir.path(), options()).unwrap());
-            let log = reopened.as_ref().unwrap_or(&log);
+            if round == 1 {
+                drop(log);
+                log = RaftLog::open(dir.path(), options()).unwrap();
+            }
             for index in 1..=200 {
                 let copied = log.entry(index).unwrap();
                 let borrowed = log.entry_ref(index).unwrap();
@@ -202,5 +204,42 @@ fn purge_waits_until_borrowed_entries_are_dropped() {
                 batch[index as usize - 101]
             );
         }
+    });
+}
+
+/// Two truncations or purges that both wait for the same borrowed entry both finish once it is
+/// dropped (the second one used to lose its wake-up and wait forever). The rewrites run on
+/// threads of their own, so that a hang fails the test instead of hanging it.
+#[test]
+fn two_rewrites_waiting_for_one_borrow_both_finish() {
+    in_both_write_modes(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(filled(dir.path(), 100));
+        let borrowed = log.entry_ref(50).unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        type Rewrite = fn(&RaftLog);
+        let rewrites: [(&str, Rewrite); 2] = [
+            ("truncate", |log| log.truncate(90).unwrap()),
+            ("purge", |log| log.purge(LogId::new(9, 10)).unwrap()),
+        ];
+        for (name, rewrite) in rewrites {
+            let (log, done_tx) = (std::sync::Arc::clone(&log), done_tx.clone());
+            std::thread::spawn(move || {
+                rewrite(&log);
+                done_tx.send(name).unwrap();
+            });
+        }
+        // Let both start waiting for the borrow (nothing is asserted about timing).
+        std::thread::sleep(Duration::from_millis(200));
+        drop(borrowed);
+        for _ in 0..2 {
+            // A generous bound that only a lost wake-up exceeds.
+            let finished = done_rx.recv_timeout(Duration::from_secs(60));
+            assert!(
+                finished.is_ok(),
+                "a rewrite waited forever after the borrow was dropped"
+            );
+        }
+        assert_eq!((log.first_index(), log.last_index()), (11, 89));
     });
 }

@@ -222,3 +222,23 @@ fn build_log_cached() -> &'static (Image, Vec<Entry>) {
     static LOG: std::sync::OnceLock<(Image, Vec<Entry>)> = std::sync::OnceLock::new();
     LOG.get_or_init(build_log)
 }
+
+#[test]
+fn a_segment_whose_length_is_not_a_multiple_of_8_is_reported() {
+    let (image, _) = build_log();
+    let name = segment_names(&image).pop().unwrap();
+    for extra in 1..8 {
+        let mut damaged = image.clone();
+        damaged
+            .get_mut(&name)
+            .unwrap()
+            .extend(std::iter::repeat_n(0x5a, extra));
+        let dir = restore(&damaged);
+        assert_corrupt_at(
+            open(dir.path()),
+            &name,
+            0,
+            &format!("{extra} bytes appended"),
+        );
+    }
+}

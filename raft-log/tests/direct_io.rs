@@ -115,6 +115,8 @@ fn direct_and_buffered_appends_write_the_same_bytes_through_truncation_purge_and
                 }
             }
             _ => {
+                // Closed first: an open log holds its directory's lock.
+                drop(logs);
                 logs = [open(false).unwrap(), open(true).unwrap()];
             }
         }

@@ -42,6 +42,15 @@ pub enum Error {
     /// The snapshot is not (or no longer) in the store.
     #[error("snapshot {0} not found")]
     NotFound(LogId),
+    /// Metadata that a metadata record cannot hold and read back (see
+    /// [`crate::format::check_meta`]): nothing was written.
+    #[error("snapshot {snapshot} has invalid metadata: {reason}")]
+    InvalidMeta {
+        /// The snapshot described.
+        snapshot: LogId,
+        /// What is wrong with the metadata.
+        reason: &'static str,
+    },
     /// A configuration value is out of its range.
     #[error("invalid configuration: {field} {reason}")]
     InvalidConfig {

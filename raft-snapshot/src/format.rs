@@ -38,6 +38,7 @@
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use raft_core::membership::{ADDRESS_BYTES_MAX, MEMBERS_MAX};
 use raft_core::{LogId, Membership, SnapshotMeta};
 
 /// First bytes of every metadata file.
@@ -74,8 +75,14 @@ pub enum MetaError {
     BadLength,
     /// The trailing CRC does not match.
     BadCrc,
-    /// The membership bytes do not decode.
+    /// The membership is not a valid configuration, or breaks the bounds `Membership::decode`
+    /// checks (at most `MEMBERS_MAX` entries per set and addresses, at most
+    /// `ADDRESS_BYTES_MAX` bytes per address).
     BadMembership,
+    /// The membership is too large for a metadata record (`META_BODY_BYTES_MAX`).
+    TooLarge,
+    /// The configuration entry comes after the snapshot's last entry.
+    BadLogIds,
 }
 
 impl MetaError {
@@ -87,20 +94,68 @@ impl MetaError {
             MetaError::UnknownVersion => "metadata file has an unknown format version",
             MetaError::BadLength => "metadata file has a bad body length",
             MetaError::BadCrc => "metadata file checksum mismatch",
-            MetaError::BadMembership => "metadata file has an undecodable membership",
+            MetaError::BadMembership => "metadata has an invalid membership",
+            MetaError::TooLarge => "metadata has a membership too large for a metadata record",
+            MetaError::BadLogIds => {
+                "metadata has its configuration entry after the snapshot's last entry"
+            }
         }
     }
 }
 
-/// Encodes `meta` as a metadata record.
-pub fn encode_meta(meta: &SnapshotMeta) -> Bytes {
+/// Checks what a metadata record must hold beyond its framing: a membership that is a valid
+/// configuration within the bounds `Membership::decode` accepts and small enough for a record
+/// (`META_BODY_BYTES_MAX`), and a configuration entry at or before the last entry.
+/// [`encode_meta`] and [`decode_meta`] both check it, so metadata that encodes always decodes
+/// again; a receiver checks it before it writes anything.
+pub fn check_meta(meta: &SnapshotMeta) -> Result<(), MetaError> {
+    check_fields(meta)?;
+    // Encoded to be measured: bounded by the membership already in memory.
+    if META_BODY_FIXED_BYTES + meta.membership.encode().len() > META_BODY_BYTES_MAX {
+        return Err(MetaError::TooLarge);
+    }
+    Ok(())
+}
+
+/// [`check_meta`] but for the size, which [`encode_meta`] checks on the encoding it makes.
+fn check_fields(meta: &SnapshotMeta) -> Result<(), MetaError> {
+    let (membership_id, last) = (meta.membership_log_id, meta.last_log_id);
+    if membership_id.index > last.index || membership_id.term > last.term {
+        return Err(MetaError::BadLogIds);
+    }
+    check_membership(&meta.membership)
+}
+
+/// [`Membership::validate`] and the bounds [`Membership::decode`] puts on top of it.
+fn check_membership(membership: &Membership) -> Result<(), MetaError> {
+    membership
+        .validate()
+        .map_err(|_| MetaError::BadMembership)?;
+    let sets = [
+        &membership.voters,
+        &membership.voters_outgoing,
+        &membership.learners,
+    ];
+    if sets.iter().any(|set| set.len() > MEMBERS_MAX)
+        || membership.addresses.len() > MEMBERS_MAX
+        || membership
+            .addresses
+            .values()
+            .any(|address| address.len() > ADDRESS_BYTES_MAX)
+    {
+        return Err(MetaError::BadMembership);
+    }
+    Ok(())
+}
+
+/// Encodes `meta` as a metadata record, or says why it cannot be one (see [`check_meta`]).
+pub fn encode_meta(meta: &SnapshotMeta) -> Result<Bytes, MetaError> {
+    check_fields(meta)?;
     let membership = meta.membership.encode();
     let body_bytes = META_BODY_FIXED_BYTES + membership.len();
-    assert!(
-        body_bytes <= META_BODY_BYTES_MAX,
-        "membership of {} bytes does not fit a metadata record",
-        membership.len()
-    );
+    if body_bytes > META_BODY_BYTES_MAX {
+        return Err(MetaError::TooLarge);
+    }
     let mut buf = BytesMut::with_capacity(META_HEADER_BYTES + body_bytes + META_CRC_BYTES);
     buf.put_slice(&META_MAGIC);
     buf.put_u32_le(META_VERSION);
@@ -114,10 +169,10 @@ pub fn encode_meta(meta: &SnapshotMeta) -> Bytes {
     buf.put_u64_le(meta.created_unix_ms);
     buf.put_u32_le(membership.len() as u32);
     buf.put_slice(&membership);
-    assert_eq!(buf.len(), META_HEADER_BYTES + body_bytes);
+    debug_assert_eq!(buf.len(), META_HEADER_BYTES + body_bytes);
     let crc = crc32fast::hash(&buf);
     buf.put_u32_le(crc);
-    buf.freeze()
+    Ok(buf.freeze())
 }
 
 /// Decodes and checks a metadata record (the whole file).
@@ -154,14 +209,17 @@ pub fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta, MetaError> {
         return Err(MetaError::BadLength);
     }
     let membership = Membership::decode(body).map_err(|_| MetaError::BadMembership)?;
-    Ok(SnapshotMeta {
+    let meta = SnapshotMeta {
         last_log_id,
         membership,
         membership_log_id,
         size_bytes,
         crc32,
         created_unix_ms,
-    })
+    };
+    // Decoded from at most `META_BODY_BYTES_MAX` bytes: only the fields need checking.
+    check_fields(&meta)?;
+    Ok(meta)
 }
 
 /// Parses a published snapshot's directory name (`SnapshotMeta::id`) back into its log id.
@@ -197,14 +255,56 @@ mod tests {
 
     #[test]
     fn metadata_round_trips() {
-        let bytes = encode_meta(&meta());
+        let bytes = encode_meta(&meta()).unwrap();
         assert_eq!(&bytes[..8], b"RSNAPMT\0");
         assert_eq!(decode_meta(&bytes), Ok(meta()));
     }
 
     #[test]
+    fn metadata_that_cannot_be_read_back_is_not_encoded() {
+        type Change = fn(&mut SnapshotMeta);
+        let cases: [(Change, MetaError); 4] = [
+            (|m| m.membership.voters.clear(), MetaError::BadMembership),
+            (
+                |m| {
+                    m.membership.addresses = (1..=MEMBERS_MAX as u64 + 1)
+                        .map(|id| (id, "a".into()))
+                        .collect()
+                },
+                MetaError::BadMembership,
+            ),
+            (
+                |m| {
+                    m.membership = Membership::new_voters(1..=MEMBERS_MAX as u64);
+                    m.membership.addresses = (1..=MEMBERS_MAX as u64)
+                        .map(|id| (id, "a".repeat(ADDRESS_BYTES_MAX)))
+                        .collect();
+                },
+                MetaError::TooLarge,
+            ),
+            (
+                |m| m.membership_log_id = LogId::new(4, 1),
+                MetaError::BadLogIds,
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut bad = meta();
+            change(&mut bad);
+            assert_eq!(encode_meta(&bad), Err(expected));
+        }
+        // The largest membership that fits is encoded and read back.
+        let mut large = meta();
+        large.membership = Membership::new_voters(1..=MEMBERS_MAX as u64);
+        large.membership.addresses = (1..=MEMBERS_MAX as u64)
+            .map(|id| (id, "a".repeat(900)))
+            .collect();
+        let bytes = encode_meta(&large).unwrap();
+        assert_eq!(decode_meta(&bytes), Ok(large));
+    }
+
+    #[test]
     fn every_flipped_bit_and_every_truncation_is_detected() {
-        let bytes = encode_meta(&meta());
+        let bytes = encode_meta(&meta()).unwrap();
         for i in 0..bytes.len() * 8 {
             let mut damaged = bytes.to_vec();
             damaged[i / 8] ^= 1 << (i % 8);

@@ -90,6 +90,15 @@ impl StoreConfig {
 ///   `Retry` and the offset expected, so a sender that lost its connection or restarted
 ///   resumes where the transfer stopped. A new transfer (another snapshot at offset 0)
 ///   replaces a partial one.
+/// - **Received metadata** is checked ([`format::check_meta`]) before a transfer writes
+///   anything: metadata that a metadata record could not hold and read back (an invalid
+///   membership, one over the record's size limit, a configuration entry after the last
+///   entry) is `Refused`, since once published it would stop every later open of the store.
+///   Every chunk of a transfer must carry the metadata its first chunk did.
+/// - **Restores** ([`SnapshotStore::open`]) read the published snapshot of the entry asked
+///   for, under its stored metadata, also when the metadata asked with describes other bytes
+///   of the same entry (a leader's snapshot of an entry this store already holds): both hold
+///   the state at that entry.
 /// - **Crash safety**: everything not yet published lives under a `tmp-` name and is removed
 ///   when the store opens, so a receiver restarted in the middle of a transfer keeps no
 ///   partial snapshot and takes the transfer again from offset 0.
@@ -184,6 +193,23 @@ fn same_snapshot(a: &SnapshotMeta, b: &SnapshotMeta) -> bool {
     a.last_log_id == b.last_log_id && a.size_bytes == b.size_bytes && a.crc32 == b.crc32
 }
 
+/// Whether a chunk's metadata continues the transfer of `receiving`: the same bytes and the
+/// same configuration. The metadata published is the one checked when the transfer started,
+/// and no later chunk may change what it says.
+fn same_transfer(receiving: &SnapshotMeta, chunk: &SnapshotMeta) -> bool {
+    same_snapshot(receiving, chunk)
+        && receiving.membership_log_id == chunk.membership_log_id
+        && receiving.membership == chunk.membership
+}
+
+/// Checks metadata that is about to be written (see [`format::check_meta`]).
+fn check_meta(meta: &SnapshotMeta) -> Result<()> {
+    format::check_meta(meta).map_err(|e| Error::InvalidMeta {
+        snapshot: meta.last_log_id,
+        reason: e.reason(),
+    })
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
@@ -249,6 +275,25 @@ impl Inner {
         }
     }
 
+    /// The published snapshot of the entry `meta` names, whatever its bytes, with its data
+    /// file's path: what a restore reads. The store keeps one snapshot per entry, and two of
+    /// one entry hold the same state (the committed state at that entry). A node that is sent
+    /// a leader's snapshot of an entry this store already holds (or whose transfer completes
+    /// just after a local snapshot of that entry was published, which `publish` keeps)
+    /// installs it with the leader's metadata: the restore reads the stored snapshot, checked
+    /// against the stored metadata.
+    fn find_entry(&self, meta: &SnapshotMeta) -> Result<(SnapshotMeta, PathBuf)> {
+        let published = self.published();
+        let found = published
+            .get(&meta.last_log_id)
+            .ok_or(Error::NotFound(meta.last_log_id))?;
+        if !same_snapshot(found, meta) {
+            debug!(snapshot = %meta.last_log_id, stored_bytes = found.size_bytes,
+                asked_bytes = meta.size_bytes, "restoring the stored snapshot of this entry");
+        }
+        Ok((found.clone(), self.dir.join(found.id()).join(DATA_FILE)))
+    }
+
     fn temp_path(&self, kind: &str, meta: &SnapshotMeta) -> PathBuf {
         let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
         self.dir
@@ -304,8 +349,12 @@ impl Inner {
             .create_new(true)
             .open(&meta_path)
             .map_err(|e| Error::io("creating a metadata file", &meta_path, e))?;
+        let encoded = format::encode_meta(meta).map_err(|e| Error::InvalidMeta {
+            snapshot: meta.last_log_id,
+            reason: e.reason(),
+        })?;
         meta_file
-            .write_all(&format::encode_meta(meta))
+            .write_all(&encoded)
             .map_err(|e| Error::io("writing a metadata file", &meta_path, e))?;
         meta_file
             .sync_all()
@@ -519,11 +568,17 @@ impl FileSnapshotStore {
         }
         let same = slot
             .as_ref()
-            .is_some_and(|r| same_snapshot(&r.meta, &chunk.meta));
+            .is_some_and(|r| same_transfer(&r.meta, &chunk.meta));
         if !same {
             if chunk.offset != 0 {
                 let why = "no transfer of this snapshot in progress; start from offset 0";
                 return Ok((ChunkStatus::Retry(why.into()), 0));
+            }
+            // Before anything is written: metadata that could not be stored and read back
+            // would be published, and then stop every later open of the store.
+            if let Err(error) = check_meta(&chunk.meta) {
+                warn!(snapshot = %chunk.meta.last_log_id, %error, "snapshot chunk refused");
+                return Ok((ChunkStatus::Refused(error.to_string()), 0));
             }
             let previous = slot.take();
             *slot = Some(self.start_receiving(previous, &chunk.meta).await?);
@@ -665,6 +720,7 @@ impl FileSnapshotStore {
 
     async fn begin_local(&self, mut meta: SnapshotMeta) -> Result<FileWriter> {
         self.inner.check_writable()?;
+        check_meta(&meta)?;
         meta.size_bytes = 0;
         meta.crc32 = 0;
         meta.created_unix_ms = now_unix_ms();
@@ -683,7 +739,7 @@ impl FileSnapshotStore {
     }
 
     async fn open_reader(&self, meta: &SnapshotMeta) -> Result<VerifyingReader> {
-        let (meta, path) = self.inner.find(meta)?;
+        let (meta, path) = self.inner.find_entry(meta)?;
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Error::io("opening snapshot data", &path, e))?;

@@ -1,12 +1,17 @@
 //! raft-log passes raft-core's log store conformance suite, through the async adapter, with
-//! segments small enough that the suite's writes roll over many of them.
+//! segments small enough that the suite's writes roll over many of them. A unit test, not an
+//! integration test: the suite's poison check fails a write through the I/O seam, which only
+//! the crate's own tests can steer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use raft_core::node::log_store_suite::{run_all, StoreFactory};
 use raft_core::node::StorageError;
-use raft_log::{Options, RaftLogStore};
 use tempfile::TempDir;
+
+use crate::io::fault::{FaultIo, Faults, Injected};
+use crate::{Options, RaftLog, RaftLogStore};
 
 /// Segments of 128 KiB: the suite's 100,000-byte entries fit, and its writes span many files.
 const SEGMENT_BYTES: u64 = 128 << 10;
@@ -15,6 +20,8 @@ const SEGMENT_BYTES: u64 = 128 << 10;
 struct Factory {
     dirs: Vec<TempDir>,
     direct_io: bool,
+    /// The switchboard of each store's I/O seam, by directory.
+    faults: Vec<(PathBuf, Arc<Faults>)>,
 }
 
 impl Factory {
@@ -24,6 +31,14 @@ impl Factory {
             direct_io: self.direct_io,
         }
     }
+
+    fn open(&mut self, dir: PathBuf) -> Result<RaftLogStore, StorageError> {
+        let (io, faults) = FaultIo::controlled();
+        let log = RaftLog::open_with_io(&dir, self.options(), io)?;
+        self.faults.retain(|(known, _)| *known != dir);
+        self.faults.push((dir, faults));
+        Ok(RaftLogStore::new(log))
+    }
 }
 
 impl StoreFactory for Factory {
@@ -31,7 +46,7 @@ impl StoreFactory for Factory {
 
     fn create(&mut self) -> Result<RaftLogStore, StorageError> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::io("tempdir", e))?;
-        let store = RaftLogStore::open(dir.path(), self.options())?;
+        let store = self.open(dir.path().to_path_buf())?;
         self.dirs.push(dir);
         Ok(store)
     }
@@ -39,11 +54,19 @@ impl StoreFactory for Factory {
     fn reopen(&mut self, store: RaftLogStore) -> Result<RaftLogStore, StorageError> {
         let dir: PathBuf = store.log().dir().to_path_buf();
         drop(store);
-        Ok(RaftLogStore::open(dir, self.options())?)
+        self.open(dir)
     }
 
+    /// The next step through the seam fails, on whichever thread of the blocking pool the
+    /// store's next write runs.
     fn fail_next_write(&mut self, store: &RaftLogStore) -> bool {
-        store.log().fail_next_write();
+        let dir = store.log().dir();
+        let (_, faults) = self
+            .faults
+            .iter()
+            .find(|(known, _)| known == dir)
+            .expect("a store this factory opened");
+        faults.arm(Some((0, Injected::Fail)), true);
         true
     }
 }
@@ -52,6 +75,7 @@ async fn passes_the_conformance_suite(direct_io: bool) {
     let mut factory = Factory {
         dirs: Vec::new(),
         direct_io,
+        faults: Vec::new(),
     };
     let report = run_all(&mut factory).await;
     assert!(
