@@ -376,10 +376,11 @@ impl RaftLog {
             return Vec::new();
         }
         let outstanding = self.bytes_between(self.state_machine_applied, self.applied);
-        if outstanding > 0 && outstanding >= queue_bytes_max {
-            return Vec::new();
+        let bytes_max = queue_bytes_max.saturating_sub(outstanding);
+        let next_bytes = self.bytes_between(self.applied, self.applied + 1);
+        if outstanding > 0 && next_bytes > bytes_max {
+            return Vec::new(); // Full; one entry goes over the limit only into an empty queue.
         }
-        let bytes_max = queue_bytes_max - outstanding;
         let out = self
             .slice(self.applied + 1, high + 1, count_max, bytes_max)
             .expect("entries not yet handed out keep their payload");

@@ -95,6 +95,10 @@ pub async fn run_all<F: StoreFactory>(factory: &mut F) -> SuiteReport {
     report.passed.push("many_sizes_round_trip");
     reads_run_concurrently_with_writes(factory).await;
     report.passed.push("reads_run_concurrently_with_writes");
+    any_range_reads_back_after_purges_and_truncations(factory).await;
+    report
+        .passed
+        .push("any_range_reads_back_after_purges_and_truncations");
     if failed_write_poisons_until_reopen(factory).await {
         report.passed.push("failed_write_poisons_until_reopen");
     } else {
@@ -519,6 +523,37 @@ pub async fn entries_respects_bytes_max<F: StoreFactory>(factory: &mut F) {
             written[2..2 + got.len()],
             "[{check}] bytes_max {bytes_max}: not a prefix"
         );
+    }
+}
+
+/// The node reads back any range of what the log holds, at any time (rule 8): after
+/// purges, truncations and appends, every range inside the log is served from exactly its
+/// first index, with the entries last written there.
+pub async fn any_range_reads_back_after_purges_and_truncations<F: StoreFactory>(factory: &mut F) {
+    let check = "any_range_reads_back_after_purges_and_truncations (rule 8)";
+    let store = create(factory, check);
+    append(&store, entries(1, 1, 41, 64), check).await;
+    store.purge(LogId::new(1, 10)).await.expect("purge");
+    store.truncate(31).await.expect("truncate");
+    append(&store, entries(2, 31, 51, 48), check).await;
+    let mut expected = entries(1, 11, 31, 64);
+    expected.extend(entries(2, 31, 51, 48));
+    for low in 11..51 {
+        for high in [low + 1, (low + 7).min(51), 51] {
+            for bytes_max in [1, 200, u64::MAX] {
+                let got = store.entries(low, high, bytes_max).await.expect("entries");
+                let from = (low - 11) as usize;
+                assert!(
+                    !got.is_empty(),
+                    "[{check}] [{low}, {high}): nothing returned"
+                );
+                assert_eq!(
+                    got,
+                    expected[from..from + got.len()],
+                    "[{check}] [{low}, {high}) bytes_max {bytes_max}"
+                );
+            }
+        }
     }
 }
 

@@ -75,6 +75,10 @@ pub struct LogState {
 /// 7. `entries(low, high, bytes_max)` returns entries `[low, high)` in order, stopping early
 ///    once the payload bytes reach `bytes_max` but always returning at least one entry when the
 ///    range is non-empty. Asking for purged or absent indexes is [`StorageError::Invalid`].
+/// 8. The store is the log: the node keeps only a window of payloads in memory and reads any
+///    range of `(purged, last]` back with `entries` whenever a lagging follower needs it, at
+///    any time, concurrently with writes (rule 2). A read that races a purge of its range may
+///    fail; the node then sends that follower a snapshot instead.
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
     /// Reads what is stored: hard state and log bounds.

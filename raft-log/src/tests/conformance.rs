@@ -83,7 +83,7 @@ async fn passes_the_conformance_suite(direct_io: bool) {
         "checks skipped: {:?}",
         report.skipped
     );
-    assert_eq!(report.passed.len(), 14, "checks run: {:?}", report.passed);
+    assert_eq!(report.passed.len(), 15, "checks run: {:?}", report.passed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
