@@ -9,7 +9,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assert_node_serves_and_cluster_commits, cluster, pid, within_memory_bound, Resp};
+use common::{
+    assert_node_serves_and_cluster_commits, cluster, pid, put_until_done, set_until_ok,
+    within_memory_bound, Resp,
+};
 use raft_cli::client::ClientError;
 use raft_cli::proto::{Reply, Request, ServiceError};
 
@@ -39,7 +42,7 @@ async fn an_amplified_mget_is_refused_and_the_node_keeps_serving() {
     let node_pid = pid(&cluster, node);
     let mut conn = Resp::connect(&cluster.nodes[&node].redis_addr).await;
     let value = large_value();
-    assert_eq!(conn.command(&["SET", "big", &value]).await, "+OK\r\n");
+    set_until_ok(&mut conn, "big", &value).await;
 
     let request = mget("big", AMPLIFIED_KEYS);
     assert!(request.len() < 16 * 1024);
@@ -68,10 +71,7 @@ async fn an_amplified_read_through_the_native_client_is_refused() {
     let node_pid = pid(&cluster, node);
     let client = cluster.client();
     let big = Bytes::from_static(b"big");
-    client
-        .put(big.clone(), Bytes::from(large_value()))
-        .await
-        .unwrap();
+    put_until_done(&cluster, big.clone(), Bytes::from(large_value())).await;
 
     let addr = cluster.addr(node).to_string();
     let amplified = Request::Get {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_node_serves_and_cluster_commits, cluster, cluster_with, cpu_ticks, memory_bytes, pid,
-    port_of, wait_for_server_socket, Resp, NODE_RSS_BYTES_MAX, TCP_ESTABLISHED,
+    port_of, set_until_ok, wait_for_server_socket, Resp, NODE_RSS_BYTES_MAX, TCP_ESTABLISHED,
 };
 
 /// Arguments of the request sent as fast as the client can write them, one write each.
@@ -37,7 +37,7 @@ async fn a_request_arriving_a_segment_at_a_time_is_parsed_once() {
     let node = 2;
     let node_pid = pid(&cluster, node);
     let mut conn = Resp::connect(&cluster.nodes[&node].redis_addr).await;
-    assert_eq!(conn.command(&["SET", "key00007", "seven"]).await, "+OK\r\n");
+    set_until_ok(&mut conn, "key00007", "seven").await;
     conn.set_nodelay();
     let count = ARGS_SENT_AT_ONCE + ARGS_TRICKLED;
     conn.send(format!("*{}\r\n", count + 1).as_bytes()).await;
@@ -202,7 +202,7 @@ async fn a_client_that_never_reads_its_replies_is_cut_off() {
     let addr = cluster.nodes[&node].redis_addr.clone();
     let mut conn = Resp::connect(&addr).await;
     let value = "v".repeat(1 << 20);
-    assert_eq!(conn.command(&["SET", "big", &value]).await, "+OK\r\n");
+    set_until_ok(&mut conn, "big", &value).await;
     conn.send(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(UNREAD_GETS))
         .await;
     // The node writes until the socket's buffers are full, then gives up on the client

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use raft_cli::client::ClientError;
 use raft_cli::local::LocalCluster;
 use raft_core::NodeId;
 
@@ -226,11 +227,57 @@ pub async fn assert_node_serves_and_cluster_commits(cluster: &LocalCluster, id: 
     );
     let mut conn = Resp::connect(&cluster.nodes[&id].redis_addr).await;
     assert_eq!(conn.command(&["PING"]).await, "+PONG\r\n");
-    assert_eq!(conn.command(&["SET", "after", "fine"]).await, "+OK\r\n");
+    set_until_ok(&mut conn, "after", "fine").await;
     let client = cluster.client();
     assert_eq!(client.get(b("after")).await.unwrap(), Some(b("fine")));
-    client.put(b("after"), b("still")).await.unwrap();
+    put_until_done(cluster, b("after"), b("still")).await;
     assert_eq!(conn.command(&["GET", "after"]).await, "$5\r\nstill\r\n");
+}
+
+/// Whether a RESP error reply means "nothing known to be done; try again": no leader, an
+/// unknown outcome (a leader change during the write), back-pressure.
+fn retryable(reply: &str) -> bool {
+    ["-NOLEADER", "-UNKNOWN", "-TRYAGAIN"]
+        .iter()
+        .any(|code| reply.starts_with(code))
+}
+
+/// `SET key value` through `conn`, repeated (it is idempotent) while the cluster answers that
+/// it could not tell whether it was done, for at most [`WAIT`]. A large write can take long
+/// enough in a debug build for a follower to time out and start an election.
+pub async fn set_until_ok(conn: &mut Resp, key: &str, value: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let reply = conn.command(&["SET", key, value]).await;
+        if reply == "+OK\r\n" {
+            return;
+        }
+        assert!(
+            retryable(&reply) && std::time::Instant::now() < deadline,
+            "SET {key} answered {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `key = value` through the native client, repeated while the outcome is unknown (see
+/// [`set_until_ok`]).
+pub async fn put_until_done(cluster: &LocalCluster, key: Bytes, value: Bytes) {
+    let client = cluster.client();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match client.put(key.clone(), value.clone()).await {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(
+                    matches!(e, ClientError::OutcomeUnknown(_)),
+                    "put failed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("put failed: {e}"),
+        }
+    }
 }
 
 /// Waits for `future`, failing the test as soon as process `pid` has more than
