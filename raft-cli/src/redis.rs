@@ -87,7 +87,7 @@ impl RedisServer {
     }
 
     /// Stops accepting, lets every connection answer the requests it has received (for up
-    /// to [`SHUTDOWN_GRACE_MS`]), and closes them.
+    /// to 6 s), and closes them.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;

@@ -49,16 +49,23 @@ pub(super) async fn serve(
 ) -> io::Result<End> {
     let mut connection = Connection::new(socket, limits);
     let cx = Context { service };
-    loop {
-        if let Some(end) = connection.answer_received(&cx).await? {
-            return Ok(end);
+    let served = async {
+        loop {
+            if let Some(end) = connection.answer_received(&cx).await? {
+                return Ok(end);
+            }
+            if *shutdown.borrow() {
+                return Ok(End::Shutdown);
+            }
+            if let Some(end) = connection.read(&mut shutdown).await? {
+                return Ok(end);
+            }
         }
-        if *shutdown.borrow() {
-            return Ok(End::Shutdown);
-        }
-        if let Some(end) = connection.read(&mut shutdown).await? {
-            return Ok(end);
-        }
+    };
+    let ended: io::Result<End> = served.await;
+    match ended {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(End::RepliesUnread),
+        ended => ended,
     }
 }
 
@@ -132,10 +139,8 @@ impl Connection {
             // Its first bytes came with the last read.
             self.request_started_at = Some(self.last_read_at);
         }
-        match self.write_replies().await {
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(Some(End::RepliesUnread)),
-            written => written.map(|()| None),
-        }
+        self.write_replies().await?;
+        Ok(None)
     }
 
     /// Writes the buffered replies; a `TimedOut` error if the client reads none of them for
