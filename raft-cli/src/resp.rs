@@ -102,7 +102,7 @@ fn line(out: &mut BytesMut, tag: u8, body: &[u8]) {
 }
 
 /// Encoded replies waiting to be written, in order: small parts copied into one buffer,
-/// bulk values of [`SHARED_BULK_BYTES_MIN`] or more kept as the shared `Bytes` they are, so
+/// bulk values of 16 KiB or more kept as the shared `Bytes` they are, so
 /// a large reply does not copy the values it carries.
 #[derive(Debug, Default)]
 pub struct ReplyBuffer {
