@@ -151,8 +151,8 @@ impl Service {
     /// The values of `keys` (`None` for an absent key), sharing the stored values: none is
     /// copied, however often `keys` names it. Refused with [`ServiceError::Invalid`] when
     /// the reply would hold more than the reply budget, counting each value's bytes and
-    /// 16 bytes per key. The map stays locked only while the keys are
-    /// looked up; the reply is built after it is unlocked.
+    /// 16 bytes per key. The map stays locked only while the keys are looked up; the reply
+    /// is built after it is unlocked.
     pub fn read_values(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, ServiceError> {
         let mut reply_bytes = 0usize;
         let mut values = Vec::with_capacity(keys.len());
