@@ -41,19 +41,29 @@ pub async fn cluster(voters: u64) -> LocalCluster {
 pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
     let args: Vec<&str> = NODE_ARGS.iter().chain(extra).copied().collect();
     let mut cluster = LocalCluster::start(binary(), voters, &args).expect("cluster starts");
-    cluster.wait_leader(WAIT).await.expect("a leader");
-    // A node that could not start (say, its port was taken) can leave a smaller cluster that
-    // still elects a leader: say so here rather than in a confusing later failure.
-    let dead: Vec<_> = cluster
-        .nodes
-        .values_mut()
-        .filter_map(|n| n.has_exited().then_some(n.id))
-        .collect();
-    if !dead.is_empty() {
-        dump_logs(&cluster);
-        panic!("nodes {dead:?} exited during start-up");
+    // A node that could not start (say, its port was taken) leaves a cluster whose nodes
+    // never all agree on a leader, or a smaller one that does: say so at once rather than
+    // after WAIT or in a confusing later failure.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let led = cluster.wait_leader(Duration::from_secs(1)).await.is_ok();
+        let dead: Vec<_> = cluster
+            .nodes
+            .values_mut()
+            .filter_map(|n| n.has_exited().then_some(n.id))
+            .collect();
+        if !dead.is_empty() {
+            dump_logs(&cluster);
+            panic!("nodes {dead:?} exited during start-up");
+        }
+        if led {
+            return cluster;
+        }
+        if std::time::Instant::now() >= deadline {
+            dump_logs(&cluster);
+            panic!("no leader within {WAIT:?}");
+        }
     }
-    cluster
 }
 
 /// Prints the tail of every node's log (call before panicking).
@@ -116,6 +126,23 @@ impl Resp {
     /// Connects to a Redis endpoint.
     pub async fn connect(addr: &str) -> Resp {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        Resp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects to a Redis endpoint from the loopback address `local_ip` (a port of its
+    /// own there, so opening many connections takes no port another test is about to
+    /// bind on 127.0.0.1).
+    pub async fn connect_from(local_ip: &str, addr: &str) -> Resp {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let local = format!("{local_ip}:0").parse().expect("an IPv4 address");
+        socket.bind(local).expect("bind");
+        let stream = socket
+            .connect(addr.parse().expect("host:port"))
+            .await
+            .expect("connect");
         Resp {
             stream,
             buf: Vec::new(),
