@@ -112,6 +112,8 @@ pub struct ReplyBuffer {
     tail: BytesMut,
     /// Bytes in `chunks` and `tail`.
     len: usize,
+    /// The most bytes `tail` held since its allocation was made.
+    tail_bytes_max: usize,
 }
 
 impl ReplyBuffer {
@@ -139,6 +141,18 @@ impl ReplyBuffer {
             value => value.encode(&mut self.tail),
         }
         self.len += self.tail.len() - before;
+        self.tail_bytes_max = self.tail_bytes_max.max(self.tail.len());
+    }
+
+    /// Frees the buffer's memory if nothing is queued and it once held more than
+    /// `retained_bytes_max`: a connection that was sent one large reply does not keep its
+    /// buffer while it waits for the next request. (The capacity a `BytesMut` reports after
+    /// writes does not show the size of its allocation, so the high-water mark decides.)
+    pub fn release_memory(&mut self, retained_bytes_max: usize) {
+        if self.is_empty() && self.tail_bytes_max > retained_bytes_max {
+            self.tail = BytesMut::new();
+            self.tail_bytes_max = 0;
+        }
     }
 
     /// Bytes queued.
@@ -576,5 +590,22 @@ mod tests {
         assert_eq!(written, expected);
         assert_eq!(shared, 2, "the large value was copied");
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn a_reply_buffer_frees_its_memory_once_written_if_it_grew_large() {
+        let mut buffer = ReplyBuffer::default();
+        let small_values = vec![Value::Bulk(Bytes::from(vec![1u8; 1000])); 100];
+        buffer.push(Value::Array(small_values));
+        buffer.release_memory(64 * 1024);
+        assert!(buffer.tail.capacity() >= 100_000, "released while queued");
+        while let Some(part) = buffer.front() {
+            let n = part.len();
+            buffer.consume(n);
+        }
+        buffer.release_memory(200_000);
+        assert!(buffer.tail.capacity() > 0, "released below the threshold");
+        buffer.release_memory(64 * 1024);
+        assert_eq!(buffer.tail.capacity(), 0);
     }
 }

@@ -222,3 +222,45 @@ async fn a_client_that_never_reads_its_replies_is_cut_off() {
     drop(conn);
     assert_node_serves_and_cluster_commits(&cluster, node).await;
 }
+
+/// Connections that each move megabytes once and then stay open, idle.
+const LARGE_THEN_IDLE_CONNECTIONS: usize = 60;
+/// Values of one large `MGET` reply (one key, named this many times), each just under the
+/// size from which a reply shares a value instead of copying it: the reply is built in the
+/// connection's own buffer.
+const SMALL_VALUES: usize = 400;
+const SMALL_VALUE_BYTES: usize = 15 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_keep_the_buffers_of_large_requests_and_replies() {
+    let cluster = cluster(3).await;
+    let node = 2;
+    let addr = cluster.nodes[&node].redis_addr.clone();
+    let mut setup = Resp::connect(&addr).await;
+    set_until_ok(&mut setup, "small", &"s".repeat(SMALL_VALUE_BYTES)).await;
+    let mut mget = vec!["MGET"];
+    mget.extend(std::iter::repeat_n("small", SMALL_VALUES));
+    let echo = "e".repeat(3 << 20);
+
+    // Each connection's buffer grows to megabytes (a 3 MiB request, or a 6 MB reply);
+    // kept by every idle connection, they would add up to about 360 MiB.
+    let mut open = Vec::with_capacity(LARGE_THEN_IDLE_CONNECTIONS);
+    for i in 0..LARGE_THEN_IDLE_CONNECTIONS {
+        let mut conn = Resp::connect(&addr).await;
+        let reply = match i % 2 {
+            0 => conn.command(&["ECHO", &echo]).await,
+            _ => conn.command(&mget).await,
+        };
+        let bulk_bytes = |len: usize| format!("${len}\r\n").len() + len + 2;
+        let expected_bytes = match i % 2 {
+            0 => bulk_bytes(echo.len()),
+            _ => {
+                format!("*{SMALL_VALUES}\r\n").len() + SMALL_VALUES * bulk_bytes(SMALL_VALUE_BYTES)
+            }
+        };
+        assert_eq!(reply.len(), expected_bytes, "reply {i}");
+        open.push(conn);
+    }
+    assert_node_serves_and_cluster_commits(&cluster, node).await;
+    drop(open);
+}

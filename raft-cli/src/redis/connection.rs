@@ -20,6 +20,10 @@ use crate::service::Service;
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Replies buffered before they are written even if more pipelined requests are waiting.
 const REPLY_BUFFER_BYTES_MAX: usize = 1 << 20;
+/// Buffer memory a connection keeps while it waits for the next request, at most: a buffer
+/// that grew past it for a large request or reply is freed once empty, so a thousand idle
+/// connections that each once moved megabytes do not hold them.
+const RETAINED_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 /// Why a connection ended (without an I/O error).
 #[derive(Debug, PartialEq, Eq)]
@@ -72,6 +76,8 @@ pub(super) async fn serve(
 struct Connection {
     socket: TcpStream,
     input: BytesMut,
+    /// The most bytes `input` held since its allocation was made.
+    input_bytes_max: usize,
     parser: RequestParser,
     output: ReplyBuffer,
     idle_timeout: Duration,
@@ -93,6 +99,7 @@ impl Connection {
         Connection {
             socket,
             input: BytesMut::new(),
+            input_bytes_max: 0,
             parser: RequestParser::default(),
             output: ReplyBuffer::default(),
             idle_timeout,
@@ -140,7 +147,18 @@ impl Connection {
             self.request_started_at = Some(self.last_read_at);
         }
         self.write_replies().await?;
+        self.release_memory();
         Ok(None)
+    }
+
+    /// Frees buffers that grew large, once they are empty (see
+    /// [`RETAINED_BUFFER_BYTES_MAX`]).
+    fn release_memory(&mut self) {
+        self.output.release_memory(RETAINED_BUFFER_BYTES_MAX);
+        if self.input.is_empty() && self.input_bytes_max > RETAINED_BUFFER_BYTES_MAX {
+            self.input = BytesMut::new();
+            self.input_bytes_max = 0;
+        }
     }
 
     /// Writes the buffered replies; a `TimedOut` error if the client reads none of them for
@@ -200,6 +218,7 @@ impl Connection {
                 Ok(0) => return Ok(Some(End::Closed)),
                 Ok(_) => {
                     self.last_read_at = Instant::now();
+                    self.input_bytes_max = self.input_bytes_max.max(self.input.len());
                     return Ok(None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -178,7 +178,7 @@ impl Resp {
             if let Some(len) = reply_len(&self.buf) {
                 return Some(self.buf.drain(..len).collect());
             }
-            let mut chunk = [0u8; 4096];
+            let mut chunk = vec![0u8; 64 * 1024];
             let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
                 .await
                 .expect("a reply in time")
