@@ -151,8 +151,8 @@ impl Service {
     /// The values of `keys` (`None` for an absent key), sharing the stored values: none is
     /// copied, however often `keys` names it. Refused with [`ServiceError::Invalid`] when
     /// the reply would hold more than the reply budget, counting each value's bytes and
-    /// 16 bytes per key. The map stays locked only while the keys are looked up; the reply
-    /// is built after it is unlocked.
+    /// 16 bytes per key. While the map is locked, each key costs a look-up and a reference;
+    /// the reply is encoded after it is unlocked.
     pub fn read_values(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, ServiceError> {
         let mut reply_bytes = 0usize;
         let mut values = Vec::with_capacity(keys.len());
@@ -163,7 +163,7 @@ impl Service {
                 reply_bytes += REPLY_ITEM_OVERHEAD_BYTES + value.map_or(0, |v| v.len());
                 // Past the budget only the sizes are added up, for the error message.
                 if reply_bytes <= self.reply_bytes_max {
-                    values.push(value.cloned());
+                    values.push(value.map(|v| Bytes::from_owner(v.clone())));
                 }
             }
         }
@@ -174,10 +174,7 @@ impl Service {
                 self.reply_bytes_max
             )));
         }
-        Ok(values
-            .into_iter()
-            .map(|value| value.map(Bytes::from_owner))
-            .collect())
+        Ok(values)
     }
 
     /// Proposes a write already encoded as the log holds it (see
