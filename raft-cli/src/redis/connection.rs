@@ -193,11 +193,19 @@ impl Connection {
     async fn read(&mut self, shutdown: &mut watch::Receiver<bool>) -> io::Result<Option<End>> {
         loop {
             let deadline = self.deadline();
+            // Checked here, not only when the timer fires: a client whose next byte is always
+            // there when it is looked for would never let the timer's branch run.
+            if self.request_started_at.is_some() && Instant::now() >= deadline {
+                return Ok(Some(End::RequestTooSlow));
+            }
             if deadline < self.timer_deadline {
                 self.timer.as_mut().reset(deadline);
                 self.timer_deadline = deadline;
             }
+            // In this order, without the random branch order (and its random number) of an
+            // unbiased select: bytes that are there are read first.
             tokio::select! {
+                biased;
                 ready = self.socket.readable() => ready?,
                 () = &mut self.timer => {
                     if Instant::now() >= deadline {
