@@ -73,6 +73,16 @@ pub(super) async fn serve(
     }
 }
 
+/// What a connection's wait for bytes ended with.
+enum Wait {
+    /// A read from the socket.
+    Read(io::Result<usize>),
+    /// The endpoint shuts down.
+    Shutdown,
+    /// The timer fired (the deadline may have moved since it was set).
+    Timer,
+}
+
 struct Connection {
     socket: TcpStream,
     input: BytesMut,
@@ -191,6 +201,7 @@ impl Connection {
     /// Reads what the socket has; the end of the connection if it closed, timed out or the
     /// endpoint shuts down first.
     async fn read(&mut self, shutdown: &mut watch::Receiver<bool>) -> io::Result<Option<End>> {
+        use tokio::io::AsyncReadExt;
         loop {
             let deadline = self.deadline();
             // Checked here, not only when the timer fires: a client whose next byte is always
@@ -202,35 +213,56 @@ impl Connection {
                 self.timer.as_mut().reset(deadline);
                 self.timer_deadline = deadline;
             }
-            // In this order, without the random branch order (and its random number) of an
-            // unbiased select: bytes that are there are read first.
-            tokio::select! {
-                biased;
-                ready = self.socket.readable() => ready?,
-                () = &mut self.timer => {
-                    if Instant::now() >= deadline {
-                        return Ok(Some(match self.request_started_at {
-                            Some(_) => End::RequestTooSlow,
-                            None => End::Idle,
-                        }));
-                    }
-                    self.timer.as_mut().reset(deadline);
-                    self.timer_deadline = deadline;
-                    continue;
-                }
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(Some(End::Shutdown)),
+            // A connection without a buffer (new, or its buffer was just freed) waits until
+            // bytes are there before it makes one, so an idle connection holds no buffer; one
+            // with a buffer reads straight into it. The branches are tried in order, without
+            // the random order (and its random number) of an unbiased select: bytes that are
+            // there come first.
+            let has_buffer = self.input.capacity() > 0;
+            if has_buffer {
+                self.input.reserve(READ_CHUNK_BYTES);
             }
-            // Room is made only once bytes are there, so an idle connection holds no buffer.
-            self.input.reserve(READ_CHUNK_BYTES);
-            match self.socket.try_read_buf(&mut self.input) {
-                Ok(0) => return Ok(Some(End::Closed)),
-                Ok(_) => {
+            let read = if has_buffer {
+                tokio::select! {
+                    biased;
+                    read = self.socket.read_buf(&mut self.input) => Wait::Read(read),
+                    _ = shutdown.wait_for(|stop| *stop) => Wait::Shutdown,
+                    () = &mut self.timer => Wait::Timer,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    ready = self.socket.readable() => match ready {
+                        Ok(()) => {
+                            self.input.reserve(READ_CHUNK_BYTES);
+                            Wait::Read(self.socket.try_read_buf(&mut self.input))
+                        }
+                        Err(e) => Wait::Read(Err(e)),
+                    },
+                    _ = shutdown.wait_for(|stop| *stop) => Wait::Shutdown,
+                    () = &mut self.timer => Wait::Timer,
+                }
+            };
+            match read {
+                Wait::Read(Ok(0)) => return Ok(Some(End::Closed)),
+                Wait::Read(Ok(_)) => {
                     self.last_read_at = Instant::now();
                     self.input_bytes_max = self.input_bytes_max.max(self.input.len());
                     return Ok(None);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Wait::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Wait::Read(Err(e)) => return Err(e),
+                Wait::Shutdown => return Ok(Some(End::Shutdown)),
+                Wait::Timer if Instant::now() >= deadline => {
+                    return Ok(Some(match self.request_started_at {
+                        Some(_) => End::RequestTooSlow,
+                        None => End::Idle,
+                    }));
+                }
+                Wait::Timer => {
+                    self.timer.as_mut().reset(deadline);
+                    self.timer_deadline = deadline;
+                }
             }
         }
     }
