@@ -37,13 +37,39 @@ pub async fn cluster(voters: u64) -> LocalCluster {
     cluster_with(voters, &[]).await
 }
 
+/// Attempts at starting a cluster whose node found its port taken.
+const CLUSTER_START_ATTEMPTS: usize = 3;
+
 /// Starts `voters` nodes with `extra` flags after [`NODE_ARGS`] and waits for a leader.
+///
+/// A node's ports are chosen free and released before the node binds them, so another
+/// process (on a shared machine, another test's cluster or client) can take one in between;
+/// a cluster whose node exited for that reason is replaced by a new one.
 pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
     let args: Vec<&str> = NODE_ARGS.iter().chain(extra).copied().collect();
-    let mut cluster = LocalCluster::start(binary(), voters, &args).expect("cluster starts");
-    // A node that could not start (say, its port was taken) leaves a cluster whose nodes
-    // never all agree on a leader, or a smaller one that does: say so at once rather than
-    // after WAIT or in a confusing later failure.
+    for attempt in 1..=CLUSTER_START_ATTEMPTS {
+        let mut cluster = LocalCluster::start(binary(), voters, &args).expect("cluster starts");
+        match wait_for_leader(&mut cluster).await {
+            Ok(()) => return cluster,
+            Err(dead) => {
+                let port_taken = dead
+                    .iter()
+                    .any(|id| cluster.log_tail(*id, 5).contains("Address already in use"));
+                if !port_taken || attempt == CLUSTER_START_ATTEMPTS {
+                    dump_logs(&cluster);
+                    panic!("nodes {dead:?} exited during start-up");
+                }
+                eprintln!("NOTICE: nodes {dead:?} found their port taken; starting a new cluster");
+            }
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+/// Waits for a leader; the nodes that exited if some did. A node that could not start leaves
+/// a cluster whose nodes never all agree on a leader, or a smaller one that does: this says
+/// so at once rather than after WAIT or in a confusing later failure.
+async fn wait_for_leader(cluster: &mut LocalCluster) -> Result<(), Vec<NodeId>> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let led = cluster.wait_leader(Duration::from_secs(1)).await.is_ok();
@@ -53,14 +79,13 @@ pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
             .filter_map(|n| n.has_exited().then_some(n.id))
             .collect();
         if !dead.is_empty() {
-            dump_logs(&cluster);
-            panic!("nodes {dead:?} exited during start-up");
+            return Err(dead);
         }
         if led {
-            return cluster;
+            return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            dump_logs(&cluster);
+            dump_logs(cluster);
             panic!("no leader within {WAIT:?}");
         }
     }
