@@ -10,6 +10,8 @@ use raft_core::node::NodeConfig;
 use raft_core::{Membership, NodeId};
 use serde::{Deserialize, Serialize};
 
+use crate::redis::RedisLimits;
+use crate::service::{REPLY_BYTES_MAX_LIMIT, REPLY_BYTES_MAX_MIN};
 use crate::snapshots;
 
 /// Default cluster id: every handshake carries it; nodes and clients must agree.
@@ -93,6 +95,15 @@ pub struct NodeSettings {
     pub log_direct_io: bool,
     /// Redis connections served at once, at most.
     pub redis_connections_max: u32,
+    /// A Redis connection that sends nothing between requests, or reads none of its
+    /// replies, for this long is closed, in milliseconds.
+    pub redis_idle_timeout_ms: u64,
+    /// A Redis request must arrive whole within this long of its first byte, in
+    /// milliseconds.
+    pub redis_request_read_timeout_ms: u64,
+    /// Bytes a read may answer with, at most, on the Redis and the native port; a larger
+    /// reply is refused with an error before it is built.
+    pub reply_bytes_max: usize,
     /// Threads of the async runtime: 1 runs the node on one thread (log syncs still go
     /// to tokio's blocking pool); 0 means one per CPU core.
     pub worker_threads: usize,
@@ -132,6 +143,9 @@ impl Default for NodeSettings {
             log_segment_bytes: raft_log::SEGMENT_BYTES_DEFAULT,
             log_direct_io: LOG_DIRECT_IO_DEFAULT,
             redis_connections_max: crate::redis::CONNECTIONS_MAX_DEFAULT,
+            redis_idle_timeout_ms: crate::redis::IDLE_TIMEOUT_MS_DEFAULT,
+            redis_request_read_timeout_ms: crate::redis::REQUEST_READ_TIMEOUT_MS_DEFAULT,
+            reply_bytes_max: crate::service::REPLY_BYTES_MAX_DEFAULT,
             worker_threads: WORKER_THREADS_DEFAULT,
         }
     }
@@ -230,6 +244,17 @@ pub struct NodeArgs {
     /// Redis connections served at once, at most.
     #[arg(long)]
     pub redis_connections_max: Option<u32>,
+    /// Close a Redis connection idle (or not reading its replies) for this long (ms).
+    #[arg(long)]
+    pub redis_idle_timeout_ms: Option<u64>,
+    /// Close a Redis connection whose request has not arrived whole this long after its
+    /// first byte (ms).
+    #[arg(long)]
+    pub redis_request_read_timeout_ms: Option<u64>,
+    /// Largest reply to a read, in bytes, on the Redis and the native port (at most
+    /// 15 MiB).
+    #[arg(long)]
+    pub reply_bytes_max: Option<usize>,
     /// Threads of the async runtime (1, the default: a single-threaded runtime; 0: one per
     /// CPU core).
     #[arg(long)]
@@ -257,7 +282,8 @@ impl NodeArgs {
             snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
             message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
-            log_segment_bytes, log_direct_io, redis_connections_max, worker_threads;
+            log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
+            redis_request_read_timeout_ms, reply_bytes_max, worker_threads;
             advertise, peers, join, redis_listen);
         settings.validate()?;
         Ok(settings)
@@ -328,6 +354,16 @@ impl NodeSettings {
         if self.tick_ms == 0 {
             bail!("tick_ms must be at least 1");
         }
+        if self.redis_idle_timeout_ms == 0 || self.redis_request_read_timeout_ms == 0 {
+            bail!("redis_idle_timeout_ms and redis_request_read_timeout_ms must be at least 1");
+        }
+        let replies = REPLY_BYTES_MAX_MIN..=REPLY_BYTES_MAX_LIMIT;
+        if !replies.contains(&self.reply_bytes_max) {
+            bail!(
+                "reply_bytes_max must be within {REPLY_BYTES_MAX_MIN}..={REPLY_BYTES_MAX_LIMIT} \
+                 (a native reply must fit in one frame)"
+            );
+        }
         if self.peers.is_some() && self.join.is_some() {
             bail!("--peers and --join exclude each other");
         }
@@ -339,6 +375,15 @@ impl NodeSettings {
         }
         self.node_config()?;
         Ok(())
+    }
+
+    /// The limits of the Redis endpoint.
+    pub fn redis_limits(&self) -> RedisLimits {
+        RedisLimits {
+            connections_max: self.redis_connections_max,
+            idle_timeout_ms: self.redis_idle_timeout_ms,
+            request_read_timeout_ms: self.redis_request_read_timeout_ms,
+        }
     }
 
     /// raft-core's node configuration.

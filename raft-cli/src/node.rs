@@ -93,6 +93,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         map,
         settings.advertised().to_string(),
         settings.cluster_id,
+        settings.reply_bytes_max,
     ));
     // The server bounds each client request by its request timeout: membership changes wait
     // for a new server to catch up, so they get the node's membership timeout and a margin.
@@ -104,8 +105,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         Arc::new(handle.clone()),
         Some(Arc::new(NativeHandler(service.clone()))),
     )?;
-    let redis = redis_listener
-        .map(|l| RedisServer::start(l, service.clone(), settings.redis_connections_max));
+    let redis =
+        redis_listener.map(|l| RedisServer::start(l, service.clone(), settings.redis_limits()));
     info!(
         id = settings.id,
         listen = %settings.listen,

@@ -18,12 +18,14 @@ pub enum Request {
     Write(KvCommand),
     /// Linearizable read of the keys (served by any voter or learner after a read barrier).
     Get {
-        /// The keys.
+        /// The keys, at most [`REQUEST_KEYS_MAX`].
+        #[serde(deserialize_with = "bounded_keys")]
         keys: Vec<Bytes>,
     },
     /// Linearizable count of the keys present (duplicates count twice, as in Redis).
     Exists {
-        /// The keys.
+        /// The keys, at most [`REQUEST_KEYS_MAX`].
+        #[serde(deserialize_with = "bounded_keys")]
         keys: Vec<Bytes>,
     },
     /// Linearizable number of keys.
@@ -100,6 +102,46 @@ impl Request {
     pub fn decode(bytes: &[u8]) -> Result<Request, String> {
         rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
     }
+}
+
+/// Keys one read request may name, at most: as many as a Redis request may carry. A frame
+/// of 16 MiB holds millions of one-byte keys, each decoded into an allocation of its own;
+/// the decoder refuses more than this before it allocates them.
+pub const REQUEST_KEYS_MAX: usize = crate::resp::REQUEST_ARGS_MAX;
+
+/// Keys beyond which a decoder stops making room in advance: the count it is told is the
+/// peer's claim.
+const KEYS_PREALLOCATED_MAX: usize = 1024;
+
+/// Deserializes a list of at most [`REQUEST_KEYS_MAX`] keys.
+fn bounded_keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Bytes>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<Bytes>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {REQUEST_KEYS_MAX} keys")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Bytes>, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > REQUEST_KEYS_MAX {
+                return Err(serde::de::Error::invalid_length(announced, &self));
+            }
+            let mut keys = Vec::with_capacity(announced.min(KEYS_PREALLOCATED_MAX));
+            while let Some(key) = seq.next_element::<Bytes>()? {
+                if keys.len() == REQUEST_KEYS_MAX {
+                    return Err(serde::de::Error::invalid_length(keys.len() + 1, &self));
+                }
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    deserializer.deserialize_seq(Keys)
 }
 
 /// One member of the configuration as a status reports it.
@@ -276,6 +318,23 @@ mod tests {
         assert_eq!(decode_outcome(&encode_outcome(&outcome)).unwrap(), outcome);
         assert!(Request::decode(b"\xff\x00garbage").is_err());
         assert!(decode_outcome(b"").is_err());
+    }
+
+    /// A read naming more keys than a Redis request may carry is refused by the decoder;
+    /// one at the limit decodes.
+    #[test]
+    fn read_requests_with_too_many_keys_do_not_decode() {
+        let key = Bytes::from_static(b"k");
+        for (count, decodes) in [(REQUEST_KEYS_MAX, true), (REQUEST_KEYS_MAX + 1, false)] {
+            let keys = vec![key.clone(); count];
+            for request in [
+                Request::Get { keys: keys.clone() },
+                Request::Exists { keys: keys.clone() },
+            ] {
+                let decoded = Request::decode(&request.encode());
+                assert_eq!(decoded.is_ok(), decodes, "{count} keys: {decoded:?}");
+            }
+        }
     }
 
     fn sets() -> Vec<KvCommand> {

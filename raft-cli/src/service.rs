@@ -2,6 +2,10 @@
 //! barrier and then read the local map, admin requests call the node's handle. The Redis front
 //! end additionally forwards requests that need the leader to it, over the native client
 //! protocol.
+//!
+//! Replies are bounded: a read that would answer with more than `reply_bytes_max` bytes is
+//! refused before its reply is built (Redis's client output buffer limits are the model),
+//! and the values in a reply share the stored ones rather than copying them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +23,24 @@ use crate::proto::{
     Outcome, PeerProgress, Reply, Request, ServiceError, StatusReport,
 };
 
+/// Default reply budget, in bytes: the most a read may answer with. Twice the largest value
+/// (a value fits in one log entry, 4 MiB by default), so MGET of two of them still works;
+/// beyond it, one small request for the same large key many times would make the node
+/// build a reply thousands of times the request's size.
+pub const REPLY_BYTES_MAX_DEFAULT: usize = 8 << 20;
+/// Largest accepted reply budget: a native reply travels in one frame of raft-net-tcp's
+/// (16 MiB at most by default), with room for the frame's own fields.
+pub const REPLY_BYTES_MAX_LIMIT: usize = 15 << 20;
+/// Smallest accepted reply budget: enough for the replies that do not grow with the data
+/// (status, counts, errors).
+pub const REPLY_BYTES_MAX_MIN: usize = 64 << 10;
+/// Bytes a reply spends on one value besides the value itself, counted against the budget
+/// whether the key is present or not: a RESP bulk header and CRLF take at most 14, a
+/// MessagePack one at most 6.
+const REPLY_ITEM_OVERHEAD_BYTES: usize = 16;
+
+const _: () = assert!(REPLY_BYTES_MAX_LIMIT < raft_net_tcp::FRAME_BYTES_MAX_DEFAULT as usize);
+
 /// Leader addresses a node keeps a forwarding connection to, at most. A cluster has few
 /// members; the bound only matters if membership churns for a long time.
 const FORWARD_CLIENTS_MAX: usize = 64;
@@ -32,12 +54,21 @@ pub struct Service {
     own_addr: String,
     client_config: TcpConfig,
     forward_clients: Mutex<HashMap<String, Arc<TcpClient>>>,
+    /// The reply budget, in bytes.
+    reply_bytes_max: usize,
 }
 
 impl Service {
     /// A service over a running node and its state machine's map. `cluster_id` is used for
-    /// forwarding connections.
-    pub fn new(handle: RaftHandle, map: KvMap, own_addr: String, cluster_id: u64) -> Service {
+    /// forwarding connections; `reply_bytes_max` is the reply budget (see
+    /// [`Service::read_values`]).
+    pub fn new(
+        handle: RaftHandle,
+        map: KvMap,
+        own_addr: String,
+        cluster_id: u64,
+        reply_bytes_max: usize,
+    ) -> Service {
         Service {
             handle,
             map,
@@ -50,6 +81,7 @@ impl Service {
                 config
             },
             forward_clients: Mutex::new(HashMap::new()),
+            reply_bytes_max,
         }
     }
 
@@ -70,12 +102,7 @@ impl Service {
             }
             Request::Get { keys } => {
                 self.barrier().await?;
-                let map = read_map(&self.map);
-                Ok(Reply::Values(
-                    keys.iter()
-                        .map(|k| map.get(k).map(|v| Bytes::copy_from_slice(v)))
-                        .collect(),
-                ))
+                self.read_values(&keys).map(Reply::Values)
             }
             Request::Exists { keys } => {
                 self.barrier().await?;
@@ -119,6 +146,35 @@ impl Service {
                 Ok(Reply::Snapshot { index: id.index })
             }
         }
+    }
+
+    /// The values of `keys` (`None` for an absent key), sharing the stored values: none is
+    /// copied, however often `keys` names it. Refused with [`ServiceError::Invalid`] when
+    /// the reply would hold more than the reply budget, counting each value's bytes and
+    /// 16 bytes per key. While the map is locked, each key costs a look-up and a reference;
+    /// the reply is encoded after it is unlocked.
+    pub fn read_values(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>, ServiceError> {
+        let mut reply_bytes = 0usize;
+        let mut values = Vec::with_capacity(keys.len());
+        {
+            let map = read_map(&self.map);
+            for key in keys {
+                let value = map.get(key);
+                reply_bytes += REPLY_ITEM_OVERHEAD_BYTES + value.map_or(0, |v| v.len());
+                // Past the budget only the sizes are added up, for the error message.
+                if reply_bytes <= self.reply_bytes_max {
+                    values.push(value.map(|v| Bytes::from_owner(v.clone())));
+                }
+            }
+        }
+        if reply_bytes > self.reply_bytes_max {
+            return Err(ServiceError::Invalid(format!(
+                "reply of {reply_bytes} bytes exceeds the limit of {} (reply_bytes_max); \
+                 ask for fewer keys at a time",
+                self.reply_bytes_max
+            )));
+        }
+        Ok(values)
     }
 
     /// Proposes a write already encoded as the log holds it (see

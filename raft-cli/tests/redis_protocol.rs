@@ -93,7 +93,12 @@ async fn commands_answer_like_redis_on_leader_and_follower() {
         "-ERR wrong number of arguments for 'get' command\r\n",
     )
     .await;
-    check(&mut f, &["FLUSHALL"], "-ERR unknown command 'FLUSHALL'\r\n").await;
+    check(
+        &mut f,
+        &["FLUSHALL", "x"],
+        "-ERR unknown command 'FLUSHALL', with args beginning with: 'x' \r\n",
+    )
+    .await;
 
     for (conn, role, id) in [
         (&mut f, "follower", follower.id),

@@ -1,0 +1,20 @@
+//! `READONLY`.
+
+use super::{Args, Command, Context};
+use crate::resp::Value;
+
+/// Accepted and ignored: every member serves linearizable reads anyway.
+pub(crate) struct Readonly;
+
+impl Command for Readonly {
+    const NAME: &'static str = "readonly";
+    const ARITY: i32 = 1;
+
+    fn parse(_args: Args) -> Result<Self, Value> {
+        Ok(Readonly)
+    }
+
+    async fn execute(self, _cx: &Context<'_>) -> Value {
+        Value::Simple("OK")
+    }
+}
