@@ -75,6 +75,18 @@ pub struct NodeSettings {
     pub inflight_messages_max: usize,
     /// Uncommitted entries the leader accepts before refusing proposals (back-pressure).
     pub uncommitted_entries_max: u64,
+    /// Build a snapshot once the entries applied since the last one hold this many bytes (0: never by size).
+    pub snapshot_log_bytes: u64,
+    /// Payload bytes of AppendEntries in flight to one peer, at most.
+    pub inflight_bytes_max: u64,
+    /// Bytes of uncommitted entries a leader accepts, at most (back-pressure).
+    pub uncommitted_bytes_max: u64,
+    /// Bytes of entries in memory not yet applied by the state machine, at most.
+    pub unapplied_bytes_max: u64,
+    /// Bytes handed to the state machine and not yet applied, at most.
+    pub apply_queue_bytes_max: u64,
+    /// Payload bytes of applied entries kept in memory for followers (older ones are read back from the log).
+    pub log_cache_bytes_max: u64,
     /// Payload bytes of one entry (one write), at most.
     pub entry_bytes_max: u64,
     /// A client request gives up after this long, in milliseconds.
@@ -134,6 +146,12 @@ impl Default for NodeSettings {
             message_bytes_max: engine.message_bytes_max,
             inflight_messages_max: engine.inflight_messages_max,
             uncommitted_entries_max: engine.uncommitted_entries_max,
+            snapshot_log_bytes: engine.snapshot_log_bytes,
+            inflight_bytes_max: engine.inflight_bytes_max,
+            uncommitted_bytes_max: engine.uncommitted_bytes_max,
+            unapplied_bytes_max: engine.unapplied_bytes_max,
+            apply_queue_bytes_max: engine.apply_queue_bytes_max,
+            log_cache_bytes_max: engine.log_cache_bytes_max,
             entry_bytes_max: engine.entry_bytes_max,
             request_timeout_ms: node.request_timeout_ms,
             membership_timeout_ms: node.membership_timeout_ms,
@@ -217,6 +235,24 @@ pub struct NodeArgs {
     /// Uncommitted entries before proposals are refused.
     #[arg(long)]
     pub uncommitted_entries_max: Option<u64>,
+    /// Snapshot after this many bytes of applied entries (0: never by size).
+    #[arg(long)]
+    pub snapshot_log_bytes: Option<u64>,
+    /// Payload bytes in flight per peer, at most.
+    #[arg(long)]
+    pub inflight_bytes_max: Option<u64>,
+    /// Leader back-pressure in bytes of uncommitted entries.
+    #[arg(long)]
+    pub uncommitted_bytes_max: Option<u64>,
+    /// Bytes of entries not yet applied, at most.
+    #[arg(long)]
+    pub unapplied_bytes_max: Option<u64>,
+    /// Bytes in the apply queue, at most.
+    #[arg(long)]
+    pub apply_queue_bytes_max: Option<u64>,
+    /// Payload bytes of the log kept in memory.
+    #[arg(long)]
+    pub log_cache_bytes_max: Option<u64>,
     /// Bytes of one entry, at most.
     #[arg(long)]
     pub entry_bytes_max: Option<u64>,
@@ -281,6 +317,8 @@ impl NodeArgs {
             election_timeout_ms_max, heartbeat_interval_ms, snapshot_distance,
             snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
             message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
+            snapshot_log_bytes, inflight_bytes_max, uncommitted_bytes_max, unapplied_bytes_max,
+            apply_queue_bytes_max, log_cache_bytes_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
             log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
             redis_request_read_timeout_ms, reply_bytes_max, worker_threads;
@@ -403,6 +441,12 @@ impl NodeSettings {
         engine.message_bytes_max = self.message_bytes_max;
         engine.inflight_messages_max = self.inflight_messages_max;
         engine.uncommitted_entries_max = self.uncommitted_entries_max;
+        engine.snapshot_log_bytes = self.snapshot_log_bytes;
+        engine.inflight_bytes_max = self.inflight_bytes_max;
+        engine.uncommitted_bytes_max = self.uncommitted_bytes_max;
+        engine.unapplied_bytes_max = self.unapplied_bytes_max;
+        engine.apply_queue_bytes_max = self.apply_queue_bytes_max;
+        engine.log_cache_bytes_max = self.log_cache_bytes_max;
         engine.entry_bytes_max = self.entry_bytes_max;
         engine.pre_vote = self.pre_vote;
         engine.check_quorum = self.check_quorum;

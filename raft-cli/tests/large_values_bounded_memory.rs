@@ -19,7 +19,12 @@ const WRITERS: usize = 4;
 
 /// Flags: default memory limits; snapshots rare enough (by count) that the log, not a
 /// snapshot, carries the follower's catch-up, but due by bytes (the default 64 MiB).
-const ARGS: &[&str] = &["--snapshot-trailing-entries", "100000", "--log-level", "info"];
+const ARGS: &[&str] = &[
+    "--snapshot-trailing-entries",
+    "100000",
+    "--log-level",
+    "info",
+];
 
 /// The peak resident memory of process `pid`, in bytes.
 fn peak_rss_bytes(pid: u32) -> u64 {
@@ -70,6 +75,14 @@ fn check_peaks(cluster: &mut LocalCluster, when: &str) {
     for (id, node) in cluster.nodes.iter_mut() {
         let Some(pid) = node.pid() else { continue };
         let peak = peak_rss_bytes(pid);
+        if std::env::var("SHOW_MEM").is_ok() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let mem: Vec<&str> = status
+                .lines()
+                .filter(|l| l.starts_with("Vm") || l.starts_with("Rss"))
+                .collect();
+            eprintln!("{when}: node {id}: {mem:?}");
+        }
         assert!(
             peak < RSS_BYTES_MAX,
             "{when}: node {id} peaked at {} MiB",
@@ -100,8 +113,15 @@ async fn one_node_overwriting_a_large_value_stays_within_its_memory_bound() {
     assert!(seen as usize + WRITERS > last, "read write {seen}");
     cluster.kill(1).unwrap();
     cluster.restart(1).unwrap();
-    cluster.wait_leader(WAIT).await.expect("the node leads again");
-    assert_eq!(value_number(&cluster).await, seen, "the same value after a restart");
+    cluster
+        .wait_leader(WAIT)
+        .await
+        .expect("the node leads again");
+    assert_eq!(
+        value_number(&cluster).await,
+        seen,
+        "the same value after a restart"
+    );
     check_peaks(&mut cluster, "after the restart");
 }
 

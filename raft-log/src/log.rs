@@ -454,6 +454,23 @@ impl RaftLog {
         Ok(out)
     }
 
+    /// Reads entries like [`RaftLog::entries`], then lets the kernel drop this process's
+    /// mapping of the pages read ([`Segment::release`]): for reads of old parts of the log
+    /// (start-up, a lagging follower) that should not stay in the reader's resident memory.
+    pub fn entries_released(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>> {
+        let entries = self.entries(low, high, bytes_max)?;
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(entries);
+        };
+        let index = self.read_index();
+        for segment in &index.segments {
+            if segment.next_index() > low && segment.first_index <= last {
+                segment.release(low, last + 1);
+            }
+        }
+        Ok(entries)
+    }
+
     /// Appends `entries`, which must continue the log without a hole, and returns once they are
     /// durable. Concurrent callers share one `fdatasync`.
     pub fn append(&self, entries: &[Entry]) -> Result<()> {

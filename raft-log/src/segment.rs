@@ -123,6 +123,37 @@ impl Segment {
             .map(|record| LogId::new(record.term, record.index))
     }
 
+    /// Lets the kernel drop this process's mapping of the pages holding records `[low, high)`
+    /// (clamped to this segment). The pages stay in the page cache and a later read faults
+    /// them back in, so nothing changes for readers; only resident memory goes down after
+    /// a long read through the map (a node reading its log back).
+    pub fn release(&self, low: u64, high: u64) {
+        let low = low.max(self.first_index);
+        let high = high.min(self.next_index());
+        if low >= high {
+            return;
+        }
+        let page = page_bytes();
+        let start = self.offsets[(low - self.first_index) as usize] as usize / page * page;
+        let end = match self.offsets.get((high - self.first_index) as usize) {
+            Some(next) => *next as usize,
+            None => self.end as usize,
+        };
+        let end = end.div_ceil(page).saturating_mul(page).min(self.map.len());
+        if start < end {
+            // SAFETY: the map is a read-only, shared map of a file. MADV_DONTNEED only removes
+            // this process's page table entries: the next access maps the same page-cache page
+            // again, with the same bytes, so borrowed records (`EntryRef`) stay valid.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Reads the record at `index`, which must be in this segment, checking its CRC again,
     /// and copies it out.
     #[inline]
@@ -278,6 +309,10 @@ pub(crate) fn open_segment(
     segment.stale_tail = tail.nonzero_end > tail.intact_end.max(scan.end);
     segment.offsets = scan.offsets;
     segment.end = scan.end as u64;
+    // The scan read every page of the segment through the map; none of them needs to stay
+    // in this process's resident memory (a log of large entries would otherwise be resident
+    // in full right after open). Readers fault what they use back in from the page cache.
+    segment.release(first_index, u64::MAX);
     Ok(segment)
 }
 
@@ -412,4 +447,14 @@ fn nonzero_end(map: &[u8], from: usize) -> usize {
         end = start;
     }
     from
+}
+
+/// The size of a memory page.
+fn page_bytes() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(bytes)
+        .ok()
+        .filter(|b| *b > 0)
+        .unwrap_or(4096)
 }

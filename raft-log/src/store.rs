@@ -93,4 +93,19 @@ impl LogStore for RaftLogStore {
             .entries(low, high, bytes_max)
             .map_err(StorageError::from)
     }
+
+    /// Reads in the blocking pool (a read back may touch pages that are not in memory) and
+    /// releases the mapped pages it read, so reading an old part of the log does not stay in
+    /// the node's resident memory.
+    async fn read_back(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.blocking("read back", move |log| {
+            log.entries_released(low, high, bytes_max)
+        })
+        .await
+    }
 }

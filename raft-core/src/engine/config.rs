@@ -94,7 +94,7 @@ impl Default for Config {
             entries_per_message_max: 1024,
             message_bytes_max: 1 << 20,
             inflight_messages_max: 64,
-            inflight_bytes_max: 32 << 20,
+            inflight_bytes_max: 8 << 20,
             replication_timeout_ticks: 8,
             uncommitted_entries_max: 100_000,
             uncommitted_bytes_max: 32 << 20,

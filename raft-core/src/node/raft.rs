@@ -18,7 +18,9 @@ use super::StateMachine;
 use crate::engine::{Config, Engine, EngineError, ReplicationState, Role};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
-use crate::types::{ChunkStatus, LogId, LogIndex, NodeId, SnapshotChunk, SnapshotChunkAck, Term};
+use crate::types::{
+    ChunkStatus, LogId, LogIndex, NodeId, SnapshotChunk, SnapshotChunkAck, SnapshotMeta, Term,
+};
 
 /// Parameters of the async node.
 #[derive(Clone, Debug)]
@@ -640,19 +642,26 @@ impl RaftHandle {
             // leader resumes sending entries after it. (A refusal left a leader whose view of
             // this server was stale sending the same snapshot forever: it probes only from
             // the match index it knows, which its log no longer holds.)
-            self.deliver_install(chunk);
+            self.deliver_install(chunk, chunk.meta.clone());
             return (ChunkStatus::Complete, chunk.meta.size_bytes);
         }
         // A snapshot received completely before whose install message was lost: hand it over again.
         if let Ok(Some(latest)) = self.inner.snapshots.latest().await {
             if latest.last_log_id == snapshot {
-                self.deliver_install(chunk);
-                return (ChunkStatus::Complete, latest.size_bytes);
+                let size = latest.size_bytes;
+                self.deliver_install(chunk, latest);
+                return (ChunkStatus::Complete, size);
             }
         }
         match self.inner.snapshots.receive_chunk(chunk).await {
             Ok((ChunkStatus::Complete, next)) => {
-                self.deliver_install(chunk);
+                // Install what the store published (it checked the leader's metadata), not
+                // the metadata the chunk carried.
+                let stored = self.inner.snapshots.latest().await.ok().flatten();
+                let meta = stored
+                    .filter(|m| m.last_log_id == snapshot)
+                    .unwrap_or_else(|| chunk.meta.clone());
+                self.deliver_install(chunk, meta);
                 (ChunkStatus::Complete, next)
             }
             Ok(outcome) => outcome,
@@ -660,14 +669,12 @@ impl RaftHandle {
         }
     }
 
-    fn deliver_install(&self, chunk: &SnapshotChunk) {
+    fn deliver_install(&self, chunk: &SnapshotChunk, meta: SnapshotMeta) {
         let msg = Message {
             from: chunk.from,
             to: self.inner.id,
             term: chunk.term,
-            body: MessageBody::InstallSnapshot {
-                meta: chunk.meta.clone(),
-            },
+            body: MessageBody::InstallSnapshot { meta },
         };
         self.enqueue(msg);
     }

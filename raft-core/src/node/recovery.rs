@@ -141,7 +141,7 @@ async fn load_entries<L: LogStore>(
 ) -> Result<Vec<Entry>, StorageError> {
     let mut out = Vec::new();
     while low < high {
-        let batch = log.entries(low, high, LOAD_BATCH_BYTES_MAX).await?;
+        let batch = log.read_back(low, high, LOAD_BATCH_BYTES_MAX).await?;
         if batch.is_empty() {
             return Err(StorageError::Corrupt(format!(
                 "log returned no entry at {low}"

@@ -414,7 +414,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     fn spawn_fetch(&self, fetch: EntryFetch) {
         let (log, events) = (self.log.clone(), self.events_tx.clone());
         self.tasks.spawn(async move {
-            let read = log.entries(fetch.low, fetch.high, fetch.bytes_max).await;
+            let read = log.read_back(fetch.low, fetch.high, fetch.bytes_max).await;
             let _ = events.send(Event::Fetched(fetch, read));
         });
     }

@@ -98,6 +98,18 @@ pub trait LogStore: Send + Sync + 'static {
         high: LogIndex,
         bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError>;
+    /// Reads a range of entries as `entries` does, for the node's reads of its own log back
+    /// (at start-up, for a lagging follower; rule 8). A store that maps its files should
+    /// neither block the caller's thread on a read from disk nor keep the pages it read
+    /// resident. Default: `entries`.
+    async fn read_back(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries(low, high, bytes_max).await
+    }
 }
 
 /// Where the bytes of a snapshot being built go. Bytes are streamed: a state machine never
