@@ -75,17 +75,17 @@ fn check_peaks(cluster: &mut LocalCluster, when: &str) {
     for (id, node) in cluster.nodes.iter_mut() {
         let Some(pid) = node.pid() else { continue };
         let peak = peak_rss_bytes(pid);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let memory: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("VmHWM") || l.starts_with("Rss"))
+            .collect();
         if std::env::var("SHOW_MEM").is_ok() {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            let mem: Vec<&str> = status
-                .lines()
-                .filter(|l| l.starts_with("Vm") || l.starts_with("Rss"))
-                .collect();
-            eprintln!("{when}: node {id}: {mem:?}");
+            eprintln!("{when}: node {id}: {memory:?}");
         }
         assert!(
             peak < RSS_BYTES_MAX,
-            "{when}: node {id} peaked at {} MiB",
+            "{when}: node {id} peaked at {} MiB ({memory:?})",
             peak >> 20
         );
     }

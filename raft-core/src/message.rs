@@ -101,6 +101,23 @@ pub enum MessageBody {
     },
 }
 
+/// Bytes a message is charged for in byte-bounded queues beyond its entries' payloads.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 64;
+
+impl Message {
+    /// About how many bytes the message holds: its entries ([`crate::Entry::size_bytes`])
+    /// plus [`MESSAGE_OVERHEAD_BYTES`]. For bounding queues of messages in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        let entries = match &self.body {
+            MessageBody::AppendEntries { entries, .. } => {
+                entries.iter().map(crate::Entry::size_bytes).sum()
+            }
+            _ => 0,
+        };
+        entries + MESSAGE_OVERHEAD_BYTES
+    }
+}
+
 impl MessageBody {
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {

@@ -25,6 +25,8 @@ pub const CONNECTIONS_MAX_DEFAULT: u32 = 256;
 /// messages per peer per heartbeat interval; a queue this long only fills when the peer or the
 /// network is stuck, and then dropping is the right thing to do (see [`crate::TcpTransport`]).
 pub const QUEUE_LEN_MAX_DEFAULT: u32 = 1024;
+/// Default for [`TcpConfig::queue_bytes_max`].
+pub const QUEUE_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 /// Default number of requests one connection may have in flight (client side: waiting for an
 /// answer; server side: being handled).
 pub const INFLIGHT_REQUESTS_MAX_DEFAULT: u32 = 1024;
@@ -69,6 +71,10 @@ pub struct TcpConfig {
     /// Most Raft messages queued for one peer; see [`crate::TcpTransport`] for what happens
     /// when the queue is full.
     pub queue_len_max: u32,
+    /// Most bytes of Raft messages queued for one peer (their entries' payloads, see
+    /// `raft_core::Message::size_bytes`); a message that would go past it is dropped like
+    /// one arriving at a full queue (one message is always taken into an empty queue).
+    pub queue_bytes_max: u64,
     /// Most requests one connection may have in flight.
     pub inflight_requests_max: u32,
     /// Time a request may wait for its answer, in milliseconds.
@@ -100,6 +106,7 @@ impl TcpConfig {
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             queue_len_max: QUEUE_LEN_MAX_DEFAULT,
+            queue_bytes_max: QUEUE_BYTES_MAX_DEFAULT,
             inflight_requests_max: INFLIGHT_REQUESTS_MAX_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
@@ -134,6 +141,9 @@ impl TcpConfig {
             if value == 0 {
                 return invalid(field, "must be at least 1");
             }
+        }
+        if self.queue_bytes_max == 0 {
+            return invalid("queue_bytes_max", "must be at least 1");
         }
         let durations = [
             ("request_timeout_ms", self.request_timeout_ms),

@@ -36,7 +36,8 @@ use crate::mux::{MuxConn, WRITE_BATCH_BYTES};
 /// `TransportError::Unreachable`.
 ///
 /// # Queue policy
-/// Each peer has a queue of at most `queue_len_max` messages. [`Transport::send`] never
+/// Each peer has a queue of at most `queue_len_max` messages and `queue_bytes_max` bytes of
+/// them (a lagging peer's retransmissions cannot pile up in memory). [`Transport::send`] never
 /// blocks: when the queue is full the new message is dropped (and counted in
 /// [`PeerStats::dropped_queue_full`]). Messages queued while a peer is unreachable are dropped
 /// after each failed attempt (counted in [`PeerStats::dropped_unreachable`]): they are stale by
@@ -94,6 +95,8 @@ impl PeerCounters {
 struct Peer {
     addr: String,
     queue: mpsc::Sender<Message>,
+    /// Bytes of the messages in `queue` (`Message::size_bytes`).
+    queued_bytes: Arc<AtomicU64>,
     counters: Arc<PeerCounters>,
     snapshot: Arc<SnapshotLink>,
     task: JoinHandle<()>,
@@ -166,6 +169,7 @@ impl Inner {
     fn start_peer(&self, node: NodeId, addr: &str) -> Peer {
         let config = self.config.clone();
         let (queue, queued) = mpsc::channel(config.queue_len_max as usize);
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let counters = Arc::new(PeerCounters::default());
         let seed = backoff::seed(config.node_id ^ node.rotate_left(32));
         let backoff = Backoff::new(
@@ -178,6 +182,7 @@ impl Inner {
             addr: addr.to_owned(),
             config: config.clone(),
             queued,
+            queued_bytes: queued_bytes.clone(),
             counters: counters.clone(),
             backoff,
         };
@@ -186,6 +191,7 @@ impl Inner {
         Peer {
             addr: addr.to_owned(),
             queue,
+            queued_bytes,
             counters,
             snapshot: Arc::new(snapshot),
             task: self.runtime.spawn(task.run()),
@@ -208,9 +214,22 @@ impl Transport for TcpTransport {
             );
             return;
         };
+        let bytes = msg.size_bytes();
+        let before = peer.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before > 0 && before + bytes > self.inner.config.queue_bytes_max {
+            peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            PeerCounters::add(&peer.counters.dropped_queue_full, 1);
+            debug!(
+                to = msg.to,
+                kind = msg.body.name(),
+                "peer queue full (bytes); message dropped"
+            );
+            return;
+        }
         match peer.queue.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
+                peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 PeerCounters::add(&peer.counters.dropped_queue_full, 1);
                 debug!(
                     to = msg.to,
@@ -219,6 +238,7 @@ impl Transport for TcpTransport {
                 );
             }
             Err(TrySendError::Closed(msg)) => {
+                peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 // Only after the task was aborted, i.e. while the peer is being replaced.
                 debug!(
                     to = msg.to,
@@ -282,6 +302,7 @@ struct PeerTask {
     addr: String,
     config: Arc<TcpConfig>,
     queued: mpsc::Receiver<Message>,
+    queued_bytes: Arc<AtomicU64>,
     counters: Arc<PeerCounters>,
     backoff: Backoff,
 }
@@ -290,7 +311,7 @@ impl PeerTask {
     async fn run(mut self) {
         loop {
             // Lazy: connect only when there is something to send.
-            let Some(first) = self.queued.recv().await else {
+            let Some(first) = self.next().await else {
                 return;
             };
             let connected =
@@ -316,6 +337,22 @@ impl PeerTask {
         }
     }
 
+    /// The next queued message, once there is one (`None`: the queue closed).
+    async fn next(&mut self) -> Option<Message> {
+        let message = self.queued.recv().await?;
+        self.queued_bytes
+            .fetch_sub(message.size_bytes(), Ordering::Relaxed);
+        Some(message)
+    }
+
+    /// The next queued message, if one is queued now.
+    fn try_next(&mut self) -> Option<Message> {
+        let message = self.queued.try_recv().ok()?;
+        self.queued_bytes
+            .fetch_sub(message.size_bytes(), Ordering::Relaxed);
+        Some(message)
+    }
+
     /// Waits the next backoff delay, then drops what queued up meanwhile.
     async fn back_off(&mut self, error: &Error) {
         let delay = self.backoff.next_delay();
@@ -327,7 +364,7 @@ impl PeerTask {
         }
         sleep(delay).await;
         let mut dropped = 0;
-        while self.queued.try_recv().is_ok() {
+        while self.try_next().is_some() {
             dropped += 1;
         }
         PeerCounters::add(&self.counters.dropped_unreachable, dropped);
@@ -346,7 +383,7 @@ impl PeerTask {
             while let Some(message) = next.take() {
                 batched += self.queue_message(&mut writer, message);
                 if writer.queued_bytes() < WRITE_BATCH_BYTES {
-                    next = self.queued.try_recv().ok();
+                    next = self.try_next();
                 }
             }
             if let Err(error) = writer.flush().await {
@@ -355,7 +392,7 @@ impl PeerTask {
             }
             PeerCounters::add(&self.counters.sent_messages, batched);
             tokio::select! {
-                message = self.queued.recv() => match message {
+                message = self.next() => match message {
                     Some(message) => next = Some(message),
                     None => return Ok(()),
                 },

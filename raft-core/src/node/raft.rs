@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub command_queue_len_max: usize,
     /// Inbound messages waiting for the node, at most; more are dropped (Raft retries).
     pub inbound_queue_len_max: usize,
+    /// Bytes of inbound messages waiting for the node (`Message::size_bytes`), at most; more
+    /// are dropped (one message always fits into an empty queue).
+    pub inbound_queue_bytes_max: u64,
     /// Batches waiting for the state machine, at most; the node waits when it is full.
     pub apply_queue_len_max: usize,
     /// Bytes per snapshot chunk sent to a follower.
@@ -63,6 +66,7 @@ impl NodeConfig {
             tick_ms: 10,
             command_queue_len_max: 16_384,
             inbound_queue_len_max: 16_384,
+            inbound_queue_bytes_max: 16 << 20,
             apply_queue_len_max: 64,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout_ms: 5_000,
@@ -87,6 +91,7 @@ impl NodeConfig {
         }
         if self.command_queue_len_max == 0
             || self.inbound_queue_len_max == 0
+            || self.inbound_queue_bytes_max == 0
             || self.apply_queue_len_max == 0
         {
             return invalid("queue lengths must be at least 1");
@@ -383,6 +388,8 @@ pub(crate) struct HandleInner {
     pub(crate) config: NodeConfig,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) inbound: mpsc::Sender<Message>,
+    /// Bytes of the messages in `inbound`.
+    pub(crate) inbound_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) state: watch::Receiver<NodeState>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
@@ -680,7 +687,20 @@ impl RaftHandle {
     }
 
     fn enqueue(&self, msg: Message) {
+        use std::sync::atomic::Ordering;
+        let bytes = msg.size_bytes();
+        let queued = &self.inner.inbound_bytes;
+        let before = queued.fetch_add(bytes, Ordering::Relaxed);
+        if before > 0 && before + bytes > self.inner.config.inbound_queue_bytes_max {
+            queued.fetch_sub(bytes, Ordering::Relaxed);
+            debug!(
+                id = self.inner.id,
+                "inbound queue full (bytes); message dropped"
+            );
+            return;
+        }
         if self.inner.inbound.try_send(msg).is_err() {
+            queued.fetch_sub(bytes, Ordering::Relaxed);
             debug!(
                 id = self.inner.id,
                 "inbound queue full or node stopped; message dropped"

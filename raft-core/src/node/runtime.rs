@@ -4,6 +4,7 @@
 //! `recovery.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ struct Runtime<L, S, T> {
     snapshot_transfer: Arc<dyn SnapshotTransfer>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Receiver<Message>,
+    /// Bytes of the messages in `inbound` (shared with the handles that enqueue them).
+    inbound_bytes: Arc<AtomicU64>,
     events_tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
     apply_tx: mpsc::Sender<ApplyItem>,
@@ -148,6 +151,7 @@ where
     });
     let (commands_tx, commands) = mpsc::channel(config.command_queue_len_max);
     let (inbound_tx, inbound) = mpsc::channel(config.inbound_queue_len_max);
+    let inbound_bytes = Arc::new(AtomicU64::new(0));
     let (events_tx, events) = mpsc::unbounded_channel();
     let (apply_tx, apply_rx) = mpsc::channel(config.apply_queue_len_max);
     let (status_tx, status_rx) = watch::channel(NodeStatus::initial(config.id));
@@ -167,6 +171,7 @@ where
             config: config.clone(),
             commands: commands_tx,
             inbound: inbound_tx,
+            inbound_bytes: inbound_bytes.clone(),
             status: status_rx,
             state: state_rx,
             snapshots: snapshots_dyn,
@@ -184,6 +189,7 @@ where
         snapshot_transfer,
         commands,
         inbound,
+        inbound_bytes,
         events_tx,
         events,
         apply_tx,
@@ -243,7 +249,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                     if let Err(e) = self.handle_event(event).await { break Err(e) }
                 }
                 _ = ticker.tick() => self.tick(),
-                Some(msg) = self.inbound.recv() => self.driver.engine_mut().step(msg),
+                Some(msg) = self.inbound.recv() => self.step(msg),
                 command = self.commands.recv() => match command {
                     None => break Ok(None),
                     Some(Command::Shutdown { tx }) => break Ok(Some(tx)),
@@ -265,6 +271,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         self.stop(outcome).await;
     }
 
+    fn step(&mut self, msg: Message) {
+        self.inbound_bytes
+            .fetch_sub(msg.size_bytes(), Ordering::Relaxed);
+        self.driver.engine_mut().step(msg);
+    }
+
     fn tick(&mut self) {
         self.driver.engine_mut().tick();
         for read in self.waiters.prune() {
@@ -279,7 +291,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     fn drain_queued_inputs(&mut self) -> Option<oneshot::Sender<()>> {
         for _ in 0..INBOUND_PER_ITERATION_MAX {
             match self.inbound.try_recv() {
-                Ok(msg) => self.driver.engine_mut().step(msg),
+                Ok(msg) => self.step(msg),
                 Err(_) => break,
             }
         }
