@@ -194,3 +194,34 @@ fn entries_handed_to_the_state_machine_are_bounded_in_bytes() {
         "applied: more follows"
     );
 }
+
+/// Servers that apply the same entries do not all snapshot at the same index: each postpones
+/// its trigger by its own random fraction (at most 10 %).
+#[test]
+fn servers_snapshot_at_different_indexes() {
+    let cfg = Config {
+        snapshot_distance: 200,
+        ..config()
+    };
+    let mut c = Cluster::with_config(3, cfg);
+    c.elect(1);
+    for i in 0..260 {
+        c.propose(1, &format!("v{i}"));
+        c.deliver_all();
+    }
+    c.run(3);
+    let first: Vec<u64> = (1..=3)
+        .map(|id| {
+            let requests = &c.node(id).snapshot_requests;
+            requests.first().expect("a snapshot").0.last_log_id.index
+        })
+        .collect();
+    assert!(
+        first.iter().all(|i| (200..=222).contains(i)),
+        "within 10 % of the distance: {first:?}"
+    );
+    assert!(
+        first.iter().any(|i| *i != first[0]),
+        "not all at once: {first:?}"
+    );
+}

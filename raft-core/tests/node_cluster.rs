@@ -228,6 +228,7 @@ async fn restart_with_a_snapshot_newer_than_the_log() {
     writer.finish().await.unwrap();
 
     let mut cluster = TestCluster {
+        one_runtime: false,
         router: MemRouter::new(),
         nodes: BTreeMap::new(),
         initial: Membership::new_voters([1]),

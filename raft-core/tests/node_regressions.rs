@@ -20,6 +20,12 @@ use raft_core::node::{
 };
 use raft_core::{ChunkStatus, LogId, Membership, NodeId, SnapshotChunk, SnapshotMeta, Term};
 
+/// The configuration for a test with a paused clock: every task on the test's runtime.
+fn paused(mut config: raft_core::node::NodeConfig) -> raft_core::node::NodeConfig {
+    config.state_machine_thread = false;
+    config
+}
+
 /// A zero tick or queue length panicked inside tokio when the node started; now the
 /// configuration is checked first.
 #[tokio::test]
@@ -29,7 +35,7 @@ async fn an_invalid_node_configuration_is_refused_at_start() {
         |c: &mut raft_core::node::NodeConfig| c.apply_queue_len_max = 0,
         |c: &mut raft_core::node::NodeConfig| c.engine.heartbeat_ticks = 0,
     ] {
-        let mut config = config(1);
+        let mut config = paused(config(1));
         broken(&mut config);
         let started = RaftNode::start(
             config,
@@ -53,7 +59,7 @@ async fn an_invalid_node_configuration_is_refused_at_start() {
 /// index) sent the same snapshot forever (node simulation seed 397).
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_a_follower_already_covers_is_acknowledged() {
-    let cluster = TestCluster::new(3).await;
+    let cluster = TestCluster::paused(3).await;
     for i in 0..5 {
         cluster.put(&format!("k{i}"), "v").await;
     }
@@ -132,7 +138,7 @@ async fn a_failed_snapshot_build_is_retryable_and_the_node_goes_on() {
         failing: failing.clone(),
     };
     let router = MemRouter::new();
-    let mut config = config(1);
+    let mut config = paused(config(1));
     config.engine.snapshot_distance = 0;
     let handle = RaftNode::start(
         config,
@@ -202,7 +208,7 @@ async fn snapshot_transfers_stop_when_the_leader_steps_down() {
     let membership = Membership::new_voters([1, 2, 3]);
     let mut handles = Vec::new();
     for id in 1..=3 {
-        let mut config = config(id);
+        let mut config = paused(config(id));
         config.engine.snapshot_distance = 10;
         config.engine.snapshot_trailing_entries = 0;
         let options = StartOptions {
@@ -287,7 +293,7 @@ async fn a_node_whose_event_loop_panics_is_marked_failed() {
         ..StartOptions::default()
     };
     let handle = RaftNode::start_with_options(
-        config(1),
+        paused(config(1)),
         Arc::new(MemLogStore::new()),
         Arc::new(MemSnapshotStore::new()),
         Arc::new(router.transport(1)),
@@ -316,7 +322,7 @@ async fn a_node_whose_event_loop_panics_is_marked_failed() {
 /// timeout.)
 #[tokio::test(start_paused = true)]
 async fn a_follower_read_completes_soon_after_a_lost_request() {
-    let cluster = TestCluster::new(3).await;
+    let cluster = TestCluster::paused(3).await;
     cluster.put("k", "v").await;
     let leader = cluster.wait_leader().await;
     let follower = if leader == 1 { 2 } else { 1 };
@@ -347,7 +353,7 @@ async fn reads_that_timed_out_do_not_fill_the_pending_reads_limit() {
     let membership = Membership::new_voters([1, 2, 3]);
     let mut handles = Vec::new();
     for id in 1..=3 {
-        let mut config = config(id);
+        let mut config = paused(config(id));
         config.engine.pending_reads_max = 4;
         config.request_timeout_ms = 100;
         let handle = RaftNode::start(

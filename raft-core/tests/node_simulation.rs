@@ -321,6 +321,8 @@ impl Sim {
         config.request_timeout_ms = 1_000;
         config.membership_timeout_ms = 5_000;
         config.state_machine_hooks = self.hooks;
+        // One thread: the simulation is deterministic only if every task runs on it.
+        config.state_machine_thread = false;
         config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         config
     }

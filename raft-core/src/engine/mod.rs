@@ -61,7 +61,9 @@ use self::leader::Leading;
 use self::log::RaftLog;
 pub use self::progress::{Progress, ReplicationState};
 pub use self::reads::{ReadState, FORWARDED_READ_RESEND_HEARTBEATS};
-pub use self::snapshot::{SnapshotRequest, SNAPSHOT_BUILD_RETRY_TICKS};
+pub use self::snapshot::{
+    SnapshotRequest, SNAPSHOT_BUILD_RETRY_TICKS, SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX,
+};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::types::{Entry, EntryKind, HardState, LogId, LogIndex, NodeId, SnapshotMeta, Term};
@@ -361,6 +363,9 @@ impl Engine {
         };
         engine.rebuild_configs_from_log();
         engine.reset_election_timer();
+        engine.snapshots.jitter_per_mille = engine
+            .rng
+            .below(snapshot::SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX);
         Ok(engine)
     }
 

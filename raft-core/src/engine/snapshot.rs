@@ -35,6 +35,13 @@ impl SnapshotRequest {
     }
 }
 
+/// Each server postpones its snapshot trigger (`snapshot_distance`, `snapshot_log_bytes`) by
+/// a random fraction of it, up to this many per mille, drawn again after every snapshot:
+/// servers that apply the same entries then do not all build a snapshot at the same moment
+/// (a cluster whose every member writes a large snapshot at once loses its heartbeats and
+/// its disks at once).
+pub const SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX: u64 = 100;
+
 /// After a snapshot build fails, the next one that is merely due (not asked for) waits this
 /// many ticks: a store that fails (a full disk) is not retried in a tight loop.
 pub const SNAPSHOT_BUILD_RETRY_TICKS: u64 = 100;
@@ -50,6 +57,8 @@ pub(super) struct SnapshotState {
     forced: bool,
     /// The tick of the last failed build, if the last build failed.
     failed_at_tick: Option<u64>,
+    /// This server's postponement of the next trigger, per mille of it.
+    pub(super) jitter_per_mille: u64,
     /// The configuration as of the last entry handed out for applying.
     pub(super) applied_membership: (LogId, Membership),
 }
@@ -61,6 +70,7 @@ impl SnapshotState {
             building: false,
             forced: false,
             failed_at_tick: None,
+            jitter_per_mille: 0,
             applied_membership,
         }
     }
@@ -82,9 +92,13 @@ impl SnapshotState {
         let backing_off = self
             .failed_at_tick
             .is_some_and(|failed| now_tick < failed + SNAPSHOT_BUILD_RETRY_TICKS);
-        let far =
-            config.snapshot_distance > 0 && applied - self.latest.index >= config.snapshot_distance;
-        let big = config.snapshot_log_bytes > 0 && log_bytes >= config.snapshot_log_bytes;
+        let postponed = |threshold: u64| {
+            threshold.saturating_add(threshold.saturating_mul(self.jitter_per_mille) / 1000)
+        };
+        let far = config.snapshot_distance > 0
+            && applied - self.latest.index >= postponed(config.snapshot_distance);
+        let big =
+            config.snapshot_log_bytes > 0 && log_bytes >= postponed(config.snapshot_log_bytes);
         let due = (far || big) && !backing_off;
         self.forced || due
     }
@@ -160,6 +174,7 @@ impl Engine {
             return;
         };
         self.snapshots.failed_at_tick = None;
+        self.snapshots.jitter_per_mille = self.rng.below(SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX);
         if last_log_id.index <= self.snapshots.latest.index {
             return;
         }

@@ -8,6 +8,7 @@
 
 mod apply;
 mod error;
+mod lag;
 pub mod log_store_suite;
 mod mem_kv;
 mod mem_log;
@@ -25,6 +26,7 @@ mod waiters;
 mod write;
 
 pub use error::Fatal;
+pub use lag::LagHistogram;
 pub use mem_kv::{HookLog, KvMap, MemKv};
 pub use mem_log::MemLogStore;
 pub use mem_snapshot::MemSnapshotStore;

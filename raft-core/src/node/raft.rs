@@ -50,6 +50,12 @@ pub struct NodeConfig {
     pub membership_timeout_ms: u64,
     /// Call the state machine's `pre_commit` and `rollback` hooks.
     pub state_machine_hooks: bool,
+    /// Run the state machine on a thread of its own (with a single-threaded tokio runtime),
+    /// so that a long step of it (capturing a large state for a snapshot, restoring one, a
+    /// big table growing) never delays the event loop's heartbeats, whatever runtime the node
+    /// runs on. Off: the state machine runs as a task of the node's runtime (simulations, which
+    /// need one thread).
+    pub state_machine_thread: bool,
 }
 
 impl NodeConfig {
@@ -72,6 +78,7 @@ impl NodeConfig {
             request_timeout_ms: 5_000,
             membership_timeout_ms: 60_000,
             state_machine_hooks: false,
+            state_machine_thread: true,
         }
     }
 
@@ -222,6 +229,11 @@ pub struct NodeStatus {
     pub proposals_waiting: u64,
     /// Linearizable reads waiting for their read index or for the state machine.
     pub reads_waiting: u64,
+    /// How late the event loop's ticks fired since start (a loop that lags sends heartbeats
+    /// late).
+    pub event_loop_lag: super::LagHistogram,
+    /// Payload bytes of the log held in memory (see `engine::Config::log_cache_bytes_max`).
+    pub log_cached_bytes: u64,
     /// Entries applied since start.
     pub applied_total: u64,
 }
@@ -245,6 +257,8 @@ impl NodeStatus {
             proposals_total: 0,
             proposals_waiting: 0,
             reads_waiting: 0,
+            event_loop_lag: super::LagHistogram::default(),
+            log_cached_bytes: 0,
             applied_total: 0,
         }
     }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -15,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::apply::{self, ApplyItem};
 use super::error::Fatal;
+use super::lag::LagHistogram;
 use super::raft::{
     addresses, EngineObserver, HandleInner, MembershipChange, NodeConfig, NodeState, NodeStatus,
     PeerStatus, RaftError, RaftHandle, StartOptions,
@@ -32,6 +35,8 @@ use crate::membership::Membership;
 use crate::message::Message;
 use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta};
 
+/// A late-heartbeat warning is logged at most this often.
+const LATE_WARNING_INTERVAL_MS: u64 = 1_000;
 /// Commands taken from the queue per loop iteration, at most, so that ticks and inbound
 /// messages are never starved.
 const COMMANDS_PER_ITERATION_MAX: usize = 4096;
@@ -73,6 +78,20 @@ pub(crate) enum Event {
     Fatal(Fatal),
 }
 
+impl Event {
+    /// What the event is, for the late-heartbeat warning.
+    fn name(&self) -> &'static str {
+        match self {
+            Event::Persisted(_) => "a finished log write",
+            Event::Applied { .. } => "entries applied",
+            Event::SnapshotBuilt(_) => "a finished snapshot",
+            Event::SnapshotSent { .. } => "a finished snapshot transfer",
+            Event::Fetched(..) => "entries read back from the log",
+            Event::Fatal(_) => "a fatal error",
+        }
+    }
+}
+
 struct Runtime<L, S, T> {
     id: NodeId,
     config: NodeConfig,
@@ -104,6 +123,11 @@ struct Runtime<L, S, T> {
     /// effective), and that list.
     peers_from: (Membership, Membership),
     peers_published: BTreeMap<NodeId, String>,
+    /// How late ticks fire, and the longest step since the last tick (for the warning when
+    /// heartbeats go out late).
+    lag: LagHistogram,
+    busiest_step: (Duration, &'static str),
+    late_warned_at: Option<Instant>,
 }
 
 /// Loads the stores, starts the apply task and the event loop.
@@ -158,13 +182,20 @@ where
     let (state_tx, state_rx) = watch::channel(NodeState::Running);
     let snapshots_dyn: Arc<dyn SnapshotStore> = snapshots.clone();
     let tasks = Tasks::default();
-    let apply_task = tasks.spawn(apply::run(
+    let apply = apply::run(
         state_machine,
         apply_rx,
         events_tx.clone(),
         snapshots_dyn.clone(),
         tasks.clone(),
-    ));
+    );
+    let apply_task = if config.state_machine_thread {
+        spawn_on_own_thread(config.id, &tasks, apply).map_err(|e| {
+            RaftError::Fatal(Fatal::StateMachine(format!("starting its thread: {e}")))
+        })?
+    } else {
+        tasks.spawn(apply)
+    };
     let handle = RaftHandle {
         inner: Arc::new(HandleInner {
             id: config.id,
@@ -204,12 +235,40 @@ where
         observer,
         peers_from: Default::default(),
         peers_published: BTreeMap::new(),
+        lag: LagHistogram::default(),
+        busiest_step: (Duration::ZERO, ""),
+        late_warned_at: None,
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
     let event_loop = tasks.spawn(runtime.run());
     tasks.spawn(supervise(event_loop, status_tx, state_tx, tasks.clone()));
     Ok(handle)
+}
+
+/// Runs `future` on a thread of its own with a single-threaded runtime; the thread ends with
+/// the future (or when the node is killed). The handle can be awaited from any runtime.
+fn spawn_on_own_thread<F>(id: NodeId, tasks: &Tasks, future: F) -> std::io::Result<JoinHandle<()>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(format!("raft-apply-{id}"))
+        .build()?;
+    // `ended` resolves when the task's future is dropped: it finished, or was aborted.
+    let (alive, ended) = oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        let _alive = alive;
+        future.await;
+    });
+    tasks.register(task.abort_handle());
+    std::thread::Builder::new()
+        .name(format!("raft-apply-{id}"))
+        .spawn(move || {
+            let _ = runtime.block_on(ended);
+        })?;
+    Ok(task)
 }
 
 /// Marks the node failed if its event loop panics (a bug): callers then see `Fatal` at once
@@ -243,19 +302,31 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome: Result<Option<oneshot::Sender<()>>, Fatal> = loop {
+            let step: &'static str;
             tokio::select! {
                 biased;
                 Some(event) = self.events.recv() => {
+                    step = event.name();
                     if let Err(e) = self.handle_event(event).await { break Err(e) }
                 }
-                _ = ticker.tick() => self.tick(),
-                Some(msg) = self.inbound.recv() => self.step(msg),
+                scheduled = ticker.tick() => {
+                    step = "a tick";
+                    self.tick(scheduled);
+                }
+                Some(msg) = self.inbound.recv() => {
+                    step = "messages from peers";
+                    self.step(msg);
+                }
                 command = self.commands.recv() => match command {
                     None => break Ok(None),
                     Some(Command::Shutdown { tx }) => break Ok(Some(tx)),
-                    Some(command) => self.handle_command(command),
+                    Some(command) => {
+                        step = "client requests";
+                        self.handle_command(command);
+                    }
                 },
             }
+            let started = Instant::now();
             // Take everything else that is already queued before producing output: the more
             // inputs one poll covers, the fewer, fuller messages and writes it makes.
             if let Some(tx) = self.drain_queued_inputs() {
@@ -264,6 +335,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             if let Err(e) = self.drive().await {
                 break Err(e);
             }
+            self.note_step(started.elapsed(), step);
             if let Some(observer) = &self.observer {
                 observer.observe(self.driver.engine());
             }
@@ -277,12 +349,60 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         self.driver.engine_mut().step(msg);
     }
 
-    fn tick(&mut self) {
+    /// A tick: messages already waiting go first (a follower whose loop was busy must not
+    /// time out with its leader's heartbeat in the queue), then the engine's clock moves.
+    fn tick(&mut self, scheduled: Instant) {
+        let lag = Instant::now().saturating_duration_since(scheduled);
+        self.lag.record(lag);
+        self.warn_if_heartbeats_late(lag);
+        self.busiest_step = (Duration::ZERO, "");
+        for _ in 0..INBOUND_PER_ITERATION_MAX {
+            match self.inbound.try_recv() {
+                Ok(msg) => self.step(msg),
+                Err(_) => break,
+            }
+        }
         self.driver.engine_mut().tick();
         for read in self.waiters.prune() {
             self.driver.engine_mut().cancel_read(read);
         }
         self.publish_status(NodeState::Running);
+    }
+
+    /// Remembers the longest step since the last tick, to name it when a tick is late.
+    fn note_step(&mut self, took: Duration, what: &'static str) {
+        if took > self.busiest_step.0 {
+            self.busiest_step = (took, what);
+        }
+    }
+
+    /// A leader whose ticks fire later than a heartbeat interval sends its heartbeats late:
+    /// say so (at most once per [`LATE_WARNING_INTERVAL_MS`]), with the step that kept the
+    /// loop busy longest.
+    fn warn_if_heartbeats_late(&mut self, lag: Duration) {
+        let engine = self.driver.engine();
+        let heartbeat_ms = engine.config().heartbeat_ticks * self.config.tick_ms;
+        if engine.role() != Role::Leader || lag < Duration::from_millis(heartbeat_ms) {
+            return;
+        }
+        let now = Instant::now();
+        let quiet = Duration::from_millis(LATE_WARNING_INTERVAL_MS);
+        if self
+            .late_warned_at
+            .is_some_and(|at| now.saturating_duration_since(at) < quiet)
+        {
+            return;
+        }
+        self.late_warned_at = Some(now);
+        let (took, what) = self.busiest_step;
+        warn!(
+            id = self.id,
+            late_ms = lag.as_millis() as u64,
+            heartbeat_ms,
+            busiest_step = what,
+            busiest_step_ms = took.as_millis() as u64,
+            "leader failed to send out heartbeats on time: its event loop was busy"
+        );
     }
 
     /// Steps every inbound message and handles every command already queued (each bounded
@@ -446,10 +566,13 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             ApplyWork::PreCommit(entries) => ApplyItem::PreCommit(entries),
             ApplyWork::Rollback(entries) => ApplyItem::Rollback(entries),
         };
-        self.apply_tx
-            .send(item)
-            .await
-            .map_err(|_| Fatal::Bug("the apply task stopped".into()))
+        let started = Instant::now();
+        let sent = self.apply_tx.send(item).await;
+        self.note_step(
+            started.elapsed(),
+            "waiting for the state machine (its queue was full)",
+        );
+        sent.map_err(|_| Fatal::Bug("the apply task stopped".into()))
     }
 
     async fn handle_event(&mut self, event: Event) -> Result<(), Fatal> {
@@ -642,6 +765,8 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             proposals_total: self.waiters.proposals_total,
             proposals_waiting: self.waiters.proposals_waiting(),
             reads_waiting: self.waiters.reads_waiting(),
+            event_loop_lag: self.lag.clone(),
+            log_cached_bytes: engine.log_cached_bytes(),
             applied_total: self.applied_total,
         };
         self.status_tx.send_replace(status);

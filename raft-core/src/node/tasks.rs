@@ -50,6 +50,17 @@ impl Tasks {
         handle
     }
 
+    /// Counts `handle`'s task (spawned some other way, on another runtime) as one of the
+    /// node's, so that [`Tasks::kill`] aborts it too.
+    pub(crate) fn register(&self, handle: AbortHandle) {
+        let mut inner = self.lock();
+        if inner.killed {
+            handle.abort();
+        } else {
+            inner.handles.push(handle);
+        }
+    }
+
     /// Aborts every task of the node, now and in the future.
     pub(crate) fn kill(&self) {
         let handles = {

@@ -25,6 +25,9 @@ pub struct TestCluster {
     pub router: MemRouter,
     pub nodes: BTreeMap<NodeId, TestNode>,
     pub initial: Membership,
+    /// The nodes' state machines run on the node's runtime, not on threads of their own: for
+    /// tests with a paused clock, which must see every task.
+    pub one_runtime: bool,
 }
 
 pub fn config(id: NodeId) -> NodeConfig {
@@ -40,10 +43,20 @@ pub fn config(id: NodeId) -> NodeConfig {
 
 impl TestCluster {
     pub async fn new(voters: u64) -> Self {
+        Self::build(voters, false).await
+    }
+
+    /// A cluster for a test with a paused clock (see [`TestCluster::one_runtime`]).
+    pub async fn paused(voters: u64) -> Self {
+        Self::build(voters, true).await
+    }
+
+    async fn build(voters: u64, one_runtime: bool) -> Self {
         let mut cluster = TestCluster {
             router: MemRouter::new(),
             nodes: BTreeMap::new(),
             initial: Membership::new_voters(1..=voters),
+            one_runtime,
         };
         for id in 1..=voters {
             let log = Arc::new(MemLogStore::new());
@@ -65,8 +78,10 @@ impl TestCluster {
         let kv = MemKv::new();
         let map = kv.map();
         let transport = Arc::new(self.router.transport(id));
+        let mut config = config(id);
+        config.state_machine_thread = !self.one_runtime;
         let handle = RaftNode::start(
-            config(id),
+            config,
             log.clone(),
             snapshots.clone(),
             transport,
