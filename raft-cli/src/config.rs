@@ -87,6 +87,8 @@ pub struct NodeSettings {
     pub apply_queue_bytes_max: u64,
     /// Payload bytes of applied entries kept in memory for followers (older ones are read back from the log).
     pub log_cache_bytes_max: u64,
+    /// A snapshot built here is written at most this fast, in bytes per second (0: no limit).
+    pub snapshot_write_bytes_per_sec_max: u64,
     /// Payload bytes of one entry (one write), at most.
     pub entry_bytes_max: u64,
     /// A client request gives up after this long, in milliseconds.
@@ -152,6 +154,7 @@ impl Default for NodeSettings {
             unapplied_bytes_max: engine.unapplied_bytes_max,
             apply_queue_bytes_max: engine.apply_queue_bytes_max,
             log_cache_bytes_max: engine.log_cache_bytes_max,
+            snapshot_write_bytes_per_sec_max: 0,
             entry_bytes_max: engine.entry_bytes_max,
             request_timeout_ms: node.request_timeout_ms,
             membership_timeout_ms: node.membership_timeout_ms,
@@ -253,6 +256,9 @@ pub struct NodeArgs {
     /// Payload bytes of the log kept in memory.
     #[arg(long)]
     pub log_cache_bytes_max: Option<u64>,
+    /// Write rate limit of local snapshots, bytes per second (0: none).
+    #[arg(long)]
+    pub snapshot_write_bytes_per_sec_max: Option<u64>,
     /// Bytes of one entry, at most.
     #[arg(long)]
     pub entry_bytes_max: Option<u64>,
@@ -318,7 +324,7 @@ impl NodeArgs {
             snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
             message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
             snapshot_log_bytes, inflight_bytes_max, uncommitted_bytes_max, unapplied_bytes_max,
-            apply_queue_bytes_max, log_cache_bytes_max,
+            apply_queue_bytes_max, log_cache_bytes_max, snapshot_write_bytes_per_sec_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
             log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
             redis_request_read_timeout_ms, reply_bytes_max, worker_threads;

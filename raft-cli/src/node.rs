@@ -44,7 +44,10 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let log = raft_log::RaftLogStore::open(data_dir.join("log"), log_options)
         .with_context(|| format!("opening the log in {}", data_dir.display()))?;
     let log = Arc::new(log);
-    let snapshot_store = snapshots::open(&data_dir.join("snapshots"))?;
+    let snapshot_store = snapshots::open_with(
+        &data_dir.join("snapshots"),
+        settings.snapshot_write_bytes_per_sec_max,
+    )?;
 
     let listener = TcpListener::bind(&settings.listen)
         .await

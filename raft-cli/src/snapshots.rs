@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use raft_snapshot::FileSnapshotStore;
+use raft_snapshot::{FileSnapshotStore, StoreConfig};
 
 /// The snapshot store the node uses.
 pub type Snapshots = FileSnapshotStore;
@@ -26,7 +26,17 @@ pub const SNAPSHOT_TRAILING_ENTRIES_DEFAULT: u64 = 10_000;
 
 /// Opens the snapshot store of a data directory.
 pub fn open(dir: &Path) -> anyhow::Result<Arc<Snapshots>> {
-    let store = FileSnapshotStore::open(dir)
+    open_with(dir, 0)
+}
+
+/// Opens the snapshot store of a data directory; snapshots built here are written at most
+/// `write_bytes_per_sec_max` bytes per second (0: no limit) and synced every 16 MiB.
+pub fn open_with(dir: &Path, write_bytes_per_sec_max: u64) -> anyhow::Result<Arc<Snapshots>> {
+    let config = StoreConfig {
+        write_bytes_per_sec_max,
+        ..StoreConfig::default()
+    };
+    let store = FileSnapshotStore::open_with(dir, config)
         .with_context(|| format!("opening the snapshot store in {}", dir.display()))?;
     Ok(Arc::new(store))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,6 +35,8 @@ pub const CHUNK_BYTES_MAX_LIMIT: u32 = 256 << 20;
 /// Default number of received bytes after which the temporary file is synced: 64 MiB. Keeps
 /// the final sync (which the sender waits for on the last chunk) short whatever the size.
 pub const RECEIVE_SYNC_INTERVAL_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default for [`StoreConfig::write_sync_interval_bytes`]: 16 MiB.
+pub const WRITE_SYNC_INTERVAL_BYTES_DEFAULT: u64 = 16 << 20;
 
 /// Limits of a [`FileSnapshotStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +49,13 @@ pub struct StoreConfig {
     /// A transfer syncs its temporary file each time this many bytes arrived since the last
     /// sync (0: only at the end).
     pub receive_sync_interval_bytes: u64,
+    /// A locally built snapshot syncs its data each time this many bytes were written since
+    /// the last sync (0: only at the end). Writing a large snapshot then never leaves the disk
+    /// a gigabyte of dirty pages to flush at once, which would hold up the log's syncs.
+    pub write_sync_interval_bytes: u64,
+    /// A locally built snapshot is written at most this fast, in bytes per second (0: no
+    /// limit), so that it leaves the disk's bandwidth to the log.
+    pub write_bytes_per_sec_max: u64,
 }
 
 impl Default for StoreConfig {
@@ -54,6 +64,8 @@ impl Default for StoreConfig {
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
             chunk_bytes_max: CHUNK_BYTES_MAX_DEFAULT,
             receive_sync_interval_bytes: RECEIVE_SYNC_INTERVAL_BYTES_DEFAULT,
+            write_sync_interval_bytes: WRITE_SYNC_INTERVAL_BYTES_DEFAULT,
+            write_bytes_per_sec_max: 0,
         }
     }
 }
@@ -727,6 +739,10 @@ impl FileSnapshotStore {
         let inner = self.inner.clone();
         let for_temp = meta.clone();
         let (temp, file) = blocking(move || inner.create_temp("built", &for_temp)).await?;
+        let for_sync = file
+            .try_clone()
+            .map_err(|e| Error::io("cloning the snapshot file handle", temp.path(), e))?;
+        let config = &self.inner.config;
         Ok(FileWriter {
             inner: self.inner.clone(),
             meta,
@@ -735,6 +751,11 @@ impl FileSnapshotStore {
             crc: crc32fast::Hasher::new(),
             size_bytes: 0,
             failed: false,
+            pacing: Pacing::new(
+                Arc::new(for_sync),
+                config.write_sync_interval_bytes,
+                config.write_bytes_per_sec_max,
+            ),
         })
     }
 
@@ -796,6 +817,82 @@ struct FileWriter {
     /// A write or flush failed: tokio reports a failed background write only once, so the
     /// writer remembers it and `finish` refuses to publish.
     failed: bool,
+    /// Periodic syncs and the write-rate limit.
+    pacing: Pacing,
+}
+
+/// Spreads a local snapshot's writes: syncs every `sync_interval_bytes` and keeps under
+/// `bytes_per_sec_max` (each 0 to turn it off).
+struct Pacing {
+    file: Arc<std::fs::File>,
+    sync_interval_bytes: u64,
+    bytes_per_sec_max: u64,
+    unsynced_bytes: u64,
+    started: tokio::time::Instant,
+    written_bytes: u64,
+    sync: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Syncs started (tests).
+    syncs: u64,
+}
+
+impl std::fmt::Debug for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacing")
+            .field("unsynced_bytes", &self.unsynced_bytes)
+            .field("written_bytes", &self.written_bytes)
+            .finish()
+    }
+}
+
+impl Pacing {
+    fn new(file: Arc<std::fs::File>, sync_interval_bytes: u64, bytes_per_sec_max: u64) -> Self {
+        Pacing {
+            file,
+            sync_interval_bytes,
+            bytes_per_sec_max,
+            unsynced_bytes: 0,
+            started: tokio::time::Instant::now(),
+            written_bytes: 0,
+            sync: None,
+            pause: None,
+            syncs: 0,
+        }
+    }
+
+    /// Ready once a sync in progress ended and the rate allows the next write.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(sync) = self.sync.as_mut() {
+            let done = std::task::ready!(Pin::new(sync).poll(cx));
+            self.sync = None;
+            done.map_err(io::Error::other)??;
+        }
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Counts a write; starts a sync or a pause when due.
+    fn wrote(&mut self, bytes: u64) {
+        self.written_bytes += bytes;
+        self.unsynced_bytes += bytes;
+        if self.sync_interval_bytes > 0 && self.unsynced_bytes >= self.sync_interval_bytes {
+            self.unsynced_bytes = 0;
+            self.syncs += 1;
+            let file = self.file.clone();
+            self.sync = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        if self.bytes_per_sec_max > 0 {
+            let due =
+                Duration::from_secs_f64(self.written_bytes as f64 / self.bytes_per_sec_max as f64);
+            let at = self.started + due;
+            if at > tokio::time::Instant::now() {
+                self.pause = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+        }
+    }
 }
 
 impl AsyncWrite for FileWriter {
@@ -805,11 +902,21 @@ impl AsyncWrite for FileWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.pacing.sync.is_some() {
+            // The bytes written so far must reach the file before the sync that follows.
+            let flushed = std::task::ready!(Pin::new(&mut this.file).poll_flush(cx));
+            this.failed |= flushed.is_err();
+            flushed?;
+        }
+        let paced = std::task::ready!(this.pacing.poll_ready(cx));
+        this.failed |= paced.is_err();
+        paced?;
         let result = std::task::ready!(Pin::new(&mut this.file).poll_write(cx, buf));
         this.failed |= result.is_err();
         let written = result?;
         this.crc.update(&buf[..written]);
         this.size_bytes += written as u64;
+        this.pacing.wrote(written as u64);
         Poll::Ready(Ok(written))
     }
 
@@ -904,5 +1011,65 @@ impl AsyncRead for VerifyingReader {
             )));
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+    use raft_core::{LogId, Membership};
+    use tokio::io::AsyncWriteExt;
+
+    fn meta() -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: LogId::new(1, 10),
+            membership: Membership::new_voters([1]),
+            membership_log_id: LogId::ZERO,
+            size_bytes: 0,
+            crc32: 0,
+            created_unix_ms: 0,
+        }
+    }
+
+    /// A large local snapshot is synced as it is written, not only at the end.
+    #[tokio::test]
+    async fn a_local_snapshot_is_synced_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            write_sync_interval_bytes: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let store = FileSnapshotStore::open_with(dir.path(), config).unwrap();
+        let mut writer = store.begin_local(meta()).await.unwrap();
+        let block = vec![7u8; 64 << 10];
+        for _ in 0..64 {
+            writer.write_all(&block).await.unwrap();
+        }
+        assert_eq!(writer.pacing.syncs, 4, "4 MiB in 1 MiB intervals");
+        let published = Box::new(writer).finish().await.unwrap();
+        assert_eq!(published.size_bytes, 4 << 20);
+    }
+
+    /// With a rate limit, writing takes at least as long as the rate says.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_snapshot_is_written_at_most_at_the_rate_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            write_sync_interval_bytes: 0,
+            write_bytes_per_sec_max: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let store = FileSnapshotStore::open_with(dir.path(), config).unwrap();
+        let mut writer = store.begin_local(meta()).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let block = vec![7u8; 64 << 10];
+        for _ in 0..48 {
+            writer.write_all(&block).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(2_900),
+            "3 MiB at 1 MiB/s took {took:?}"
+        );
     }
 }
