@@ -20,7 +20,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic b"RNTP"
-//! 4       2     protocol version (u16), currently 1; must match exactly
+//! 4       2     protocol version (u16), currently 2; must match exactly
 //! 6       1     channel: 1 = Raft messages, 2 = snapshot chunks, 3 = native client
 //! 7       1     status: 0 in the request; in the reply 0 = accepted, 1 = bad magic,
 //!               2 = version mismatch, 3 = cluster mismatch, 4 = channel not served,
@@ -117,6 +117,7 @@
 
 mod backoff;
 mod client;
+mod cluster_client;
 pub mod codec;
 mod config;
 mod connection;
@@ -128,6 +129,10 @@ mod server;
 mod transport;
 
 pub use client::TcpClient;
+pub use cluster_client::{
+    ClusterClient, ClusterError, Decoded, Idempotency, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    LEADER_TIMEOUT_MS_DEFAULT,
+};
 pub use config::*;
 pub use error::{Error, Result};
 pub use frame::{ClientRequest, ClientResponse, Frame};

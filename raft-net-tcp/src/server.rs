@@ -472,15 +472,17 @@ async fn answer(
 ) -> Frame {
     let id = request.id;
     let handled = AssertUnwindSafe(timeout(request_timeout, handler.handle(request)));
+    // Cut off or panicking, the handler may have done part of its work (a proposal may
+    // still commit): the outcome is unknown, not a failure.
     let response = match handled.catch_unwind().await {
         Ok(Ok(response)) => response,
-        Ok(Err(_)) => ClientResponse::Error(format!(
-            "request timed out after {} ms",
+        Ok(Err(_)) => ClientResponse::OutcomeUnknown(format!(
+            "no answer within the server's request timeout of {} ms",
             request_timeout.as_millis()
         )),
         Err(_) => {
             error!(id, "client handler panicked");
-            ClientResponse::Error("internal error".into())
+            ClientResponse::OutcomeUnknown("internal error: the request handler panicked".into())
         }
     };
     Frame::ClientResponse { id, response }
