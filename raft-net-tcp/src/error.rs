@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use raft_core::node::TransportError;
+use raft_core::node::{RaftError, TransportError};
 use raft_core::NodeId;
 
 /// Everything that can go wrong in this crate.
@@ -133,6 +133,9 @@ pub enum Error {
     /// The transport or server was shut down.
     #[error("shut down")]
     Shutdown,
+    /// The node did not start ([`crate::TcpEndpoint::start`]).
+    #[error("the node did not start: {0}")]
+    Node(RaftError),
 }
 
 /// `Result` with this crate's [`Error`].

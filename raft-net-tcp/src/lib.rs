@@ -125,6 +125,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod mux;
+mod node;
 mod server;
 mod transport;
 
@@ -137,5 +138,6 @@ pub use config::*;
 pub use error::{Error, Result};
 pub use frame::{ClientRequest, ClientResponse, Frame};
 pub use handshake::{Channel, Rejection};
+pub use node::{TcpEndpoint, TcpNode, SERVER_TIMEOUT_MARGIN_MS};
 pub use server::{ClientHandler, ServerStats, TcpServer};
 pub use transport::{PeerStats, TcpTransport};
