@@ -1,13 +1,14 @@
 //! [`TcpEndpoint`] and [`TcpNode`]: a raft-core node on TCP, its server, transport and
 //! snapshot sender started in one call and stopped in order by one value.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use raft_core::node::{
     LogStore, NodeConfig, RaftHandle, RaftNode, SnapshotStore, StartOptions, StateMachine,
 };
-use raft_core::Membership;
+use raft_core::{Membership, NodeId};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tracing::info;
 
@@ -78,6 +79,16 @@ impl TcpEndpoint {
     /// takes it) or its counters.
     pub fn transport(&self) -> Arc<TcpTransport> {
         self.transport.clone()
+    }
+
+    /// Gives the transport the members' addresses to use until the node learns its
+    /// configuration ([`TcpTransport::set_seed_peers`]). A server added to a running cluster
+    /// (started with an empty configuration) needs them: without them its answers to the
+    /// leader that catches it up are lost. Take them from a member's configuration
+    /// (`RaftHandle::status().membership.addresses` on a member, or a status request).
+    pub fn with_seed_peers(self, seeds: &BTreeMap<NodeId, String>) -> TcpEndpoint {
+        self.transport.set_seed_peers(seeds);
+        self
     }
 
     /// Serves the native client protocol with the handler `make` builds from the node's

@@ -1,7 +1,8 @@
 //! `TcpEndpoint::start` and `TcpNode`: a node, its server and its transport started by one
 //! call and stopped in order by one value. A leader that shuts down finishes the client
 //! request it is handling (it still hears its peers meanwhile); a killed node stops at once
-//! and the others go on; a mismatched configuration is refused.
+//! and the others go on; a server added later answers the leader through its seed
+//! addresses; a mismatched configuration is refused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -194,6 +195,50 @@ async fn a_killed_node_stops_at_once_and_the_others_go_on() {
             );
             sleep(Duration::from_millis(10)).await;
         }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_added_to_a_running_cluster_answers_the_leader_through_its_seeds() {
+    let mut cluster = start_cluster(Duration::ZERO).await;
+    let leader = cluster.leader().await;
+    let leader_handle = cluster.nodes[&leader].handle().clone();
+    leader_handle
+        .propose(MemKv::set(b"before", b"v"))
+        .await
+        .unwrap();
+
+    // A new server knows no configuration; the members' addresses are its seeds.
+    let seeds = leader_handle.status().membership.addresses;
+    let endpoint = TcpEndpoint::bind("127.0.0.1:0", tcp_config(4))
+        .await
+        .unwrap()
+        .with_seed_peers(&seeds);
+    let addr = endpoint.local_addr().to_string();
+    let kv = MemKv::new();
+    cluster.maps.insert(4, kv.map());
+    let node = endpoint
+        .start(
+            NodeConfig::new(4),
+            Arc::new(MemLogStore::new()),
+            Arc::new(MemSnapshotStore::new()),
+            kv,
+            Membership::default(),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    cluster.nodes.insert(4, node);
+    let added = tokio::time::timeout(WAIT, leader_handle.add_voter(4, addr)).await;
+    assert!(
+        matches!(added, Ok(Ok(()))),
+        "the leader catches the new server up and promotes it: {added:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while !cluster.holds(4, b"before") {
+        assert!(Instant::now() < deadline, "node 4 never applied the write");
+        sleep(Duration::from_millis(10)).await;
     }
     cluster.shutdown().await;
 }
