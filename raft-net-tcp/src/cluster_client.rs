@@ -236,7 +236,13 @@ impl ClusterClient {
                     }
                     return Ok(value);
                 }
-                Step::Fail(error) => return Err(error),
+                Step::Fail(error) => {
+                    if matches!(error, ClusterError::OutcomeUnknown(_)) {
+                        // The server died or lost its leadership: ask around next time.
+                        self.set_leader(None);
+                    }
+                    return Err(error);
+                }
                 Step::Redirect(leader) => {
                     debug!(from = %addr, to = %leader, "redirected to the leader");
                     self.set_leader(Some(leader));
