@@ -214,6 +214,7 @@ async fn a_write_whose_connection_breaks_after_sending_is_not_sent_again() {
     );
     assert_eq!(received.load(Ordering::SeqCst), 1);
     assert_eq!(other.requests(), 0, "the write went nowhere else");
+    assert_eq!(client.leader(), None, "the next request asks around again");
 
     // A read may be executed twice: it goes on to another member.
     client.set_leader(Some(lossy));
