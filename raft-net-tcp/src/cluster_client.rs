@@ -197,7 +197,7 @@ impl ClusterClient {
     /// - `NotLeader` (or `decode` saying so): asks the leader it names next, or the next
     ///   member.
     /// - `Unavailable`, or a failure that proves the request never reached the server
-    ///   ([`Error::never_sent`]): the next member, after a short pause.
+    ///   ([`crate::Error::never_sent`]): the next member, after a short pause.
     /// - `OutcomeUnknown`, or a failure after the request may have reached the server:
     ///   retried if the request is [`Idempotency::Idempotent`], else
     ///   [`ClusterError::OutcomeUnknown`].
