@@ -87,13 +87,23 @@ impl Membership {
         MembershipBuilder::default()
     }
 
-    /// Checks the structural rules: at least one voter, no id 0, no node both voter and learner.
+    /// Checks the structural rules: at least one voter, no id 0, no node both voter and
+    /// learner, and what [`Membership::decode`] needs to read the configuration back from its
+    /// log entry (at most [`MEMBERS_MAX`] members and addresses, no address over
+    /// [`ADDRESS_BYTES_MAX`] bytes).
     pub fn validate(&self) -> Result<(), MembershipError> {
         if self.voters.is_empty() {
             return Err(MembershipError::NoVoters);
         }
-        if self.all_members().count() > MEMBERS_MAX {
+        if self.all_members().count() > MEMBERS_MAX || self.addresses.len() > MEMBERS_MAX {
             return Err(MembershipError::TooManyMembers);
+        }
+        if let Some((id, _)) = self
+            .addresses
+            .iter()
+            .find(|(_, address)| address.len() > ADDRESS_BYTES_MAX)
+        {
+            return Err(MembershipError::AddressTooLong(*id));
         }
         if self.all_members().any(|id| id == 0) {
             return Err(MembershipError::ReservedId);
@@ -261,10 +271,6 @@ impl MembershipBuilder {
         let m = &mut self.membership;
         if m.addresses.contains_key(&id) {
             self.error = Some(MembershipError::DuplicateMember(id));
-            return self;
-        }
-        if address.len() > ADDRESS_BYTES_MAX {
-            self.error = Some(MembershipError::AddressTooLong(id));
             return self;
         }
         m.addresses.insert(id, address);
@@ -468,6 +474,17 @@ mod tests {
         let mut m = Membership::new_voters([1, 2]);
         m.learners.insert(2);
         assert_eq!(m.validate(), Err(MembershipError::VoterAndLearner(2)));
+        // What decode could not read back from a log entry.
+        let mut long = Membership::new_voters([1]);
+        long.addresses.insert(1, "a".repeat(ADDRESS_BYTES_MAX + 1));
+        assert_eq!(long.validate(), Err(MembershipError::AddressTooLong(1)));
+        assert!(Membership::decode(&long.encode()).is_err());
+        let mut many = Membership::new_voters([1]);
+        many.addresses = (1..=MEMBERS_MAX as u64 + 1)
+            .map(|id| (id, "a".into()))
+            .collect();
+        assert_eq!(many.validate(), Err(MembershipError::TooManyMembers));
+        assert!(Membership::decode(&many.encode()).is_err());
         assert_eq!(
             Membership::default().validate(),
             Err(MembershipError::NoVoters)

@@ -221,8 +221,9 @@ impl ClusterClient {
         let mut redirects = 0u32;
         loop {
             let addr = self.leader().unwrap_or_else(|| {
+                let member = self.addrs[next_member % self.addrs.len()].clone();
                 next_member += 1;
-                self.addrs[next_member % self.addrs.len()].clone()
+                member
             });
             let step = self
                 .attempt(&addr, payload.clone(), idempotency, &decode)
