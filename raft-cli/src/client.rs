@@ -1,31 +1,30 @@
-//! [`ClusterClient`]: a native-protocol client that finds the leader itself.
+//! [`ClusterClient`]: the key-value client of a whole cluster, a thin layer over
+//! raft-net-tcp's leader-following [`raft_net_tcp::ClusterClient`].
 //!
-//! It remembers the last leader, follows "not the leader" redirects, and retries on other
-//! members what is safe to retry: any request that provably did not reach a server, and
+//! That client remembers the last leader, follows "not the leader" redirects, and retries on
+//! other members what is safe to retry: any request that provably did not reach a server, and
 //! idempotent requests (reads, status, admin) after any failure. A write whose outcome is
-//! unknown is returned as [`ClientError::OutcomeUnknown`], never retried.
+//! unknown is returned as [`ClientError::OutcomeUnknown`], never retried. This layer encodes
+//! the requests and tells it which of the service's answers mean "go elsewhere" or "retry".
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_net_tcp::{ClientResponse, TcpClient, TcpConfig};
+use raft_net_tcp::{ClientResponse, ClusterError, Decoded, Idempotency};
 use tokio::time::{sleep, Instant};
 
 use crate::kv::{KvCommand, KvResponse, SetCondition};
-use crate::proto::{decode_outcome_bytes, Reply, Request, ServiceError, StatusReport};
-use crate::service::was_sent;
+use crate::proto::{decode_outcome_bytes, Outcome, Reply, Request, ServiceError, StatusReport};
 
 /// Default time a request keeps looking for a leader before it gives up.
-pub const FIND_LEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const FIND_LEADER_TIMEOUT_MS_DEFAULT: u64 = raft_net_tcp::LEADER_TIMEOUT_MS_DEFAULT;
 /// Default time one request waits for its answer: a little more than a node's own request
 /// timeout (5 s), so the node's answer (even "outcome unknown") arrives first.
-pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 7_000;
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = raft_net_tcp::CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT;
 /// Time an admin request (membership change, snapshot) waits: longer than a node's
 /// membership timeout (60 s), since catching a new server up can take that long.
 pub const ADMIN_REQUEST_TIMEOUT_MS: u64 = 70_000;
-/// Pause between attempts when no leader is known (an election takes a few hundred ms).
+/// Pause between rounds of status requests when no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
 /// Why a request failed.
@@ -50,181 +49,109 @@ pub enum ClientError {
     Protocol(String),
 }
 
+impl From<ClusterError> for ClientError {
+    fn from(error: ClusterError) -> ClientError {
+        match error {
+            ClusterError::OutcomeUnknown(why) => ClientError::OutcomeUnknown(why),
+            ClusterError::Unavailable { timeout_ms, last } => {
+                ClientError::NoLeader { timeout_ms, last }
+            }
+            ClusterError::Refused(reason) => ClientError::Protocol(reason),
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
 /// A client of a whole cluster.
 #[derive(Debug)]
 pub struct ClusterClient {
-    addrs: Vec<String>,
-    config: TcpConfig,
-    clients: Mutex<HashMap<String, Arc<TcpClient>>>,
-    leader: Mutex<Option<String>>,
+    inner: raft_net_tcp::ClusterClient,
     timeout_ms: u64,
-}
-
-enum Attempt {
-    Done(Reply),
-    Redirect(Option<String>),
-    Retry(String),
-    Fail(ClientError),
 }
 
 impl ClusterClient {
     /// A client of the cluster whose members include `addrs` (`host:port` each).
     pub fn new(addrs: Vec<String>, cluster_id: u64) -> ClusterClient {
-        let mut config = TcpConfig::new(cluster_id, 0);
-        config.request_timeout_ms = REQUEST_TIMEOUT_MS_DEFAULT;
         ClusterClient {
-            addrs,
-            config,
-            clients: Mutex::new(HashMap::new()),
-            leader: Mutex::new(None),
+            inner: raft_net_tcp::ClusterClient::new(addrs, cluster_id),
             timeout_ms: FIND_LEADER_TIMEOUT_MS_DEFAULT,
         }
     }
 
     /// Changes how long a request looks for a leader.
-    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> ClusterClient {
-        self.timeout_ms = timeout_ms;
-        self
+    pub fn with_timeout_ms(self, timeout_ms: u64) -> ClusterClient {
+        ClusterClient {
+            inner: self.inner.with_leader_timeout_ms(timeout_ms),
+            timeout_ms,
+        }
     }
 
     /// Changes how long one request waits for its answer (use
     /// [`ADMIN_REQUEST_TIMEOUT_MS`] for membership changes).
-    pub fn with_request_timeout_ms(mut self, timeout_ms: u64) -> ClusterClient {
-        self.config.request_timeout_ms = timeout_ms.max(1);
-        self
+    pub fn with_request_timeout_ms(self, timeout_ms: u64) -> ClusterClient {
+        ClusterClient {
+            inner: self.inner.with_request_timeout_ms(timeout_ms),
+            ..self
+        }
     }
 
     /// The known members' addresses.
     pub fn addrs(&self) -> &[String] {
-        &self.addrs
-    }
-
-    fn client(&self, addr: &str) -> Result<Arc<TcpClient>, ClientError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(addr) {
-            return Ok(client.clone());
-        }
-        let client = TcpClient::new(addr, self.config.clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let client = Arc::new(client);
-        clients.insert(addr.to_string(), client.clone());
-        Ok(client)
+        self.inner.addrs()
     }
 
     /// Sends `request` to the server at `addr` only, no redirects or retries.
     pub async fn call_at(&self, addr: &str, request: &Request) -> Result<Reply, ClientError> {
-        match self.attempt(addr, request, request.encode()).await {
-            Attempt::Done(reply) => Ok(reply),
-            Attempt::Redirect(_) => Err(ClientError::Refused(ServiceError::NotLeader {
+        let idempotent = request.is_idempotent();
+        let not_done = |last: String| ClientError::NoLeader {
+            timeout_ms: 0,
+            last,
+        };
+        let decoded = match self.inner.request_at(addr, request.encode()).await {
+            Ok(ClientResponse::Ok(payload)) => match decode_outcome_bytes(&payload) {
+                Ok(outcome) => classify(outcome, idempotent),
+                Err(e) => return Err(ClientError::Protocol(e)),
+            },
+            Ok(ClientResponse::NotLeader { leader_addr, .. }) => Decoded::NotLeader(leader_addr),
+            Ok(ClientResponse::Unavailable(why)) => Decoded::Unavailable(why),
+            Ok(ClientResponse::OutcomeUnknown(why)) if idempotent => Decoded::OutcomeUnknown(why),
+            Ok(ClientResponse::OutcomeUnknown(why)) => {
+                return Err(ClientError::OutcomeUnknown(why))
+            }
+            Ok(ClientResponse::Error(reason)) => return Err(ClientError::Protocol(reason)),
+            Err(e) if idempotent || e.never_sent() => return Err(not_done(format!("{addr}: {e}"))),
+            Err(e) => {
+                return Err(ClientError::OutcomeUnknown(format!(
+                    "connection to {addr} failed after sending: {e}"
+                )))
+            }
+        };
+        match decoded {
+            Decoded::Done(result) => result,
+            Decoded::NotLeader(_) => Err(ClientError::Refused(ServiceError::NotLeader {
                 leader: None,
                 addr: None,
             })),
-            Attempt::Retry(why) => Err(ClientError::NoLeader {
-                timeout_ms: 0,
-                last: why,
-            }),
-            Attempt::Fail(e) => Err(e),
+            Decoded::Unavailable(why) | Decoded::OutcomeUnknown(why) => Err(not_done(why)),
         }
     }
 
     /// Sends `request` to the leader (or to any member for requests any member serves),
     /// following redirects and retrying what is safe to retry.
     pub async fn call(&self, request: &Request) -> Result<Reply, ClientError> {
-        if self.addrs.is_empty() {
-            return Err(ClientError::NoLeader {
-                timeout_ms: 0,
-                last: "the client knows no member address".into(),
-            });
-        }
-        let payload = request.encode();
-        let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
-        let mut next = 0usize;
-        let mut last;
-        loop {
-            let known = self
-                .leader
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let addr = match known {
-                Some(addr) => addr,
-                None => {
-                    next += 1;
-                    self.addrs[next % self.addrs.len()].clone()
-                }
-            };
-            match self.attempt(&addr, request, payload.clone()).await {
-                Attempt::Done(reply) => {
-                    if request.needs_leader() {
-                        self.set_leader(Some(addr));
-                    }
-                    return Ok(reply);
-                }
-                Attempt::Redirect(Some(leader)) if leader != addr => {
-                    self.set_leader(Some(leader));
-                    continue;
-                }
-                Attempt::Redirect(_) => {
-                    last = format!("{addr} knows no leader");
-                    self.set_leader(None);
-                }
-                Attempt::Retry(why) => {
-                    last = why;
-                    self.set_leader(None);
-                }
-                Attempt::Fail(e) => return Err(e),
-            }
-            if Instant::now() >= deadline {
-                return Err(ClientError::NoLeader {
-                    timeout_ms: self.timeout_ms,
-                    last,
-                });
-            }
-            sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    fn set_leader(&self, addr: Option<String>) {
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = addr;
-    }
-
-    async fn attempt(&self, addr: &str, request: &Request, payload: Bytes) -> Attempt {
-        let client = match self.client(addr) {
-            Ok(client) => client,
-            Err(e) => return Attempt::Fail(e),
+        let idempotent = request.is_idempotent();
+        let idempotency = if idempotent {
+            Idempotency::Idempotent
+        } else {
+            Idempotency::NotIdempotent
         };
-        let response = match client.request(payload).await {
-            Ok(response) => response,
-            Err(e) if request.is_idempotent() || !was_sent(&e) => {
-                return Attempt::Retry(format!("{addr}: {e}"))
-            }
-            Err(e) => {
-                return Attempt::Fail(ClientError::OutcomeUnknown(format!(
-                    "connection to {addr} failed after sending: {e}"
-                )))
-            }
+        let decode = |payload: Bytes| match decode_outcome_bytes(&payload) {
+            Ok(outcome) => classify(outcome, idempotent),
+            Err(e) => Decoded::Done(Err(ClientError::Protocol(e))),
         };
-        let outcome = match response {
-            ClientResponse::Ok(bytes) => match decode_outcome_bytes(&bytes) {
-                Ok(outcome) => outcome,
-                Err(e) => return Attempt::Fail(ClientError::Protocol(e)),
-            },
-            ClientResponse::NotLeader { leader_addr, .. } => return Attempt::Redirect(leader_addr),
-            ClientResponse::Error(reason) => return Attempt::Fail(ClientError::Protocol(reason)),
-        };
-        match outcome {
-            Ok(reply) => Attempt::Done(reply),
-            Err(ServiceError::NotLeader { addr, .. }) => Attempt::Redirect(addr),
-            Err(ServiceError::NoLeader) => Attempt::Redirect(None),
-            Err(ServiceError::Unavailable(why)) => Attempt::Retry(format!("{addr}: {why}")),
-            Err(ServiceError::OutcomeUnknown(why)) if !request.is_idempotent() => {
-                Attempt::Fail(ClientError::OutcomeUnknown(why))
-            }
-            Err(ServiceError::OutcomeUnknown(why)) => Attempt::Retry(why),
-            // A server shutting down: another member may serve.
-            Err(ServiceError::Failed(why)) => Attempt::Retry(format!("{addr}: {why}")),
-            Err(e) => Attempt::Fail(ClientError::Refused(e)),
-        }
+        self.inner
+            .request_with(request.encode(), idempotency, decode)
+            .await?
     }
 
     /// Sets `key` to `value`.
@@ -309,19 +236,14 @@ impl ClusterClient {
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
         let mut last = String::from("no member answered");
         loop {
-            let mut candidates = self.addrs.clone();
-            if let Some(leader) = self
-                .leader
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
+            let mut candidates = self.addrs().to_vec();
+            if let Some(leader) = self.inner.leader() {
                 candidates.insert(0, leader);
             }
             for addr in &candidates {
                 match self.status_at(addr).await {
                     Ok(status) if status.role == "leader" => {
-                        self.set_leader(Some(addr.clone()));
+                        self.inner.set_leader(Some(addr.clone()));
                         return Ok(status);
                     }
                     Ok(status) => {
@@ -331,7 +253,7 @@ impl ClusterClient {
                         if let Some(member) = leader {
                             if let Ok(s) = self.status_at(&member.addr).await {
                                 if s.role == "leader" {
-                                    self.set_leader(Some(member.addr.clone()));
+                                    self.inner.set_leader(Some(member.addr.clone()));
                                     return Ok(s);
                                 }
                             }
@@ -349,5 +271,24 @@ impl ClusterClient {
             }
             sleep(RETRY_PAUSE).await;
         }
+    }
+}
+
+/// What the service's answer means for the cluster client: its errors that say "not
+/// executed" are redirects or retries; an unknown outcome is retried only for an idempotent
+/// request; anything else goes to the caller.
+fn classify(outcome: Outcome, idempotent: bool) -> Decoded<Result<Reply, ClientError>> {
+    match outcome {
+        Ok(reply) => Decoded::Done(Ok(reply)),
+        Err(ServiceError::NotLeader { addr, .. }) => Decoded::NotLeader(addr),
+        Err(ServiceError::NoLeader) => Decoded::NotLeader(None),
+        Err(ServiceError::Unavailable(why)) => Decoded::Unavailable(why),
+        // A server shutting down: another member may serve.
+        Err(ServiceError::Failed(why)) => Decoded::Unavailable(why),
+        Err(ServiceError::OutcomeUnknown(why)) if idempotent => Decoded::OutcomeUnknown(why),
+        Err(ServiceError::OutcomeUnknown(why)) => {
+            Decoded::Done(Err(ClientError::OutcomeUnknown(why)))
+        }
+        Err(e) => Decoded::Done(Err(ClientError::Refused(e))),
     }
 }

@@ -221,6 +221,8 @@ impl Service {
             // The leader changed between our look-up and its answer; nothing was done.
             Ok(ClientResponse::NotLeader { .. }) => Err(ServiceError::NoLeader),
             Ok(ClientResponse::Error(reason)) => Err(ServiceError::Failed(reason)),
+            Ok(ClientResponse::Unavailable(why)) => Err(ServiceError::Unavailable(why)),
+            Ok(ClientResponse::OutcomeUnknown(why)) => Err(ServiceError::OutcomeUnknown(why)),
             Err(e) if idempotent || !was_sent(&e) => Err(ServiceError::Unavailable(format!(
                 "leader at {addr} unreachable: {e}"
             ))),

@@ -60,7 +60,7 @@ pub mod message;
 pub mod node;
 pub mod types;
 
-pub use membership::{Membership, MembershipError};
+pub use membership::{Membership, MembershipBuilder, MembershipError};
 pub use message::{ConflictHint, Message, MessageBody};
 pub use types::{
     ChunkStatus, Entry, EntryKind, HardState, LogId, LogIndex, NodeId, SnapshotChunk,

@@ -48,10 +48,19 @@ pub enum MembershipError {
     /// Bytes from disk or network that do not decode.
     #[error("malformed membership encoding: {0}")]
     Malformed(&'static str),
+    /// A node was listed twice ([`MembershipBuilder`]).
+    #[error("node {0} is listed twice")]
+    DuplicateMember(NodeId),
+    /// An address is longer than [`ADDRESS_BYTES_MAX`]: a configuration entry holding it
+    /// could not be decoded again.
+    #[error("the address of node {0} is longer than {ADDRESS_BYTES_MAX} bytes")]
+    AddressTooLong(NodeId),
 }
 
 impl Membership {
-    /// A configuration of the given voters, no learners, no addresses.
+    /// A configuration of the given voters, no learners, no addresses (for transports that
+    /// need none, like raft-core's in-memory router; a TCP cluster builds its configuration
+    /// with [`Membership::builder`]).
     pub fn new_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
         Membership {
             voters: voters.into_iter().collect(),
@@ -59,13 +68,42 @@ impl Membership {
         }
     }
 
-    /// Checks the structural rules: at least one voter, no id 0, no node both voter and learner.
+    /// Builds a configuration member by member, each with its address:
+    ///
+    /// ```
+    /// use raft_core::Membership;
+    ///
+    /// let membership = Membership::builder()
+    ///     .voter(1, "10.0.0.1:7001")
+    ///     .voter(2, "10.0.0.2:7001")
+    ///     .voter(3, "10.0.0.3:7001")
+    ///     .learner(4, "10.0.0.4:7001")
+    ///     .build()?;
+    /// assert!(membership.is_voter(3) && membership.is_learner(4));
+    /// assert_eq!(membership.addresses[&2], "10.0.0.2:7001");
+    /// # Ok::<(), raft_core::MembershipError>(())
+    /// ```
+    pub fn builder() -> MembershipBuilder {
+        MembershipBuilder::default()
+    }
+
+    /// Checks the structural rules: at least one voter, no id 0, no node both voter and
+    /// learner, and what [`Membership::decode`] needs to read the configuration back from its
+    /// log entry (at most [`MEMBERS_MAX`] members and addresses, no address over
+    /// [`ADDRESS_BYTES_MAX`] bytes).
     pub fn validate(&self) -> Result<(), MembershipError> {
         if self.voters.is_empty() {
             return Err(MembershipError::NoVoters);
         }
-        if self.all_members().count() > MEMBERS_MAX {
+        if self.all_members().count() > MEMBERS_MAX || self.addresses.len() > MEMBERS_MAX {
             return Err(MembershipError::TooManyMembers);
+        }
+        if let Some((id, _)) = self
+            .addresses
+            .iter()
+            .find(|(_, address)| address.len() > ADDRESS_BYTES_MAX)
+        {
+            return Err(MembershipError::AddressTooLong(*id));
         }
         if self.all_members().any(|id| id == 0) {
             return Err(MembershipError::ReservedId);
@@ -203,6 +241,56 @@ impl Membership {
         };
         membership.validate()?;
         Ok(membership)
+    }
+}
+
+/// Builds a [`Membership`] in which every member has an address. See
+/// [`Membership::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct MembershipBuilder {
+    membership: Membership,
+    /// The first mistake made while adding members, reported by [`MembershipBuilder::build`].
+    error: Option<MembershipError>,
+}
+
+impl MembershipBuilder {
+    /// Adds a voter reachable at `address` (`host:port` for raft-net-tcp).
+    pub fn voter(self, id: NodeId, address: impl ToString) -> Self {
+        self.add(id, address.to_string(), true)
+    }
+
+    /// Adds a learner (it receives the log but does not vote) reachable at `address`.
+    pub fn learner(self, id: NodeId, address: impl ToString) -> Self {
+        self.add(id, address.to_string(), false)
+    }
+
+    fn add(mut self, id: NodeId, address: String, voter: bool) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let m = &mut self.membership;
+        if m.addresses.contains_key(&id) {
+            self.error = Some(MembershipError::DuplicateMember(id));
+            return self;
+        }
+        m.addresses.insert(id, address);
+        if voter {
+            m.voters.insert(id);
+        } else {
+            m.learners.insert(id);
+        }
+        self
+    }
+
+    /// The configuration, once it passes [`Membership::validate`]; or the first mistake
+    /// (a node listed twice, an address over [`ADDRESS_BYTES_MAX`] bytes, no voter, id 0,
+    /// more than [`MEMBERS_MAX`] members).
+    pub fn build(self) -> Result<Membership, MembershipError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        self.membership.validate()?;
+        Ok(self.membership)
     }
 }
 
@@ -351,10 +439,52 @@ mod tests {
     }
 
     #[test]
+    fn the_builder_gives_every_member_its_address_and_refuses_mistakes() {
+        let built = Membership::builder()
+            .voter(1, "a:1")
+            .voter(2, String::from("b:2"))
+            .learner(3, "c:3")
+            .build()
+            .unwrap();
+        let mut expected = Membership::new_voters([1, 2]);
+        expected.learners.insert(3);
+        expected.addresses = [(1, "a:1"), (2, "b:2"), (3, "c:3")]
+            .into_iter()
+            .map(|(id, addr)| (id, addr.to_string()))
+            .collect();
+        assert_eq!(built, expected);
+        assert_eq!(Membership::decode(&built.encode()).unwrap(), built);
+
+        let twice = Membership::builder().voter(1, "a:1").learner(1, "a:1");
+        assert_eq!(twice.build(), Err(MembershipError::DuplicateMember(1)));
+        let long = "a".repeat(ADDRESS_BYTES_MAX + 1);
+        let too_long = Membership::builder().voter(1, "a:1").voter(2, long);
+        assert_eq!(too_long.build(), Err(MembershipError::AddressTooLong(2)));
+        let longest = "a".repeat(ADDRESS_BYTES_MAX);
+        let fits = Membership::builder().voter(1, longest).build().unwrap();
+        assert_eq!(Membership::decode(&fits.encode()).unwrap(), fits);
+        let no_voter = Membership::builder().learner(1, "a:1");
+        assert_eq!(no_voter.build(), Err(MembershipError::NoVoters));
+        let zero = Membership::builder().voter(0, "a:1");
+        assert_eq!(zero.build(), Err(MembershipError::ReservedId));
+    }
+
+    #[test]
     fn validate_rejects_voter_learner_overlap() {
         let mut m = Membership::new_voters([1, 2]);
         m.learners.insert(2);
         assert_eq!(m.validate(), Err(MembershipError::VoterAndLearner(2)));
+        // What decode could not read back from a log entry.
+        let mut long = Membership::new_voters([1]);
+        long.addresses.insert(1, "a".repeat(ADDRESS_BYTES_MAX + 1));
+        assert_eq!(long.validate(), Err(MembershipError::AddressTooLong(1)));
+        assert!(Membership::decode(&long.encode()).is_err());
+        let mut many = Membership::new_voters([1]);
+        many.addresses = (1..=MEMBERS_MAX as u64 + 1)
+            .map(|id| (id, "a".into()))
+            .collect();
+        assert_eq!(many.validate(), Err(MembershipError::TooManyMembers));
+        assert!(Membership::decode(&many.encode()).is_err());
         assert_eq!(
             Membership::default().validate(),
             Err(MembershipError::NoVoters)

@@ -31,11 +31,17 @@ impl TcpClient {
     /// server's; `config.node_id` is sent in the handshake (0 for a plain client).
     pub fn new(addr: impl Into<String>, config: TcpConfig) -> Result<TcpClient> {
         config.validate()?;
-        Ok(TcpClient {
+        Ok(TcpClient::with_checked_config(addr, config))
+    }
+
+    /// Like [`TcpClient::new`] with a configuration that already passed
+    /// [`TcpConfig::validate`].
+    pub(crate) fn with_checked_config(addr: impl Into<String>, config: TcpConfig) -> TcpClient {
+        TcpClient {
             addr: addr.into(),
             config,
             connection: Mutex::new(None),
-        })
+        }
     }
 
     /// The server's address.
@@ -45,11 +51,12 @@ impl TcpClient {
 
     /// Sends one request and waits for its response.
     ///
-    /// Which errors prove the request was never executed: every error from opening the
-    /// connection ([`Error::Io`], [`Error::ConnectTimeout`], [`Error::HandshakeTimeout`],
-    /// [`Error::Handshake`]), and [`Error::TooManyInFlight`], [`Error::FrameTooLarge`] and
-    /// [`Error::Encode`] (refused before sending). After [`Error::ConnectionClosed`],
-    /// [`Error::RequestTimeout`] or [`Error::Remote`] it may or may not have been executed.
+    /// Which errors prove the request was never executed ([`Error::never_sent`]): every
+    /// error from opening the connection ([`Error::Io`], [`Error::ConnectTimeout`],
+    /// [`Error::HandshakeTimeout`], [`Error::Handshake`]), and [`Error::TooManyInFlight`],
+    /// [`Error::FrameTooLarge`] and [`Error::Encode`] (refused before sending). After
+    /// [`Error::ConnectionClosed`], [`Error::RequestTimeout`] or [`Error::Remote`] it may or
+    /// may not have been executed.
     pub async fn request(&self, payload: Bytes) -> Result<ClientResponse> {
         let connection = self.connection().await?;
         let answer = connection

@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use raft_core::node::TransportError;
+use raft_core::node::{RaftError, TransportError};
 use raft_core::NodeId;
 
 /// Everything that can go wrong in this crate.
@@ -133,12 +133,42 @@ pub enum Error {
     /// The transport or server was shut down.
     #[error("shut down")]
     Shutdown,
+    /// The node did not start ([`crate::TcpEndpoint::start`]).
+    #[error("the node did not start: {0}")]
+    Node(RaftError),
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether a request that failed with this error provably never reached the server, so
+    /// that sending it again, there or elsewhere, cannot execute it twice.
+    ///
+    /// True for every error of opening a connection (a socket error: only the connect and
+    /// the handshake read and write the socket directly; a failure on an open connection
+    /// surfaces as [`Error::ConnectionClosed`]), and for a request refused before it was
+    /// written ([`Error::TooManyInFlight`], [`Error::FrameTooLarge`], [`Error::Encode`]).
+    /// False after [`Error::ConnectionClosed`], [`Error::RequestTimeout`], [`Error::Remote`]
+    /// and anything else that may follow the request's bytes onto the wire.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            Error::Io(_)
+                | Error::ConnectTimeout { .. }
+                | Error::HandshakeTimeout { .. }
+                | Error::Handshake(_)
+                | Error::TooManyInFlight { .. }
+                | Error::FrameTooLarge { .. }
+                | Error::Encode { .. }
+                | Error::InvalidConfig { .. }
+                | Error::NoRuntime
+                | Error::UnknownPeer(_)
+                | Error::BackingOff { .. }
+                | Error::Shutdown
+        )
+    }
+
     /// Converts to raft-core's [`TransportError`] for a failure talking to `node`.
     pub fn into_transport_error(self, node: NodeId) -> TransportError {
         match self {

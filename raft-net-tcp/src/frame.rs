@@ -9,6 +9,8 @@
 use std::fmt;
 
 use bytes::Bytes;
+use raft_core::engine::EngineError;
+use raft_core::node::RaftError;
 use raft_core::{Message, NodeId, SnapshotChunk, SnapshotChunkAck};
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
@@ -42,19 +44,72 @@ pub struct ClientRequest {
 }
 
 /// The answer to a [`ClientRequest`].
+///
+/// The variants tell a client what it may do next, which the leader-following
+/// [`crate::ClusterClient`] relies on: go to the leader ([`ClientResponse::NotLeader`]), retry
+/// ([`ClientResponse::Unavailable`]: nothing was done), report an unknown outcome
+/// ([`ClientResponse::OutcomeUnknown`]: never retry a request that is not idempotent), or give
+/// up ([`ClientResponse::Error`]). A [`ClientHandler`](crate::ClientHandler) turns a node's
+/// [`RaftError`] into the right one with `ClientResponse::from`.
+///
+/// `Unavailable` and `OutcomeUnknown` exist since protocol version 2 (see
+/// [`crate::handshake::PROTOCOL_VERSION`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
     /// The request was executed; the payload is the encoded result.
     Ok(Bytes),
-    /// This server is not the leader; retry at the leader if one is known.
+    /// This server is not the leader and did not execute the request; retry at the leader if
+    /// one is known.
     NotLeader {
         /// The leader's node id, if this server knows it.
         leader_id: Option<NodeId>,
-        /// The leader's client address, if this server knows it.
+        /// The leader's client address, if this server knows it. With [`crate::TcpNode`] (one
+        /// server for peers and clients) this is the leader's address in the configuration.
         leader_addr: Option<String>,
     },
-    /// The request failed; the message says why.
+    /// The request failed for good: retrying it unchanged will not help (malformed, invalid,
+    /// too large). The message says why.
     Error(String),
+    /// The request was not executed and nothing changed; retrying, later or on another
+    /// member, may help (back-pressure, an election or leadership transfer in progress, a
+    /// node shutting down or failed). The message says why.
+    Unavailable(String),
+    /// The request may or may not have been executed (the leader changed, or no answer came
+    /// in time): never report it as done, and retry it only if executing it twice is harmless.
+    /// The message says why.
+    OutcomeUnknown(String),
+}
+
+impl From<RaftError> for ClientResponse {
+    /// What a client should be told about a failed call to the node: "go to the leader",
+    /// "retry" (nothing was done: [`RaftError::is_retryable`] errors, and a node that is
+    /// shut down or failed, since another member may serve), "outcome unknown", or "failed
+    /// for good" (a request the engine refuses as invalid or too large, which no retry fixes).
+    fn from(error: RaftError) -> ClientResponse {
+        match error {
+            RaftError::NotLeader { leader, address } => ClientResponse::NotLeader {
+                leader_id: leader,
+                leader_addr: address,
+            },
+            RaftError::Refused(EngineError::NotLeader { leader }) => ClientResponse::NotLeader {
+                leader_id: leader,
+                leader_addr: None,
+            },
+            RaftError::OutcomeUnknown(why) => ClientResponse::OutcomeUnknown(why),
+            error @ RaftError::Refused(EngineError::EntryTooLarge(_) | EngineError::Invalid(_)) => {
+                ClientResponse::Error(error.to_string())
+            }
+            error @ RaftError::InvalidConfig(_) => ClientResponse::Error(error.to_string()),
+            error @ (RaftError::Refused(_)
+            | RaftError::Timeout
+            | RaftError::SnapshotFailed(_)
+            | RaftError::Shutdown
+            | RaftError::Fatal(_)) => ClientResponse::Unavailable(error.to_string()),
+            // A kind of failure this version does not know: claiming that nothing happened
+            // could be wrong, "unknown" never is.
+            error => ClientResponse::OutcomeUnknown(error.to_string()),
+        }
+    }
 }
 
 /// One frame of the protocol.
@@ -128,7 +183,9 @@ impl Frame {
                 ClientResponse::NotLeader { leader_addr, .. } => {
                     leader_addr.as_ref().map_or(0, String::len)
                 }
-                ClientResponse::Error(reason) => reason.len(),
+                ClientResponse::Error(reason)
+                | ClientResponse::Unavailable(reason)
+                | ClientResponse::OutcomeUnknown(reason) => reason.len(),
             },
             Frame::Error { reason, .. } => reason.len(),
             Frame::SnapshotAck { .. } | Frame::Unknown { .. } => 0,
@@ -253,5 +310,56 @@ impl<'de> Visitor<'de> for FrameVisitor {
             }
         };
         Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft_core::node::Fatal;
+
+    use super::*;
+
+    /// Each node error tells the client what it may do next.
+    #[test]
+    fn node_errors_become_the_response_that_says_what_to_do_next() {
+        let not_leader = RaftError::NotLeader {
+            leader: Some(2),
+            address: Some("b:2".into()),
+        };
+        assert_eq!(
+            ClientResponse::from(not_leader),
+            ClientResponse::NotLeader {
+                leader_id: Some(2),
+                leader_addr: Some("b:2".into())
+            }
+        );
+        assert_eq!(
+            ClientResponse::from(RaftError::OutcomeUnknown("leader changed".into())),
+            ClientResponse::OutcomeUnknown("leader changed".into())
+        );
+        let retry = [
+            RaftError::Refused(EngineError::Backpressure(9)),
+            RaftError::Refused(EngineError::TransferInProgress(3)),
+            RaftError::Refused(EngineError::NotReady),
+            RaftError::Timeout,
+            RaftError::Shutdown,
+            RaftError::Fatal(Fatal::LogStore("disk gone".into())),
+            RaftError::SnapshotFailed("disk full".into()),
+        ];
+        for error in retry {
+            let text = error.to_string();
+            assert_eq!(
+                ClientResponse::from(error),
+                ClientResponse::Unavailable(text)
+            );
+        }
+        let for_good = [
+            RaftError::Refused(EngineError::EntryTooLarge(1 << 30)),
+            RaftError::Refused(EngineError::Invalid("not a member".into())),
+        ];
+        for error in for_good {
+            let text = error.to_string();
+            assert_eq!(ClientResponse::from(error), ClientResponse::Error(text));
+        }
     }
 }

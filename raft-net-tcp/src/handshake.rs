@@ -25,8 +25,14 @@ use raft_core::NodeId;
 
 /// The magic bytes at the start of every connection.
 pub const MAGIC: [u8; 4] = *b"RNTP";
-/// The protocol version this crate speaks. Peers must speak exactly this version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. Peers must speak exactly this version: a hello of
+/// any other version is refused (status 2) before a frame is exchanged, so a peer of another
+/// version fails cleanly at connect time instead of on a frame it cannot decode.
+///
+/// - 1: the first version.
+/// - 2: [`crate::ClientResponse::Unavailable`] and [`crate::ClientResponse::OutcomeUnknown`]
+///   added (a version 1 client could not decode them).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
@@ -320,7 +326,7 @@ mod tests {
         assert_eq!(HELLO_BYTES, 24);
         assert_eq!(
             bytes,
-            [b'R', b'N', b'T', b'P', 0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9]
+            [b'R', b'N', b'T', b'P', 0, 2, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 9]
         );
         assert_eq!(Hello::decode(&bytes), hello);
     }
@@ -341,10 +347,10 @@ mod tests {
         );
         let nobody = Hello::request(7, 0, Channel::Raft);
         assert_eq!(nobody.check_request(7, true), Err(Rejection::MissingNodeId));
-        let old = Hello { version: 0, ..good };
+        let old = Hello { version: 1, ..good };
         assert_eq!(
             old.check_request(7, true),
-            Err(Rejection::Version { ours: 1, theirs: 0 })
+            Err(Rejection::Version { ours: 2, theirs: 1 })
         );
         let http = Hello::decode(b"GET / HTTP/1.1\r\nHost: ab");
         assert!(matches!(

@@ -3,14 +3,26 @@
 //! A TCP transport for `raft-core`: length-prefixed MessagePack frames, a versioned handshake,
 //! lazily connected peers with jittered exponential backoff, bounded queues, request ids with
 //! per-request timeouts, and a server that survives bad peers and bad bytes. The same framing
-//! carries a small native client protocol (opaque request payloads, responses and leader
-//! redirects) for the `raft` binary.
+//! carries a small native client protocol (opaque request payloads; responses that tell a
+//! client whether to go to the leader, retry, or report an unknown outcome) for applications
+//! and the `raft` binary.
 //!
+//! - [`TcpEndpoint`] and [`TcpNode`]: a raft-core node on TCP in one call. Bind the endpoint
+//!   (its address goes into the initial membership), optionally build a snapshot sender on
+//!   its transport, then [`TcpEndpoint::start`] the node, its server and its transport;
+//!   [`TcpNode::shutdown`] stops them in order. A whole program built this way is the
+//!   workspace's `examples/replicated_counter.rs`.
 //! - [`TcpTransport`]: raft-core's `Transport` (the sending half a node owns).
 //! - [`TcpServer`]: accepts peers and clients, delivers Raft traffic to a `MessageHandler` and
 //!   client requests to an optional [`ClientHandler`].
+//! - [`ClusterClient`]: a client of a whole cluster that finds the leader, follows
+//!   redirects and retries only what is safe ([`Idempotency`]).
 //! - [`TcpClient`]: sends native client requests, pipelined, to one server.
 //! - [`codec`] and [`handshake`]: the pure byte-level parts, no I/O.
+//!
+//! A [`ClientHandler`] answers a failed call to the node with `ClientResponse::from(error)`
+//! (a `raft_core::node::RaftError`), which keeps the distinctions a client needs: not the
+//! leader (and who is), not executed (retry), outcome unknown, failed for good.
 //!
 //! ## Wire format
 //!
@@ -20,7 +32,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic b"RNTP"
-//! 4       2     protocol version (u16), currently 1; must match exactly
+//! 4       2     protocol version (u16), currently 2; must match exactly (see below)
 //! 6       1     channel: 1 = Raft messages, 2 = snapshot chunks, 3 = native client
 //! 7       1     status: 0 in the request; in the reply 0 = accepted, 1 = bad magic,
 //!               2 = version mismatch, 3 = cluster mismatch, 4 = channel not served,
@@ -53,6 +65,28 @@
 //! The length is checked before the body is buffered; a zero, oversize or undecodable frame
 //! closes the connection. A frame of an unknown kind is answered with an error frame and the
 //! connection goes on, so a newer peer cannot break an older one.
+//!
+//! A [`ClientResponse`] is one of:
+//!
+//! | variant          | payload                          | meaning for the client                          |
+//! |------------------|----------------------------------|-------------------------------------------------|
+//! | `Ok`             | binary (the encoded result)      | executed                                        |
+//! | `NotLeader`      | `[leader_id?, leader_addr?]`     | not executed; go to the leader if one is named  |
+//! | `Error`          | string                           | failed for good; retrying will not help         |
+//! | `Unavailable`    | string (since version 2)         | not executed; retry, later or elsewhere         |
+//! | `OutcomeUnknown` | string (since version 2)         | may have been executed; retry only if idempotent |
+//!
+//! A handler that the server cuts off after `request_timeout_ms`, or that panics, is answered
+//! `OutcomeUnknown`: it may have done part of its work.
+//!
+//! ## Versions
+//!
+//! Peers must speak the same [`handshake::PROTOCOL_VERSION`]; a hello of another version is
+//! refused (status 2) before any frame, so an older peer fails cleanly at connect time
+//! instead of on a response it cannot decode.
+//!
+//! - 1: the first version.
+//! - 2: `ClientResponse::Unavailable` and `ClientResponse::OutcomeUnknown`.
 //!
 //! ## Example
 //!
@@ -117,6 +151,7 @@
 
 mod backoff;
 mod client;
+mod cluster_client;
 pub mod codec;
 mod config;
 mod connection;
@@ -124,13 +159,19 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod mux;
+mod node;
 mod server;
 mod transport;
 
 pub use client::TcpClient;
+pub use cluster_client::{
+    ClusterClient, ClusterError, Decoded, Idempotency, CLUSTER_REQUEST_TIMEOUT_MS_DEFAULT,
+    LEADER_TIMEOUT_MS_DEFAULT,
+};
 pub use config::*;
 pub use error::{Error, Result};
 pub use frame::{ClientRequest, ClientResponse, Frame};
 pub use handshake::{Channel, Rejection};
+pub use node::{TcpEndpoint, TcpNode, SERVER_TIMEOUT_MARGIN_MS};
 pub use server::{ClientHandler, ServerStats, TcpServer};
 pub use transport::{PeerStats, TcpTransport};

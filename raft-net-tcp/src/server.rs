@@ -85,6 +85,29 @@ struct Shared {
     raft: Arc<dyn MessageHandler>,
     client: Option<Arc<dyn ClientHandler>>,
     counters: Arc<Counters>,
+    /// Client connections being served (after their handshake), for
+    /// [`TcpServer::drain_clients`].
+    clients_open: watch::Sender<u64>,
+}
+
+/// Decrements the open client connections when a client connection ends, however it ends.
+struct ClientGuard<'a>(&'a watch::Sender<u64>);
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+/// How far a server is in stopping. Each phase includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// No new connections; client connections finish the requests they read and close;
+    /// peer connections go on ([`TcpServer::drain_clients`]).
+    Draining,
+    /// Every connection finishes what it read and closes ([`TcpServer::shutdown`]).
+    Closing,
 }
 
 /// A running server: an accept loop with a connection limit and one task per connection.
@@ -104,11 +127,13 @@ struct Shared {
 /// only. At most `connections_max` connections are served at once; more wait in the listen
 /// backlog.
 ///
-/// Dropping the server aborts everything at once; [`TcpServer::shutdown`] is graceful.
+/// Dropping the server aborts everything at once; [`TcpServer::shutdown`] is graceful, and
+/// [`TcpServer::drain_clients`] stops the clients first while peers are still served.
 #[derive(Debug)]
 pub struct TcpServer {
     local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
+    clients_open: watch::Receiver<u64>,
     task: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     shutdown_grace: Duration,
@@ -138,7 +163,8 @@ impl TcpServer {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let local_addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let (clients_open, clients_open_rx) = watch::channel(0);
         let shutdown_grace = config.shutdown_grace();
         info!(node = config.node_id, %local_addr, "server listening");
         let shared = Arc::new(Shared {
@@ -146,11 +172,13 @@ impl TcpServer {
             raft,
             client,
             counters: counters.clone(),
+            clients_open,
         });
-        let task = runtime.spawn(accept_loop(listener, shared, shutdown_rx));
+        let task = runtime.spawn(accept_loop(listener, shared, phase_rx));
         Ok(TcpServer {
             local_addr,
-            shutdown,
+            phase,
+            clients_open: clients_open_rx,
             task: Some(task),
             counters,
             shutdown_grace,
@@ -174,11 +202,37 @@ impl TcpServer {
         }
     }
 
+    /// Stops serving clients while peers are still served: stops accepting connections (the
+    /// listener is closed, so a client that connects now is refused and knows its request
+    /// went nowhere), lets each client connection finish the requests it already read, send
+    /// their responses and close, and returns once every client connection is closed, or
+    /// after `shutdown_grace_ms`. Connections from peers go on until
+    /// [`TcpServer::shutdown`]: a node finishing its clients' requests still hears from its
+    /// peers, which a leader needs to commit them.
+    pub async fn drain_clients(&self) {
+        self.phase.send_if_modified(|phase| {
+            let starts = *phase < Phase::Draining;
+            if starts {
+                *phase = Phase::Draining;
+            }
+            starts
+        });
+        let mut clients_open = self.clients_open.clone();
+        let all_closed = clients_open.wait_for(|open| *open == 0);
+        let drained = timeout(self.shutdown_grace, all_closed).await.is_ok();
+        if drained {
+            debug!(addr = %self.local_addr, "client connections drained");
+        } else {
+            let open = *self.clients_open.borrow();
+            warn!(addr = %self.local_addr, open, "client connections still open after the grace period");
+        }
+    }
+
     /// Stops accepting, lets every connection finish the requests it already read (their
     /// responses are sent), closes the connections and returns. Requests still running after
     /// `shutdown_grace_ms` are aborted.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        self.phase.send_replace(Phase::Closing);
         let Some(mut task) = self.task.take() else {
             return;
         };
@@ -202,30 +256,27 @@ impl Drop for TcpServer {
     }
 }
 
-/// Resolves once shutdown was requested (or the server handle is gone).
-async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// Resolves once the server reached `phase` (or the server handle is gone).
+async fn wait_phase(phase: &mut watch::Receiver<Phase>, reached: Phase) {
+    let _ = phase.wait_for(|now| *now >= reached).await;
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+    let mut stop_accepting = phase.clone();
     let permits = Arc::new(Semaphore::new(shared.config.connections_max as usize));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
         // Wait for a free slot before accepting, so excess connections stay in the backlog.
         let permit = tokio::select! {
-            _ = wait_shutdown(&mut shutdown) => break,
+            _ = wait_phase(&mut stop_accepting, Phase::Draining) => break,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
         };
         let (stream, peer_addr) = tokio::select! {
-            _ = wait_shutdown(&mut shutdown) => break,
+            _ = wait_phase(&mut stop_accepting, Phase::Draining) => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -242,9 +293,9 @@ async fn accept_loop(
             .fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(shared.counters.clone());
         let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        let phase = phase.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer_addr, &shared, shutdown).await;
+            serve_connection(stream, peer_addr, &shared, phase).await;
             drop(guard);
             drop(permit);
         });
@@ -261,7 +312,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer_addr: SocketAddr,
     shared: &Shared,
-    shutdown: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 ) {
     let config = &shared.config;
     let accepted = connection::accept(&mut stream, config, shared.client.is_some()).await;
@@ -276,11 +327,20 @@ async fn serve_connection(
     let peer = hello.node_id;
     debug!(%peer_addr, peer, %channel, "connection accepted");
     let (reader, writer) = connection::split(stream, config, Some(config.idle_timeout()));
+    // Clients stop being read when the server drains; peers only when it closes.
+    let (stop_reading_at, _client) = match channel {
+        Channel::Client => {
+            shared.clients_open.send_modify(|open| *open += 1);
+            (Phase::Draining, Some(ClientGuard(&shared.clients_open)))
+        }
+        Channel::Raft | Channel::Snapshot => (Phase::Closing, None),
+    };
     let mut link = Link {
         reader,
         writer,
         shared,
-        shutdown,
+        phase,
+        stop_reading_at,
         peer,
     };
     let result = match (channel, &shared.client) {
@@ -307,16 +367,19 @@ struct Link<'a> {
     reader: FrameReader,
     writer: FrameWriter,
     shared: &'a Shared,
-    shutdown: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
+    /// The phase of the server's stop at which this connection reads no more frames.
+    stop_reading_at: Phase,
     /// The node id the other side gave in its handshake (0 for a client).
     peer: NodeId,
 }
 
 impl Link<'_> {
-    /// The next frame, or `None` when the peer closed or shutdown began.
+    /// The next frame, or `None` when the peer closed or the server's stop reached this
+    /// connection.
     async fn next_frame(&mut self) -> Result<Option<Frame>> {
         tokio::select! {
-            _ = wait_shutdown(&mut self.shutdown) => Ok(None),
+            _ = wait_phase(&mut self.phase, self.stop_reading_at) => Ok(None),
             frame = self.reader.read_frame() => frame,
         }
     }
@@ -472,15 +535,17 @@ async fn answer(
 ) -> Frame {
     let id = request.id;
     let handled = AssertUnwindSafe(timeout(request_timeout, handler.handle(request)));
+    // Cut off or panicking, the handler may have done part of its work (a proposal may
+    // still commit): the outcome is unknown, not a failure.
     let response = match handled.catch_unwind().await {
         Ok(Ok(response)) => response,
-        Ok(Err(_)) => ClientResponse::Error(format!(
-            "request timed out after {} ms",
+        Ok(Err(_)) => ClientResponse::OutcomeUnknown(format!(
+            "no answer within the server's request timeout of {} ms",
             request_timeout.as_millis()
         )),
         Err(_) => {
             error!(id, "client handler panicked");
-            ClientResponse::Error("internal error".into())
+            ClientResponse::OutcomeUnknown("internal error: the request handler panicked".into())
         }
     };
     Frame::ClientResponse { id, response }

@@ -53,6 +53,9 @@ struct Inner {
     config: Arc<TcpConfig>,
     runtime: tokio::runtime::Handle,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
+    /// The address book used while the node knows no configuration; see
+    /// [`TcpTransport::set_seed_peers`].
+    seeds: Mutex<BTreeMap<NodeId, String>>,
     shut_down: AtomicBool,
 }
 
@@ -120,9 +123,24 @@ impl TcpTransport {
                 config: Arc::new(config),
                 runtime,
                 peers: Mutex::new(BTreeMap::new()),
+                seeds: Mutex::new(BTreeMap::new()),
                 shut_down: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Addresses to send to while the node knows no configuration, that is until the node
+    /// gives an address book that is not empty ([`Transport::set_peers`]), and again whenever
+    /// it gives an empty one.
+    ///
+    /// A server added to a running cluster starts with an empty configuration and learns the
+    /// members from the leader that catches it up; without the members' addresses its answers
+    /// to that leader would be dropped, and the leader would never learn what to send it.
+    pub fn set_seed_peers(&self, seeds: &BTreeMap<NodeId, String>) {
+        *self.inner.seeds() = seeds.clone();
+        if self.inner.peers().is_empty() {
+            self.inner.set_book(seeds);
+        }
     }
 
     /// This transport's configuration.
@@ -278,11 +296,29 @@ impl Transport for TcpTransport {
     }
 
     fn set_peers(&self, addresses: &BTreeMap<NodeId, String>) {
-        if self.inner.shut_down.load(Ordering::Relaxed) {
+        if addresses.is_empty() {
+            let seeds = self.inner.seeds().clone();
+            self.inner.set_book(&seeds);
+        } else {
+            self.inner.set_book(addresses);
+        }
+    }
+}
+
+impl Inner {
+    fn seeds(&self) -> MutexGuard<'_, BTreeMap<NodeId, String>> {
+        // Only ever replaced whole: a poisoned lock still holds a consistent map.
+        self.seeds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes `addresses` the address book: peers no longer in it, or at another address, are
+    /// dropped; new ones are started.
+    fn set_book(&self, addresses: &BTreeMap<NodeId, String>) {
+        if self.shut_down.load(Ordering::Relaxed) {
             return;
         }
-        let own_id = self.inner.config.node_id;
-        let mut peers = self.inner.peers();
+        let own_id = self.config.node_id;
+        let mut peers = self.peers();
         // Removed peers and peers whose address changed are dropped (their tasks end).
         peers.retain(|node, peer| addresses.get(node) == Some(&peer.addr));
         for (node, addr) in addresses {
@@ -290,7 +326,7 @@ impl Transport for TcpTransport {
                 continue;
             }
             debug!(peer = node, addr, "peer added");
-            let peer = self.inner.start_peer(*node, addr);
+            let peer = self.start_peer(*node, addr);
             peers.insert(*node, peer);
         }
     }

@@ -145,6 +145,12 @@ async fn wrong_handshakes_are_answered_with_the_reason_and_closed() {
             "other version",
         ),
         (
+            // A version 1 client could not decode the responses added in version 2.
+            Hello { version: 1, ..good },
+            2,
+            "version 1",
+        ),
+        (
             Hello {
                 cluster_id: CLUSTER + 1,
                 ..good
@@ -171,7 +177,7 @@ async fn wrong_handshakes_are_answered_with_the_reason_and_closed() {
     assert_closed(&mut stream, CLOSE_WITHIN).await;
 
     assert_serving(&addr).await;
-    assert_eq!(server.server.stats().handshakes_failed, 6);
+    assert_eq!(server.server.stats().handshakes_failed, 7);
 }
 
 #[tokio::test]

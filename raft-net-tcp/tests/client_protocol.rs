@@ -105,6 +105,21 @@ async fn a_slow_request_times_out_alone() {
 }
 
 #[tokio::test]
+async fn a_request_the_server_cuts_off_has_an_unknown_outcome() {
+    let mut server_config = config(1);
+    server_config.request_timeout_ms = 100;
+    let server = start_server(1, server_config).await;
+    let client = TcpClient::new(server.addr(), config(0)).unwrap();
+    // 300 ms in the handler: the server gives up after 100 ms, and the handler may have
+    // done part of its work by then.
+    let cut_off = client.request(Bytes::from_static(&[30])).await.unwrap();
+    assert!(
+        matches!(&cut_off, ClientResponse::OutcomeUnknown(why) if why.contains("100 ms")),
+        "{cut_off:?}"
+    );
+}
+
+#[tokio::test]
 async fn in_flight_requests_are_limited() {
     let mut config = config(0);
     config.inflight_requests_max = 2;
@@ -243,7 +258,11 @@ async fn a_panicking_handler_fails_its_request_only() {
         .unwrap();
     let client = TcpClient::new(server.local_addr().to_string(), config(0)).unwrap();
     let failed = client.request(Bytes::from_static(b"boom")).await.unwrap();
-    assert_eq!(failed, ClientResponse::Error("internal error".into()));
+    assert_eq!(
+        failed,
+        ClientResponse::OutcomeUnknown("internal error: the request handler panicked".into()),
+        "the handler may have done part of its work"
+    );
     let fine = client.request(Bytes::from_static(b"fine")).await.unwrap();
     assert_eq!(fine, ClientResponse::Ok(Bytes::from_static(b"fine")));
     assert_eq!(server.stats().connections_accepted, 1, "same connection");

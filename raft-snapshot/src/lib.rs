@@ -13,7 +13,9 @@
 //!   [`Transport`](raft_core::node::Transport) with a bounded window of chunks in flight, a
 //!   timeout per chunk (and one for the last chunk, which waits for the receiver's sync), resumes
 //!   from the offset the receiver acknowledges, and switches to a newer snapshot when one
-//!   appears.
+//!   appears. It is raft-core's [`SnapshotTransfer`](raft_core::node::SnapshotTransfer): pass
+//!   it to `RaftNode::start_with_transfer`, or in `StartOptions::snapshot_transfer` (which
+//!   raft-net-tcp's `TcpEndpoint::start` takes too), and the node sends its snapshots with it.
 //!
 //! Memory on both sides is bounded by the window times the chunk size, whatever the snapshot's
 //! size.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use raft_core::node::{SnapshotStore, StorageError, Transport, TransportError};
 use raft_core::{ChunkStatus, LogId, NodeId, SnapshotChunk, SnapshotChunkAck, SnapshotMeta, Term};
 use tracing::{debug, info, warn};
@@ -114,9 +115,11 @@ pub struct TransferReport {
     /// Offset of the first chunk the receiver accepted: above 0 when the transfer resumed one
     /// that an earlier sender started.
     pub resumed_from: u64,
-    /// Bytes of chunk data sent, resends included.
+    /// Bytes of chunk data that reached the receiver (it answered, whatever it answered),
+    /// resends included. A chunk that failed in the transport (counted in `chunks_failed`)
+    /// or was still in flight when the transfer completed is not counted.
     pub bytes_sent: u64,
-    /// Chunks sent, resends included.
+    /// Chunks that reached the receiver, resends included; counted like `bytes_sent`.
     pub chunks_sent: u64,
     /// Chunks the receiver rejected (bad CRC, unexpected offset).
     pub chunks_rejected: u64,
@@ -264,12 +267,17 @@ impl SnapshotSender {
                 self.window_empty(&mut transfer).await;
                 continue;
             };
+            transfer.count_sent(&outcome);
             let complete = if outcome.epoch == transfer.epoch {
                 transfer.on_outcome(outcome)?
             } else {
                 transfer.on_stale(&outcome)
             };
             if complete {
+                // Chunks answered together with the last one still count as sent.
+                while let Some(Some(outcome)) = in_flight.next().now_or_never() {
+                    transfer.count_sent(&outcome);
+                }
                 return Ok(transfer.finish(started));
             }
         }
@@ -374,8 +382,6 @@ impl SnapshotSender {
         };
         transfer.next = offset + len;
         transfer.last_sent = done;
-        transfer.report.bytes_sent += len;
-        transfer.report.chunks_sent += 1;
         let timeout = Duration::from_millis(if done {
             self.config.last_chunk_timeout_ms
         } else {
@@ -435,6 +441,15 @@ impl Transfer {
             first_accept: true,
             failures: 0,
             last_failure: String::new(),
+        }
+    }
+
+    /// Counts a chunk as sent once the receiver answered it: only then is it known to have
+    /// left this process (a transport error may come before anything reached a socket).
+    fn count_sent(&mut self, outcome: &Outcome) {
+        if outcome.result.is_ok() {
+            self.report.bytes_sent += outcome.len;
+            self.report.chunks_sent += 1;
         }
     }
 

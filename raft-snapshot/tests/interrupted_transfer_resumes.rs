@@ -117,3 +117,34 @@ async fn a_chunk_that_never_answers_times_out_and_the_transfer_goes_on() {
     assert!(report.elapsed.as_millis() >= 200);
     assert_snapshot_bytes(&follower, &meta, 9).await;
 }
+
+#[tokio::test]
+async fn chunks_that_never_reached_the_receiver_are_not_counted_as_sent() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = FileSnapshotStore::open(dirs.0.path()).unwrap();
+    let follower = FileSnapshotStore::open(dirs.1.path()).unwrap();
+    let meta = build_snapshot(&leader, LogId::new(2, 500), SIZE, 10).await;
+    let link = Loopback::new(follower.clone());
+    // Three attempts in a row fail in the transport before reaching the receiver.
+    link.faults().fail_attempts = (10..13).collect();
+
+    // One chunk at a time, so every answered chunk is seen by the sender before it finishes.
+    let sender =
+        SnapshotSender::new(Arc::new(leader), link.clone(), sender_config(CHUNK, 1)).unwrap();
+    let report = sender.send(TARGET, meta.clone()).await.unwrap();
+    assert_eq!(report.chunks_failed, 3, "{report:?}");
+    let seen = link.seen();
+    assert_eq!(
+        seen.attempts,
+        65 + 3,
+        "every chunk once, plus the three failed attempts"
+    );
+    assert_eq!(
+        report.chunks_sent, 65,
+        "only chunks the receiver answered: {report:?}"
+    );
+    assert_eq!(
+        report.bytes_sent, SIZE,
+        "only bytes that reached the receiver: {report:?}"
+    );
+}
