@@ -128,9 +128,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         join.abort();
     }
     info!("shutting down");
+    // Clients first (Redis, then the native port), while peers are still heard: a leader
+    // needs its followers' acknowledgements to finish the writes it already took.
     if let Some(redis) = redis {
         redis.shutdown().await;
     }
+    server.drain_clients().await;
     handle.shutdown().await;
     server.shutdown().await;
     transport.shutdown();

@@ -160,13 +160,15 @@ pub enum RaftError {
 impl RaftError {
     /// Whether retrying the same request on another server (or later) may help.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            // No retry makes an entry smaller or an invalid request valid.
+            RaftError::Refused(EngineError::EntryTooLarge(_) | EngineError::Invalid(_)) => false,
             RaftError::NotLeader { .. }
-                | RaftError::Refused(_)
-                | RaftError::Timeout
-                | RaftError::SnapshotFailed(_)
-        )
+            | RaftError::Refused(_)
+            | RaftError::Timeout
+            | RaftError::SnapshotFailed(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -462,12 +464,23 @@ impl RaftHandle {
         make: impl FnOnce(oneshot::Sender<Result<R, RaftError>>) -> Command,
         on_timeout: RaftError,
     ) -> Result<R, RaftError> {
+        if *self.inner.state.borrow() != NodeState::Running {
+            return Err(self.dead_error());
+        }
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(make(tx)).await.is_err() {
             return Err(self.dead_error());
         }
         match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
             Ok(Ok(result)) => result,
+            // The node took the request and stopped (or was killed) without answering: a
+            // write may have been appended, so its outcome is unknown, like a timeout's.
+            Ok(Err(_)) if matches!(on_timeout, RaftError::OutcomeUnknown(_)) => {
+                Err(RaftError::OutcomeUnknown(format!(
+                    "the node stopped before answering ({})",
+                    self.dead_error()
+                )))
+            }
             Ok(Err(_)) => Err(self.dead_error()),
             Err(_) => Err(on_timeout),
         }
