@@ -77,6 +77,9 @@ pub struct NodeSettings {
     pub uncommitted_entries_max: u64,
     /// Build a snapshot once the entries applied since the last one hold this many bytes (0: never by size).
     pub snapshot_log_bytes: u64,
+    /// A snapshot called for by distance or bytes waits until the log since the last one holds
+    /// this percentage of its size (0: no wait; at most 10 times either threshold).
+    pub snapshot_log_ratio_percent: u64,
     /// Payload bytes of AppendEntries in flight to one peer, at most.
     pub inflight_bytes_max: u64,
     /// Bytes of uncommitted entries a leader accepts, at most (back-pressure).
@@ -149,6 +152,7 @@ impl Default for NodeSettings {
             inflight_messages_max: engine.inflight_messages_max,
             uncommitted_entries_max: engine.uncommitted_entries_max,
             snapshot_log_bytes: engine.snapshot_log_bytes,
+            snapshot_log_ratio_percent: engine.snapshot_log_ratio_percent,
             inflight_bytes_max: engine.inflight_bytes_max,
             uncommitted_bytes_max: engine.uncommitted_bytes_max,
             unapplied_bytes_max: engine.unapplied_bytes_max,
@@ -241,6 +245,10 @@ pub struct NodeArgs {
     /// Snapshot after this many bytes of applied entries (0: never by size).
     #[arg(long)]
     pub snapshot_log_bytes: Option<u64>,
+    /// An automatic snapshot waits until the log holds this percentage of the last snapshot's
+    /// size (0: no wait).
+    #[arg(long)]
+    pub snapshot_log_ratio_percent: Option<u64>,
     /// Payload bytes in flight per peer, at most.
     #[arg(long)]
     pub inflight_bytes_max: Option<u64>,
@@ -323,7 +331,7 @@ impl NodeArgs {
             election_timeout_ms_max, heartbeat_interval_ms, snapshot_distance,
             snapshot_trailing_entries, snapshot_chunk_bytes, entries_per_message_max,
             message_bytes_max, inflight_messages_max, uncommitted_entries_max, entry_bytes_max,
-            snapshot_log_bytes, inflight_bytes_max, uncommitted_bytes_max, unapplied_bytes_max,
+            snapshot_log_bytes, snapshot_log_ratio_percent, inflight_bytes_max, uncommitted_bytes_max, unapplied_bytes_max,
             apply_queue_bytes_max, log_cache_bytes_max, snapshot_write_bytes_per_sec_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
             log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
@@ -448,6 +456,7 @@ impl NodeSettings {
         engine.inflight_messages_max = self.inflight_messages_max;
         engine.uncommitted_entries_max = self.uncommitted_entries_max;
         engine.snapshot_log_bytes = self.snapshot_log_bytes;
+        engine.snapshot_log_ratio_percent = self.snapshot_log_ratio_percent;
         engine.inflight_bytes_max = self.inflight_bytes_max;
         engine.uncommitted_bytes_max = self.uncommitted_bytes_max;
         engine.unapplied_bytes_max = self.unapplied_bytes_max;

@@ -362,3 +362,75 @@ fn an_install_reports_how_far_it_replaced_the_log() {
         "kept suffix: nothing rolled back"
     );
 }
+
+/// The AppendEntriesResponse of a follower to a heartbeat (nothing new to persist) leaves at
+/// once, not behind the log write in flight; one that claims entries of that write waits for
+/// it, and so does every answer while a received snapshot is being written. Found by
+/// `redis-benchmark -c 32 -P 16` on three nodes: with 500 MB snapshots saturating the shared
+/// disk, followers' syncs took 300-400 ms, their heartbeat answers waited behind them, and the
+/// leader stepped down ("quorum not heard from") though both followers were up.
+#[test]
+fn a_follower_answers_heartbeats_without_waiting_for_its_write_in_flight() {
+    let is_success_with = |m: &raft_core::Message, index: u64| {
+        matches!(
+            m.body,
+            MessageBody::AppendEntriesResponse { success: true, match_index, .. } if match_index == index
+        )
+    };
+    let mut follower =
+        Engine::new(2, config(), restored(1, &[1, 2, 3], entries(&[1, 1, 1]))).unwrap();
+    // Entry 4 arrives; its write is handed out and still in flight.
+    follower.step(append(
+        1,
+        2,
+        1,
+        LogId::new(1, 3),
+        vec![common::entry(1, 4)],
+        3,
+    ));
+    let in_flight = follower.ready();
+    assert_eq!(in_flight.entries.len(), 1);
+    assert!(in_flight.messages.is_empty(), "{:?}", in_flight.messages);
+
+    // A heartbeat at the durable entry 3 is answered now.
+    follower.step(append(1, 2, 1, LogId::new(1, 3), vec![], 3));
+    let now = follower.take_messages();
+    assert!(
+        now.iter().any(|m| is_success_with(m, 3)),
+        "a heartbeat's answer must not wait for the write in flight: {now:?}"
+    );
+    // One that claims entry 4 waits for its write.
+    follower.step(append(1, 2, 1, LogId::new(1, 4), vec![], 3));
+    assert!(follower.take_messages().is_empty());
+    follower.on_persisted(Some(LogId::new(1, 4)));
+    let after = follower.ready();
+    assert!(after
+        .persisted_messages
+        .iter()
+        .any(|m| is_success_with(m, 4)));
+
+    // A received snapshot counts as durable only once its write is reported.
+    follower.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::InstallSnapshot {
+            meta: snapshot_meta(LogId::new(1, 10), &[1, 2, 3]),
+        },
+    ));
+    follower.step(append(1, 2, 1, LogId::new(1, 10), vec![], 10));
+    assert!(follower.take_messages().is_empty());
+    let snapshot = follower.ready();
+    assert!(snapshot.snapshot.is_some());
+    follower.step(append(1, 2, 1, LogId::new(1, 10), vec![], 10));
+    assert!(
+        follower.take_messages().is_empty(),
+        "the snapshot's write is still in flight"
+    );
+    follower.on_persisted(Some(LogId::new(1, 10)));
+    follower.step(append(1, 2, 1, LogId::new(1, 10), vec![], 10));
+    assert!(follower
+        .take_messages()
+        .iter()
+        .any(|m| is_success_with(m, 10)));
+}

@@ -651,3 +651,48 @@ async fn snapshots_are_labelled_with_the_state_they_hold_under_concurrent_load()
         // machine catches up by installing the leader's instead; the total is checked above.)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propose_many_answers_each_command_in_order() {
+    let cluster = TestCluster::new(3).await;
+    let leader = cluster.wait_leader().await;
+    cluster.put("k1", "old").await;
+    let commands: Vec<Bytes> = (0..100)
+        .map(|i| MemKv::set(b"k1", format!("v{i}").as_bytes()))
+        .collect();
+    let answers = cluster.handle(leader).propose_many(commands).await;
+    assert_eq!(answers.len(), 100);
+    // MemKv answers each set with the value before it: the entries were applied one after
+    // another, in the order given, and each answer went to its own command.
+    for (i, answer) in answers.iter().enumerate() {
+        let previous = if i == 0 {
+            "old".to_string()
+        } else {
+            format!("v{}", i - 1)
+        };
+        let response = answer.as_ref().expect("committed");
+        assert_eq!(MemKv::response(response).unwrap(), previous.as_bytes());
+    }
+    for id in 1..=3 {
+        assert_eq!(cluster.get(id, "k1").await.as_deref(), Some(&b"v99"[..]));
+    }
+
+    // A follower refuses every command of a batch; an oversized batch is refused unsent.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let refused = cluster
+        .handle(follower)
+        .propose_many(vec![MemKv::set(b"x", b"1"), MemKv::set(b"y", b"2")])
+        .await;
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(RaftError::NotLeader { .. }))),
+        "{refused:?}"
+    );
+    let too_many = vec![MemKv::set(b"z", b"1"); raft_core::node::PROPOSE_MANY_COMMANDS_MAX + 1];
+    let refused = cluster.handle(leader).propose_many(too_many).await;
+    assert!(refused
+        .iter()
+        .all(|r| matches!(r, Err(RaftError::Refused(_)))));
+    assert_eq!(cluster.get(leader, "z").await, None);
+}

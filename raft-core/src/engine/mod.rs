@@ -62,7 +62,8 @@ use self::log::RaftLog;
 pub use self::progress::{Progress, ReplicationState};
 pub use self::reads::{ReadState, FORWARDED_READ_RESEND_HEARTBEATS};
 pub use self::snapshot::{
-    SnapshotRequest, SNAPSHOT_BUILD_RETRY_TICKS, SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX,
+    BuiltSnapshot, SnapshotRequest, SNAPSHOT_BUILD_RETRY_TICKS, SNAPSHOT_POSTPONE_FACTOR_MAX,
+    SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX,
 };
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
@@ -286,6 +287,9 @@ pub struct Engine {
     /// A hard state was handed out in a `Ready` whose writes are not reported durable yet:
     /// messages of its term must wait for it (see `take_messages`).
     hard_state_unsaved: bool,
+    /// A received snapshot was handed out in a `Ready` whose writes are not reported durable
+    /// yet: the log's `persisted` already counts it, but answers must not before it is.
+    snapshot_unsaved: bool,
     snapshots: snapshot::SnapshotState,
 
     ready: Ready,
@@ -331,7 +335,8 @@ impl Engine {
             None => (LogId::ZERO, initial_membership),
         };
         let rng = SplitMix64::new(config.random_seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let snapshots = snapshot::SnapshotState::new(snapshot_id, committed_membership.clone());
+        let mut snapshots = snapshot::SnapshotState::new(snapshot_id, committed_membership.clone());
+        snapshots.latest_bytes = snapshot.as_ref().map_or(0, |s| s.size_bytes);
         let mut engine = Engine {
             id,
             config,
@@ -358,6 +363,7 @@ impl Engine {
             leading: None,
             forwarded_reads: BTreeMap::new(),
             hard_state_unsaved: false,
+            snapshot_unsaved: false,
             snapshots,
             ready: Ready::default(),
         };
@@ -625,6 +631,7 @@ impl Engine {
     /// this before taking the next `Ready`.
     pub fn on_persisted(&mut self, last: Option<LogId>) {
         self.hard_state_unsaved = false;
+        self.snapshot_unsaved = false;
         let Some(last) = last else { return };
         if !self.log.matches(last) || last.index <= self.log.persisted {
             return;
@@ -669,6 +676,7 @@ impl Engine {
             let early = std::mem::take(&mut self.ready.messages);
             self.ready.persisted_messages.splice(0..0, early);
         }
+        self.snapshot_unsaved |= self.ready.snapshot.is_some();
         self.ready.entries.extend(self.log.take_unstable());
         // With a snapshot in this Ready, these are applied after it is restored (step 4).
         let committed = self.hand_out_committed();
@@ -837,6 +845,12 @@ impl Engine {
             body,
         };
         self.ready.messages.push(msg);
+    }
+
+    /// Whether everything up to `index` in the log is durable here: reported through
+    /// [`Engine::on_persisted`], and no received snapshot below it is still being written.
+    pub(super) fn durable_through(&self, index: LogIndex) -> bool {
+        index <= self.log.persisted && !self.snapshot_unsaved && self.ready.snapshot.is_none()
     }
 
     fn send_persisted(&mut self, to: NodeId, body: MessageBody) {

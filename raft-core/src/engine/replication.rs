@@ -241,7 +241,16 @@ impl Engine {
             conflict: None,
             round,
         };
-        self.send_persisted(from, body);
+        if self.durable_through(match_index) {
+            // Nothing new to persist (a heartbeat, or entries already durable here): the
+            // answer claims only durable entries, so it leaves now rather than behind the
+            // write in flight. A follower whose disk stalls (a snapshot's writeback, say)
+            // still answers its leader's heartbeats, as etcd's MsgHeartbeatResp does: the
+            // leader's check-quorum and read confirmations do not wait for that disk.
+            self.send(from, body);
+        } else {
+            self.send_persisted(from, body);
+        }
     }
 
     /// Follower back-pressure: keeps the entries this server may take while the committed

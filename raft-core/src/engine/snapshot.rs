@@ -42,6 +42,21 @@ impl SnapshotRequest {
 /// its disks at once).
 pub const SNAPSHOT_TRIGGER_JITTER_PER_MILLE_MAX: u64 = 100;
 
+/// A snapshot that `snapshot_log_ratio_percent` holds back is taken anyway once the log since
+/// the latest one reaches this many times `snapshot_distance` entries or `snapshot_log_bytes`
+/// bytes: the wait for a large state never lets the log grow without bound.
+pub const SNAPSHOT_POSTPONE_FACTOR_MAX: u64 = 10;
+
+/// A snapshot built here, reported with [`Engine::on_snapshot_built`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltSnapshot {
+    /// The last entry it covers.
+    pub last_log_id: LogId,
+    /// Its size in bytes (the next automatic snapshot waits for a log of a share of it:
+    /// `Config::snapshot_log_ratio_percent`).
+    pub size_bytes: u64,
+}
+
 /// After a snapshot build fails, the next one that is merely due (not asked for) waits this
 /// many ticks: a store that fails (a full disk) is not retried in a tight loop.
 pub const SNAPSHOT_BUILD_RETRY_TICKS: u64 = 100;
@@ -59,6 +74,8 @@ pub(super) struct SnapshotState {
     failed_at_tick: Option<u64>,
     /// This server's postponement of the next trigger, per mille of it.
     pub(super) jitter_per_mille: u64,
+    /// Size of the latest snapshot in bytes (0: unknown or none).
+    pub(super) latest_bytes: u64,
     /// The configuration as of the last entry handed out for applying.
     pub(super) applied_membership: (LogId, Membership),
 }
@@ -71,6 +88,7 @@ impl SnapshotState {
             forced: false,
             failed_at_tick: None,
             jitter_per_mille: 0,
+            latest_bytes: 0,
             applied_membership,
         }
     }
@@ -78,7 +96,9 @@ impl SnapshotState {
     pub(super) fn on_applied(&mut self, _index: LogIndex) {}
 
     /// Whether a snapshot is due: asked for, or `snapshot_distance` entries or
-    /// `snapshot_log_bytes` bytes (`log_bytes` since the latest snapshot) applied since it.
+    /// `snapshot_log_bytes` bytes (`log_bytes` since the latest snapshot) applied since it
+    /// and a log of at least `snapshot_log_ratio_percent` of the latest snapshot's size, or
+    /// [`SNAPSHOT_POSTPONE_FACTOR_MAX`] times either threshold whatever the size.
     pub(super) fn wants_build(
         &self,
         config: &Config,
@@ -89,18 +109,26 @@ impl SnapshotState {
         if self.building || applied <= self.latest.index {
             return false;
         }
+        if self.forced {
+            return true;
+        }
         let backing_off = self
             .failed_at_tick
             .is_some_and(|failed| now_tick < failed + SNAPSHOT_BUILD_RETRY_TICKS);
         let postponed = |threshold: u64| {
             threshold.saturating_add(threshold.saturating_mul(self.jitter_per_mille) / 1000)
         };
-        let far = config.snapshot_distance > 0
-            && applied - self.latest.index >= postponed(config.snapshot_distance);
-        let big =
-            config.snapshot_log_bytes > 0 && log_bytes >= postponed(config.snapshot_log_bytes);
-        let due = (far || big) && !backing_off;
-        self.forced || due
+        let past = |threshold: u64, amount: u64| threshold > 0 && amount >= postponed(threshold);
+        let entries = applied - self.latest.index;
+        let (distance, bytes) = (config.snapshot_distance, config.snapshot_log_bytes);
+        let called_for = past(distance, entries) || past(bytes, log_bytes);
+        let worth_it = log_bytes.saturating_mul(100)
+            >= self
+                .latest_bytes
+                .saturating_mul(config.snapshot_log_ratio_percent);
+        let cap = |threshold: u64| threshold.saturating_mul(SNAPSHOT_POSTPONE_FACTOR_MAX);
+        let overdue = past(cap(distance), entries) || past(cap(bytes), log_bytes);
+        ((called_for && worth_it) || overdue) && !backing_off
     }
 
     pub(super) fn latest(&self) -> LogId {
@@ -167,9 +195,13 @@ impl Engine {
 
     /// Reports a durable snapshot (built at a [`SnapshotRequest`]), or `None` if building
     /// failed. Compacts the log, keeping `snapshot_trailing_entries` for slow followers.
-    pub fn on_snapshot_built(&mut self, built: Option<LogId>) {
+    pub fn on_snapshot_built(&mut self, built: Option<BuiltSnapshot>) {
         self.snapshots.building = false;
-        let Some(last_log_id) = built else {
+        let Some(BuiltSnapshot {
+            last_log_id,
+            size_bytes,
+        }) = built
+        else {
             self.snapshots.failed_at_tick = Some(self.now_tick);
             return;
         };
@@ -179,6 +211,7 @@ impl Engine {
             return;
         }
         self.snapshots.latest = last_log_id;
+        self.snapshots.latest_bytes = size_bytes;
         let upto = last_log_id
             .index
             .saturating_sub(self.config.snapshot_trailing_entries);
@@ -302,8 +335,70 @@ impl Engine {
         self.committed_membership = (meta.membership_log_id, meta.membership.clone());
         self.snapshots.applied_membership = (meta.membership_log_id, meta.membership.clone());
         self.snapshots.latest = snapshot;
+        self.snapshots.latest_bytes = meta.size_bytes;
         self.rebuild_configs_from_log();
         self.ready.snapshot = Some(meta);
         self.send_persisted(from, respond);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(latest: LogIndex, latest_bytes: u64) -> SnapshotState {
+        let mut state =
+            SnapshotState::new(LogId::new(1, latest), (LogId::ZERO, Membership::default()));
+        state.latest_bytes = latest_bytes;
+        state
+    }
+
+    fn config(distance: u64, log_bytes: u64, ratio_percent: u64) -> Config {
+        Config {
+            snapshot_distance: distance,
+            snapshot_log_bytes: log_bytes,
+            snapshot_log_ratio_percent: ratio_percent,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_small_snapshot_is_due_at_the_distance() {
+        let config = config(100, 0, 50);
+        let small = state(1_000, 1_000);
+        assert!(!small.wants_build(&config, 1_099, 99_999, 0));
+        assert!(small.wants_build(&config, 1_100, 500, 0));
+    }
+
+    #[test]
+    fn a_large_snapshot_waits_for_a_log_of_its_share() {
+        let config = config(100, 0, 50);
+        // 500 MB of state: 100 entries of 1 KB are not worth rewriting it.
+        let large = state(1_000, 500 << 20);
+        assert!(!large.wants_build(&config, 1_100, 100 << 10, 0));
+        assert!(!large.wants_build(&config, 1_500, (250 << 20) - 1, 0));
+        assert!(large.wants_build(&config, 1_500, 250 << 20, 0));
+        // Without the ratio, the distance alone decides.
+        let no_ratio = self::config(100, 0, 0);
+        assert!(large.wants_build(&no_ratio, 1_100, 100 << 10, 0));
+    }
+
+    #[test]
+    fn the_wait_ends_at_the_postpone_factor() {
+        let config = config(100, 1 << 20, 50);
+        let huge = state(1_000, u64::MAX / 200);
+        let cap = 100 * SNAPSHOT_POSTPONE_FACTOR_MAX;
+        assert!(!huge.wants_build(&config, 1_000 + cap - 1, 0, 0));
+        assert!(huge.wants_build(&config, 1_000 + cap, 0, 0));
+        let bytes_cap = (1 << 20) * SNAPSHOT_POSTPONE_FACTOR_MAX;
+        assert!(!huge.wants_build(&config, 1_001, bytes_cap - 1, 0));
+        assert!(huge.wants_build(&config, 1_001, bytes_cap, 0));
+    }
+
+    #[test]
+    fn an_asked_for_snapshot_never_waits() {
+        let mut large = state(1_000, 500 << 20);
+        large.forced = true;
+        assert!(large.wants_build(&config(100, 0, 50), 1_001, 10, 0));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::error::Fatal;
 use super::runtime::Event;
@@ -139,8 +139,13 @@ async fn handle<M: StateMachine>(
             if let Some(previous) = background.take() {
                 let _ = previous.await;
             }
+            let capture_started = std::time::Instant::now();
             match sm.snapshot_builder() {
                 Some(builder) => {
+                    // Applying waits while the state is captured: the one step of a snapshot
+                    // whose cost grows with the state and that stops writes.
+                    let capture_ms = capture_started.elapsed().as_millis() as u64;
+                    info!(snapshot = %meta.last_log_id, capture_ms, "snapshot state captured");
                     let (snapshots, events) = (snapshots.clone(), events.clone());
                     *background = Some(tasks.spawn(async move {
                         let result = write_snapshot(builder, snapshots.as_ref(), meta).await;

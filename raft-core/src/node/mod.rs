@@ -33,7 +33,7 @@ pub use mem_snapshot::MemSnapshotStore;
 pub use mem_transport::{MemRouter, MemTransport};
 pub use raft::{
     EngineObserver, NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode,
-    StartOptions,
+    StartOptions, PROPOSE_MANY_COMMANDS_MAX,
 };
 pub use state_machine::{SnapshotBuilder, StateMachine, StateMachineError};
 pub use storage::{

@@ -22,6 +22,11 @@ use crate::types::{
     ChunkStatus, LogId, LogIndex, NodeId, SnapshotChunk, SnapshotChunkAck, SnapshotMeta, Term,
 };
 
+/// Commands one [`RaftHandle::propose_many`] call may carry: a batch is one request to the
+/// node's event loop, which handles it in one go, so its size bounds how long the loop is
+/// busy with it.
+pub const PROPOSE_MANY_COMMANDS_MAX: usize = 4096;
+
 /// Parameters of the async node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -471,7 +476,18 @@ impl RaftHandle {
         if self.inner.commands.send(make(tx)).await.is_err() {
             return Err(self.dead_error());
         }
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        self.answer(deadline, rx, on_timeout).await
+    }
+
+    /// Waits for the node's answer to a command sent: `on_timeout` past `deadline`.
+    async fn answer<R>(
+        &self,
+        deadline: tokio::time::Instant,
+        rx: oneshot::Receiver<Result<R, RaftError>>,
+        on_timeout: RaftError,
+    ) -> Result<R, RaftError> {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             // The node took the request and stopped (or was killed) without answering: a
             // write may have been appended, so its outcome is unknown, like a timeout's.
@@ -497,6 +513,52 @@ impl RaftHandle {
             unknown,
         )
         .await
+    }
+
+    /// Replicates `commands` as consecutive entries and returns each one's response, in
+    /// order, as [`RaftHandle::propose`] would for each. The node takes them as one request,
+    /// so they are appended in one log write and sent in the same AppendEntries: one hand-off
+    /// to the node for the whole batch instead of one per command. Each command is answered
+    /// on its own: some may be refused (a full log, a lost leadership) while others commit.
+    /// At most [`PROPOSE_MANY_COMMANDS_MAX`] commands per call; more are refused with
+    /// `RaftError::Refused(EngineError::Invalid)` without being sent.
+    pub async fn propose_many(&self, commands: Vec<Bytes>) -> Vec<Result<Bytes, RaftError>> {
+        if commands.len() > PROPOSE_MANY_COMMANDS_MAX {
+            let refused = || {
+                Err(RaftError::Refused(EngineError::Invalid(format!(
+                    "{} commands in one propose_many, at most {PROPOSE_MANY_COMMANDS_MAX}",
+                    commands.len()
+                ))))
+            };
+            return (0..commands.len()).map(|_| refused()).collect();
+        }
+        if *self.inner.state.borrow() != NodeState::Running {
+            return commands.iter().map(|_| Err(self.dead_error())).collect();
+        }
+        let mut batch = Vec::with_capacity(commands.len());
+        let mut answers = Vec::with_capacity(commands.len());
+        for data in commands {
+            let (tx, rx) = oneshot::channel();
+            batch.push((data, tx));
+            answers.push(rx);
+        }
+        if self
+            .inner
+            .commands
+            .send(Command::ProposeMany { batch })
+            .await
+            .is_err()
+        {
+            return answers.iter().map(|_| Err(self.dead_error())).collect();
+        }
+        let timeout = Duration::from_millis(self.inner.config.request_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut results = Vec::with_capacity(answers.len());
+        for rx in answers {
+            let unknown = RaftError::OutcomeUnknown("no answer within the request timeout".into());
+            results.push(self.answer(deadline, rx, unknown).await);
+        }
+        results
     }
 
     /// A linearizable read barrier (ReadIndex, thesis 6.4): resolves once this server's state

@@ -30,15 +30,15 @@ use super::transport::{SnapshotTransfer, Transport};
 use super::waiters::{Reply, Waiters};
 use super::{write, StateMachine};
 use crate::driver::{ApplyWork, Driver, Work};
-use crate::engine::{EngineError, EntryFetch, Role};
+use crate::engine::{BuiltSnapshot, EngineError, EntryFetch, Role};
 use crate::membership::Membership;
 use crate::message::Message;
 use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta};
 
 /// A late-heartbeat warning is logged at most this often.
 const LATE_WARNING_INTERVAL_MS: u64 = 1_000;
-/// Commands taken from the queue per loop iteration, at most, so that ticks and inbound
-/// messages are never starved.
+/// Commands taken from the queue per loop iteration, at most (a batch of proposals counts
+/// each), so that ticks and inbound messages are never starved.
 const COMMANDS_PER_ITERATION_MAX: usize = 4096;
 /// Inbound messages stepped per loop iteration, at most.
 const INBOUND_PER_ITERATION_MAX: usize = 4096;
@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Propose {
         data: Bytes,
         tx: Reply<Bytes>,
+    },
+    ProposeMany {
+        batch: Vec<(Bytes, Reply<Bytes>)>,
     },
     Read {
         tx: Reply<LogIndex>,
@@ -66,6 +69,17 @@ pub(crate) enum Command {
     Shutdown {
         tx: oneshot::Sender<()>,
     },
+}
+
+impl Command {
+    /// What the command counts for against [`COMMANDS_PER_ITERATION_MAX`]: a batch of
+    /// proposals counts each of them.
+    fn weight(&self) -> usize {
+        match self {
+            Command::ProposeMany { batch } => batch.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// Something a background task finished.
@@ -415,10 +429,14 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 Err(_) => break,
             }
         }
-        for _ in 0..COMMANDS_PER_ITERATION_MAX {
+        let mut budget = COMMANDS_PER_ITERATION_MAX;
+        while budget > 0 {
             match self.commands.try_recv() {
                 Ok(Command::Shutdown { tx }) => return Some(tx),
-                Ok(command) => self.handle_command(command),
+                Ok(command) => {
+                    budget = budget.saturating_sub(command.weight());
+                    self.handle_command(command);
+                }
                 Err(_) => break,
             }
         }
@@ -436,14 +454,23 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         }
     }
 
+    fn propose(&mut self, data: Bytes, tx: Reply<Bytes>) {
+        match self.driver.engine_mut().propose(data) {
+            Ok(log_id) => self.waiters.add_proposal(log_id, tx),
+            Err(e) => {
+                let _ = tx.send(Err(self.engine_error(e)));
+            }
+        }
+    }
+
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Propose { data, tx } => match self.driver.engine_mut().propose(data) {
-                Ok(log_id) => self.waiters.add_proposal(log_id, tx),
-                Err(e) => {
-                    let _ = tx.send(Err(self.engine_error(e)));
+            Command::Propose { data, tx } => self.propose(data, tx),
+            Command::ProposeMany { batch } => {
+                for (data, tx) in batch {
+                    self.propose(data, tx);
                 }
-            },
+            }
             Command::Read { tx } => {
                 let id = self.waiters.next_read_id();
                 match self.driver.engine_mut().read_index(id) {
@@ -591,7 +618,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             Event::SnapshotBuilt(Ok(meta)) => {
                 info!(id = self.id, snapshot = %meta.last_log_id, bytes = meta.size_bytes, "snapshot built");
                 let built = meta.last_log_id;
-                self.driver.engine_mut().on_snapshot_built(Some(built));
+                self.driver
+                    .engine_mut()
+                    .on_snapshot_built(Some(BuiltSnapshot {
+                        last_log_id: built,
+                        size_bytes: meta.size_bytes,
+                    }));
                 self.waiters.snapshot_built(Ok(built));
             }
             Event::SnapshotBuilt(Err(e)) => {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use raft_core::driver::{ApplyWork, Driver, Work, WriteStep};
 use raft_core::engine::{
-    Config, Engine, EntryFetch, ReadState, RestoredState, Role, SnapshotRequest,
+    BuiltSnapshot, Config, Engine, EntryFetch, ReadState, RestoredState, Role, SnapshotRequest,
 };
 use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
@@ -557,7 +557,10 @@ impl Node {
                     self.snapshot = Some(request.to_meta());
                     self.driver
                         .engine_mut()
-                        .on_snapshot_built(Some(request.last_log_id));
+                        .on_snapshot_built(Some(BuiltSnapshot {
+                            last_log_id: request.last_log_id,
+                            size_bytes: 0,
+                        }));
                 }
             }
             ApplyWork::PreCommit(entries) => self.appended.extend(entries),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use raft_core::driver::{ApplyWork, Driver, Work, Write, WriteStep};
-use raft_core::engine::{Config, Engine, RestoredState, Role};
+use raft_core::engine::{BuiltSnapshot, Config, Engine, RestoredState, Role};
 use raft_core::{
     Entry, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId, SnapshotMeta,
 };
@@ -596,8 +596,12 @@ impl Cluster {
                     "snapshot label differs from the state"
                 );
                 node.disk.snapshot = Some((request.to_meta(), node.kv.clone()));
-                node.engine_mut()
-                    .on_snapshot_built(Some(request.last_log_id));
+                // Two u64 per pair: the size the next trigger's log ratio is measured against.
+                let size_bytes = 16 * node.kv.map.len() as u64;
+                node.engine_mut().on_snapshot_built(Some(BuiltSnapshot {
+                    last_log_id: request.last_log_id,
+                    size_bytes,
+                }));
                 self.stats.snapshots_built += 1;
             }
             ApplyWork::PreCommit(_) | ApplyWork::Rollback(_) => {}

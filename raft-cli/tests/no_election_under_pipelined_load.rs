@@ -1,0 +1,132 @@
+//! Leadership stays put under a heavy write load that crosses several snapshots (issue 17).
+//!
+//! Three nodes with the default timeouts (election 150-300 ms, heartbeat 30 ms) and fsync on;
+//! pipelined Redis clients write a few hundred thousand 100-byte values to the leader, so
+//! every node builds several snapshots of a growing state while it appends, replicates and
+//! applies at full speed. No fault is injected, so the term must never change: a leader that
+//! stalled its event loop for a snapshot (or anything else) for an election timeout would
+//! lose its leadership, and a client would see `-UNKNOWN ... truncated by a new leader`.
+//!
+//! `RAFT_LOAD_KEYS` raises the key count (for example 10,000,000 for the soak described in the
+//! README); the default keeps the test within about a minute in a debug build.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{binary, dump_logs, Resp};
+use raft_cli::local::LocalCluster;
+
+/// Keys written by default: enough for several snapshots at the distance below.
+const KEYS_DEFAULT: usize = 240_000;
+
+/// Entries between snapshots (each node adds its own 0-10 % jitter).
+const SNAPSHOT_DISTANCE: usize = 40_000;
+
+/// Concurrent pipelined connections to the leader.
+const CONNECTIONS: usize = 8;
+
+/// Commands sent on a connection before its replies are read.
+const PIPELINE_DEPTH: usize = 128;
+
+/// Bytes of each value (redis-benchmark's `-d 100`).
+const VALUE_BYTES: usize = 100;
+
+/// Longest time the whole load may take (a debug build on two busy cores).
+const LOAD_TIME_MAX: Duration = Duration::from_secs(600);
+
+fn keys() -> usize {
+    std::env::var("RAFT_LOAD_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KEYS_DEFAULT)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_term_never_changes_under_pipelined_writes_across_snapshots() {
+    let distance = SNAPSHOT_DISTANCE.to_string();
+    let args = ["--snapshot-distance", &distance, "--log-level", "info"];
+    let cluster = LocalCluster::start(binary(), 3, &args).expect("cluster starts");
+    let leader = cluster.wait_leader(common::WAIT).await.unwrap_or_else(|e| {
+        dump_logs(&cluster);
+        panic!("{e}")
+    });
+    let redis_addr = cluster.nodes[&leader.id].redis_addr.clone();
+
+    let keys = keys();
+    let started = Instant::now();
+    let writers: Vec<_> = (0..CONNECTIONS)
+        .map(|writer| tokio::spawn(write_keys(redis_addr.clone(), writer, keys)))
+        .collect();
+    let load = async {
+        for writer in writers {
+            writer.await.expect("writer task");
+        }
+    };
+    if tokio::time::timeout(LOAD_TIME_MAX, load).await.is_err() {
+        dump_logs(&cluster);
+        panic!("{keys} writes took longer than {LOAD_TIME_MAX:?}");
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{keys} pipelined writes in {elapsed:.1?} ({:.0}/s)",
+        keys as f64 / elapsed.as_secs_f64()
+    );
+
+    let client = cluster.client();
+    for (id, node) in &cluster.nodes {
+        let status = client.status_at(&node.addr).await.expect("status");
+        eprintln!(
+            "node {id}: {} term {} snapshot {} applied {}",
+            status.role, status.term, status.snapshot_index, status.applied_index
+        );
+        let late = cluster.log_tail(*id, 100_000);
+        for line in late.lines().filter(|l| l.contains("late")).take(5) {
+            eprintln!("  node {id}: {line}");
+        }
+        if status.term != leader.term || status.leader != Some(leader.id) {
+            dump_logs(&cluster);
+            panic!(
+                "node {id} is in term {} with leader {:?}; the load started in term {} under \
+                 node {}: an election happened without a fault",
+                status.term, status.leader, leader.term, leader.id
+            );
+        }
+        assert!(
+            status.snapshot_index >= (2 * SNAPSHOT_DISTANCE) as u64,
+            "node {id} took fewer snapshots than the test means to cross (latest at {})",
+            status.snapshot_index
+        );
+    }
+    let mut conn = Resp::connect(&redis_addr).await;
+    assert_eq!(conn.command(&["DBSIZE"]).await, format!(":{keys}\r\n"));
+}
+
+/// Writes this writer's share of `keys` distinct keys in pipelined batches; every reply must
+/// be `+OK`.
+async fn write_keys(addr: String, writer: usize, keys: usize) {
+    let mut conn = Resp::connect(&addr).await;
+    let value = "v".repeat(VALUE_BYTES);
+    let mine: Vec<usize> = (writer..keys).step_by(CONNECTIONS).collect();
+    for batch in mine.chunks(PIPELINE_DEPTH) {
+        let mut request = String::new();
+        for key in batch {
+            let key = format!("key:{key:012}");
+            request.push_str(&format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            ));
+        }
+        conn.send(request.as_bytes()).await;
+        for key in batch {
+            let reply = conn.reply().await.expect("connection open");
+            assert_eq!(
+                reply,
+                b"+OK\r\n",
+                "SET key:{key:012}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+    }
+}
