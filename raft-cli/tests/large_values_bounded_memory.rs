@@ -17,11 +17,25 @@ const VALUE_BYTES: usize = 1 << 20;
 /// Clients writing at once.
 const WRITERS: usize = 4;
 
-/// Flags: default memory limits; snapshots rare enough (by count) that the log, not a
-/// snapshot, carries the follower's catch-up, but due by bytes (the default 64 MiB).
+/// Flags: snapshots rare enough (by count) that the log, not a snapshot, carries the
+/// follower's catch-up, but due by bytes (the default 64 MiB); byte limits below the
+/// defaults, so that what they let the queues hold (8 + 24 MiB of payloads, 4 MiB in flight
+/// per peer, with the fixed 16 MiB per peer queue and 16 MiB inbound queue: 88 MiB) leaves
+/// room under `RSS_BYTES_MAX` for the allocator and the buffers. With the defaults (160 MiB
+/// by the same sum) a busy machine, where every queue fills, saw peaks of 277-510 MiB.
 const ARGS: &[&str] = &[
     "--snapshot-trailing-entries",
     "100000",
+    "--log-cache-bytes-max",
+    "8388608",
+    "--unapplied-bytes-max",
+    "25165824",
+    "--uncommitted-bytes-max",
+    "16777216",
+    "--apply-queue-bytes-max",
+    "8388608",
+    "--inflight-bytes-max",
+    "4194304",
     "--log-level",
     "info",
 ];
