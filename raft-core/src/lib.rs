@@ -56,6 +56,7 @@ pub mod driver;
 pub mod engine;
 pub mod membership;
 pub mod message;
+pub mod metrics;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod types;

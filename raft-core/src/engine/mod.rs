@@ -242,6 +242,18 @@ pub struct Status {
     pub progress: BTreeMap<NodeId, Progress>,
 }
 
+/// How often this server campaigned since it started (see [`Engine::campaigns`]): for
+/// metrics, where many elections mean an unstable cluster (a lagging loop, a flaky network).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Campaigns {
+    /// Pre-vote rounds started (thesis 9.6). A pre-candidate that loses them changes nothing
+    /// for the others: no term is raised.
+    pub pre_votes: u64,
+    /// Elections started: terms this server raised to stand as a candidate (after winning a
+    /// pre-vote round, without one, or for a leadership transfer).
+    pub elections: u64,
+}
+
 /// A configuration entry that is in the log but not known committed.
 #[derive(Clone, Debug)]
 struct PendingConfig {
@@ -287,6 +299,7 @@ pub struct Engine {
     /// messages of its term must wait for it (see `take_messages`).
     hard_state_unsaved: bool,
     snapshots: snapshot::SnapshotState,
+    campaigns: Campaigns,
 
     ready: Ready,
 }
@@ -359,6 +372,7 @@ impl Engine {
             forwarded_reads: BTreeMap::new(),
             hard_state_unsaved: false,
             snapshots,
+            campaigns: Campaigns::default(),
             ready: Ready::default(),
         };
         engine.rebuild_configs_from_log();
@@ -374,6 +388,11 @@ impl Engine {
     /// This server's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Pre-vote rounds and elections this server started since it was created.
+    pub fn campaigns(&self) -> Campaigns {
+        self.campaigns
     }
 
     /// Current role.
