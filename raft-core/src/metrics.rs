@@ -48,7 +48,7 @@ impl Histogram {
         Histogram::new(64)
     }
 
-    /// Long durations in microseconds, from 1 ms to about 65 s (snapshot builds, transfers and
+    /// Long durations in microseconds, from 1 ms to about 67 s (snapshot builds, transfers and
     /// restores).
     pub const fn long_microseconds() -> Histogram {
         Histogram::new(1 << 10)

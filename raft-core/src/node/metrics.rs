@@ -124,7 +124,7 @@ pub struct SnapshotActivity {
     pub failed: u64,
     /// Bytes of the snapshots completed.
     pub bytes: u64,
-    /// Duration of each completed one, in microseconds (1 ms to about 65 s, then above).
+    /// Duration of each completed one, in microseconds (1 ms to about 67 s, then above).
     pub duration_us: Histogram,
 }
 
