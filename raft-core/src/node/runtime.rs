@@ -735,9 +735,9 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         self.refresh_status();
     }
 
-    /// Counts a leadership this server had not seen: a leader known for a term not counted
-    /// yet. Compared after every iteration, so a leader that is lost and won back within one
-    /// iteration in the same term is one leadership, as it should be.
+    /// Counts a leadership this server had not seen yet. A term has at most one leader, so
+    /// (term, leader) names a leadership: a leader re-elected in a later term counts again,
+    /// and one this server lost sight of and heard from again in the same term does not.
     fn count_leadership(&mut self) {
         let engine = self.driver.engine();
         let Some(leader) = engine.leader() else {
