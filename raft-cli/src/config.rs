@@ -49,6 +49,9 @@ pub struct NodeSettings {
     pub join: Option<String>,
     /// Address of the Redis-protocol endpoint (none: no Redis endpoint).
     pub redis_listen: Option<String>,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus), `/health` and `/ready`
+    /// (none: no such endpoint).
+    pub metrics_listen: Option<String>,
     /// Cluster id checked in every handshake.
     pub cluster_id: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
@@ -138,6 +141,7 @@ impl Default for NodeSettings {
             peers: None,
             join: None,
             redis_listen: None,
+            metrics_listen: None,
             cluster_id: CLUSTER_ID_DEFAULT,
             log_level: "info".into(),
             tick_ms: node.tick_ms,
@@ -203,6 +207,10 @@ pub struct NodeArgs {
     /// Serve the Redis protocol (RESP2) on this address.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
+    /// Serve GET /metrics (Prometheus text format), /health and /ready over HTTP on this
+    /// address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Cluster id checked in every handshake.
     #[arg(long)]
     pub cluster_id: Option<u64>,
@@ -336,7 +344,7 @@ impl NodeArgs {
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
             log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
             redis_request_read_timeout_ms, reply_bytes_max, worker_threads;
-            advertise, peers, join, redis_listen);
+            advertise, peers, join, redis_listen, metrics_listen);
         settings.validate()?;
         Ok(settings)
     }
@@ -500,7 +508,8 @@ mod tests {
         std::fs::write(
             &path,
             "id = 2\nlisten = \"127.0.0.1:9002\"\ntick_ms = 5\nelection_timeout_ms_min = 100\n\
-             election_timeout_ms_max = 201\npeers = \"1=a:1,2=b:2\"\n",
+             election_timeout_ms_max = 201\npeers = \"1=a:1,2=b:2\"\n\
+             metrics_listen = \"127.0.0.1:9102\"\n",
         )
         .unwrap();
         let args = NodeArgs {
@@ -511,6 +520,7 @@ mod tests {
         let settings = args.resolve().unwrap();
         assert_eq!(settings.id, 2);
         assert_eq!(settings.listen, "127.0.0.1:9999");
+        assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:9102"));
         let config = settings.node_config().unwrap();
         assert_eq!(config.engine.election_ticks_min, 20);
         assert_eq!(config.engine.election_ticks_max, 41);

@@ -30,6 +30,7 @@ pub mod demo;
 pub mod join;
 pub mod kv;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod redis;

@@ -30,6 +30,8 @@ pub struct LocalNode {
     pub addr: String,
     /// Its Redis address.
     pub redis_addr: String,
+    /// The address of its HTTP endpoint (`/metrics`, `/health`, `/ready`).
+    pub metrics_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -127,14 +129,16 @@ impl LocalCluster {
         let taken: Vec<&str> = self
             .nodes
             .values()
-            .flat_map(|n| [n.addr.as_str(), n.redis_addr.as_str()])
+            .flat_map(|n| [&n.addr, &n.redis_addr, &n.metrics_addr])
+            .map(String::as_str)
             .collect();
-        let mut addrs = free_addrs(2, &taken)?.into_iter();
-        let (addr, redis_addr) = (addrs.next(), addrs.next());
+        let mut addrs = free_addrs(3, &taken)?.into_iter();
+        let mut next_addr = || addrs.next().context("a free port");
         let node = LocalNode {
             id,
-            addr: addr.context("a free port")?,
-            redis_addr: redis_addr.context("a free port")?,
+            addr: next_addr()?,
+            redis_addr: next_addr()?,
+            metrics_addr: next_addr()?,
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
         };
@@ -156,6 +160,7 @@ impl LocalCluster {
             .args(["--id", &id.to_string()])
             .args(["--listen", &node.addr])
             .args(["--redis-listen", &node.redis_addr])
+            .args(["--metrics-listen", &node.metrics_addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--cluster-id", &CLUSTER_ID_DEFAULT.to_string()]);

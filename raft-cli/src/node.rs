@@ -1,6 +1,6 @@
 //! `raft node`: wires the log store, the snapshot store, the TCP transport and server, the
-//! key-value state machine, the optional Redis endpoint and the join request together, and
-//! shuts them down in order on SIGINT or SIGTERM.
+//! key-value state machine, the optional Redis and metrics endpoints and the join request
+//! together, and shuts them down in order on SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::NodeSettings;
 use crate::join::StickyTransport;
 use crate::kv::Kv;
+use crate::metrics::{Exporter, MetricsServer, MetricsSources};
 use crate::proto::Request;
 use crate::redis::RedisServer;
 use crate::service::{NativeHandler, Service};
@@ -52,14 +53,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    let redis_listener = match &settings.redis_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the redis endpoint {addr}"))?,
-        ),
-        None => None,
-    };
+    let redis_listener = bind_optional(settings.redis_listen.as_deref(), "redis").await?;
+    let metrics_listener = bind_optional(settings.metrics_listen.as_deref(), "metrics").await?;
     let tcp_config = TcpConfig::new(settings.cluster_id, settings.id);
     let transport = Arc::new(TcpTransport::new(tcp_config.clone())?);
     let seeds = match &settings.join {
@@ -82,7 +77,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     .context("configuring the snapshot sender")?;
     let handle = RaftNode::start_with_transfer(
         node_config,
-        log,
+        log.clone(),
         snapshot_store,
         seeded,
         kv,
@@ -110,10 +105,25 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     )?;
     let redis =
         redis_listener.map(|l| RedisServer::start(l, service.clone(), settings.redis_limits()));
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let sources = MetricsSources {
+                handle: handle.clone(),
+                log: log.clone(),
+                transport: transport.clone(),
+                server: server.stats_handle(),
+                service: service.clone(),
+            };
+            let exporter = Arc::new(Exporter::new(sources));
+            Some(MetricsServer::start(listener, exporter)?)
+        }
+        None => None,
+    };
     info!(
         id = settings.id,
         listen = %settings.listen,
         redis = ?settings.redis_listen,
+        metrics = ?settings.metrics_listen,
         data_dir = %settings.data_dir.display(),
         durable_snapshots = snapshots::DURABLE,
         "node running"
@@ -128,8 +138,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         join.abort();
     }
     info!("shutting down");
-    // Clients first (Redis, then the native port), while peers are still heard: a leader
-    // needs its followers' acknowledgements to finish the writes it already took.
+    // Probes first: a node that is going away is neither healthy nor ready. Then clients
+    // (Redis, then the native port), while peers are still heard: a leader needs its
+    // followers' acknowledgements to finish the writes it already took.
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     if let Some(redis) = redis {
         redis.shutdown().await;
     }
@@ -139,6 +153,17 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     transport.shutdown();
     info!("stopped");
     outcome
+}
+
+/// Binds `addr` for the endpoint named `what`, if an address is given.
+async fn bind_optional(addr: Option<&str>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} endpoint {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// Resolves on SIGINT/SIGTERM (Ok) or when the node fails (Err).

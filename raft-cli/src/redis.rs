@@ -29,6 +29,8 @@ use crate::service::Service;
 mod cmd;
 mod connection;
 
+pub(crate) use cmd::{COMMAND_NAMES, INVALID_COMMAND};
+
 /// Default number of Redis connections served at once; more are told so and closed, as
 /// Redis does with `maxclients`.
 pub const CONNECTIONS_MAX_DEFAULT: u32 = 1024;
@@ -47,6 +49,23 @@ pub const REQUEST_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 const SHUTDOWN_GRACE_MS: u64 = 6_000;
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The kinds failed requests are counted under in the metrics: the code word of the error
+/// reply (`ERR`, `NOLEADER`, `UNKNOWN`, `TRYAGAIN`), in lowercase; `protocol` for a request
+/// that was not valid RESP (answered with `ERR` and closed); `other` for any other code.
+pub(crate) const ERROR_KINDS: &[&str] = &[
+    "err", "noleader", "unknown", "tryagain", "protocol", "other",
+];
+
+/// The kind an error reply's text (`CODE message`) is counted under: its code in lowercase
+/// if [`ERROR_KINDS`] has it, else `other`.
+pub(crate) fn error_kind(reply: &str) -> &'static str {
+    let code = reply.split(' ').next().unwrap_or_default();
+    ERROR_KINDS
+        .iter()
+        .find(|kind| code.eq_ignore_ascii_case(kind) && **kind != "protocol")
+        .copied()
+        .unwrap_or("other")
+}
 
 /// The limits of a Redis endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +136,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            service.client_metrics().redis_connection_refused();
             let _ = socket
                 .write_all(b"-ERR max number of clients reached\r\n")
                 .await;
@@ -126,6 +146,7 @@ async fn accept_loop(
         let service = service.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _open = service.client_metrics().redis_connection_opened();
             debug!(%peer, "redis connection");
             match connection::serve(socket, &service, limits, shutdown).await {
                 Ok(end) => debug!(%peer, ?end, "redis connection closed"),
@@ -150,4 +171,30 @@ async fn accept_loop(
         connections.shutdown().await;
     }
     info!("redis endpoint shut down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_counted_by_their_code() {
+        assert_eq!(error_kind("ERR wrong number of arguments"), "err");
+        assert_eq!(error_kind("NOLEADER no leader: retry later"), "noleader");
+        assert_eq!(
+            error_kind("UNKNOWN the write's outcome is unknown"),
+            "unknown"
+        );
+        assert_eq!(
+            error_kind("TRYAGAIN too many uncommitted entries"),
+            "tryagain"
+        );
+        assert_eq!(error_kind("WRONGTYPE not a string"), "other");
+        assert_eq!(
+            error_kind("protocol error"),
+            "other",
+            "only the connection says so"
+        );
+        assert_eq!(error_kind(""), "other");
+    }
 }

@@ -173,5 +173,5 @@ pub use error::{Error, Result};
 pub use frame::{ClientRequest, ClientResponse, Frame};
 pub use handshake::{Channel, Rejection};
 pub use node::{TcpEndpoint, TcpNode, SERVER_TIMEOUT_MARGIN_MS};
-pub use server::{ClientHandler, ServerStats, TcpServer};
+pub use server::{ClientHandler, ServerStats, ServerStatsHandle, TcpServer};
 pub use transport::{PeerStats, TcpTransport};

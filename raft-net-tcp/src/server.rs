@@ -46,8 +46,10 @@ pub trait ClientHandler: Send + Sync + 'static {
 pub struct ServerStats {
     /// Connections accepted from the listener.
     pub connections_accepted: u64,
-    /// Connections currently being served (handshake included).
+    /// Connections currently being served (handshake included), from peers and clients.
     pub connections_open: u64,
+    /// Client connections currently being served (after their handshake).
+    pub client_connections_open: u64,
     /// Connections closed because their handshake failed.
     pub handshakes_failed: u64,
     /// Connections closed because of a protocol error or a timeout.
@@ -96,6 +98,28 @@ struct ClientGuard<'a>(&'a watch::Sender<u64>);
 impl Drop for ClientGuard<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+/// Reads the counters of a [`TcpServer`] ([`TcpServer::stats_handle`]); cloneable.
+#[derive(Clone, Debug)]
+pub struct ServerStatsHandle {
+    counters: Arc<Counters>,
+    clients_open: watch::Receiver<u64>,
+}
+
+impl ServerStatsHandle {
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        let counters = &self.counters;
+        ServerStats {
+            connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
+            connections_open: counters.connections_open.load(Ordering::Relaxed),
+            client_connections_open: *self.clients_open.borrow(),
+            handshakes_failed: counters.handshakes_failed.load(Ordering::Relaxed),
+            connections_failed: counters.connections_failed.load(Ordering::Relaxed),
+            frames_rejected: counters.frames_rejected.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -192,13 +216,15 @@ impl TcpServer {
 
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
-        let counters = &self.counters;
-        ServerStats {
-            connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
-            connections_open: counters.connections_open.load(Ordering::Relaxed),
-            handshakes_failed: counters.handshakes_failed.load(Ordering::Relaxed),
-            connections_failed: counters.connections_failed.load(Ordering::Relaxed),
-            frames_rejected: counters.frames_rejected.load(Ordering::Relaxed),
+        self.stats_handle().stats()
+    }
+
+    /// A handle that reads the server's counters, usable after the server is gone (for a
+    /// metrics endpoint that does not own the server).
+    pub fn stats_handle(&self) -> ServerStatsHandle {
+        ServerStatsHandle {
+            counters: self.counters.clone(),
+            clients_open: self.clients_open.clone(),
         }
     }
 

@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::cmd::{Context, Parsed};
-use super::RedisLimits;
+use super::cmd::{Context, Parsed, INVALID_COMMAND};
+use super::{error_kind, RedisLimits};
 use crate::resp::{ReplyBuffer, RequestParser, Value};
 use crate::service::Service;
 
@@ -130,19 +130,28 @@ impl Connection {
                 Ok(Some(words)) => words,
                 Ok(None) => break,
                 Err(e) => {
+                    cx.service.client_metrics().redis.error("protocol");
                     self.output.push(Value::error("ERR", e));
                     self.write_replies().await?;
                     return Ok(Some(End::ProtocolError));
                 }
             };
             self.request_started_at = None;
+            let counters = &cx.service.client_metrics().redis;
             let (reply, quit) = match Parsed::parse(words) {
                 Ok(command) => {
+                    counters.request(command.name());
                     let quit = command.closes_connection();
                     (command.execute(cx).await, quit)
                 }
-                Err(reply) => (reply, false),
+                Err(reply) => {
+                    counters.request(INVALID_COMMAND);
+                    (reply, false)
+                }
             };
+            if let Value::Error(text) = &reply {
+                counters.error(error_kind(text));
+            }
             self.output.push(reply);
             if quit {
                 self.write_replies().await?;
