@@ -9,6 +9,8 @@
 //! 4       2     protocol version: u16 (this crate speaks PROTOCOL_VERSION)
 //! 6       1     channel: 1 = Raft messages, 2 = snapshot chunks, 3 = native client
 //! 7       1     status: 0 from the connecting side; in the reply 0 = accepted, else a Rejection
+//!               (Rejection::status: 1 bad magic, 2 version, 3 cluster, 4 channel, 5 no node
+//!               id, 7 TLS required, 8 certificate required, 9 certificate not the node's)
 //! 8       8     cluster id: u64
 //! 16      8     sender's node id: u64 (0 for a native client)
 //! 24            (end: HELLO_BYTES)
@@ -113,6 +115,27 @@ pub enum Rejection {
         /// The node that answered.
         actual: NodeId,
     },
+    /// A plaintext hello reached a server that accepts TLS connections only.
+    #[error("this server accepts TLS connections only, and the connecting side has no TLS configured")]
+    TlsRequired,
+    /// The connecting side presented no certificate, and the channel requires one signed by
+    /// the cluster's CA (peer channels always; the client channel unless the server's
+    /// `ClientCerts` is `Optional`).
+    #[error("channel {channel} requires a certificate signed by the cluster's CA, and none was presented")]
+    CertificateRequired {
+        /// The requested channel byte.
+        channel: u8,
+    },
+    /// The certificate presented on a peer channel is not that of the node named in the
+    /// hello: it does not name the host of that node's address in the accepting node's
+    /// configuration, or the node is not in it.
+    #[error("the certificate is not accepted as node {node}'s: {reason}")]
+    CertificateNotForNode {
+        /// The node id of the hello.
+        node: NodeId,
+        /// Why (on the connecting side: that the other side refused it).
+        reason: String,
+    },
     /// The other side rejected our hello with a status code this version does not know.
     #[error("rejected with unknown status {status}")]
     Other {
@@ -131,6 +154,9 @@ impl Rejection {
             Rejection::Channel { .. } => 4,
             Rejection::MissingNodeId => 5,
             Rejection::WrongNode { .. } => 6,
+            Rejection::TlsRequired => 7,
+            Rejection::CertificateRequired { .. } => 8,
+            Rejection::CertificateNotForNode { .. } => 9,
             Rejection::Other { status } => *status,
         }
     }
@@ -152,6 +178,14 @@ impl Rejection {
                 channel: ours.channel,
             },
             5 => Rejection::MissingNodeId,
+            7 => Rejection::TlsRequired,
+            8 => Rejection::CertificateRequired {
+                channel: ours.channel,
+            },
+            9 => Rejection::CertificateNotForNode {
+                node: ours.node_id,
+                reason: "the other side does not find the host of this node's address in it".into(),
+            },
             status => Rejection::Other { status },
         }
     }

@@ -161,6 +161,8 @@ pub mod handshake;
 mod mux;
 mod node;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 pub use client::TcpClient;
@@ -173,5 +175,5 @@ pub use error::{Error, Result};
 pub use frame::{ClientRequest, ClientResponse, Frame};
 pub use handshake::{Channel, Rejection};
 pub use node::{TcpEndpoint, TcpNode, SERVER_TIMEOUT_MARGIN_MS};
-pub use server::{ClientHandler, ServerStats, TcpServer};
+pub use server::{ClientHandler, PeerAddresses, ServerStats, TcpServer};
 pub use transport::{PeerStats, TcpTransport};
