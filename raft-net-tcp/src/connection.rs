@@ -221,7 +221,10 @@ pub(crate) async fn connect(
     // One deadline for the TLS handshake and the hello.
     let exchange = async {
         let mut stream = Stream::connected(stream, addr, config).await?;
-        let reply = stream.exchange_hello(&ours).await.map_err(|e| stream.error(e))?;
+        let reply = stream
+            .exchange_hello(&ours)
+            .await
+            .map_err(|e| stream.error(e))?;
         Ok::<_, Error>((stream, reply))
     };
     let (stream, reply) = match timeout(config.handshake_timeout(), exchange).await {

@@ -116,7 +116,9 @@ pub enum Rejection {
         actual: NodeId,
     },
     /// A plaintext hello reached a server that accepts TLS connections only.
-    #[error("this server accepts TLS connections only, and the connecting side has no TLS configured")]
+    #[error(
+        "this server accepts TLS connections only, and the connecting side has no TLS configured"
+    )]
     TlsRequired,
     /// The connecting side presented no certificate, and the channel requires one signed by
     /// the cluster's CA (peer channels always; the client channel unless the server's

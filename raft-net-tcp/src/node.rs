@@ -163,8 +163,13 @@ impl TcpEndpoint {
         let raft = Arc::new(handle.clone());
         // With TLS, a peer's certificate must name the host of its address in the book.
         let peer_addresses = transport.clone();
-        let served =
-            TcpServer::serve_with_peer_addresses(listener, server_config, raft, client_handler, peer_addresses);
+        let served = TcpServer::serve_with_peer_addresses(
+            listener,
+            server_config,
+            raft,
+            client_handler,
+            peer_addresses,
+        );
         let server = match served {
             Ok(server) => server,
             Err(error) => {

@@ -131,7 +131,10 @@ async fn wait_for_failed_handshakes(server: &TcpServer, count: u64) {
 
 /// A TLS connection made by hand (to send what no well-behaved side sends), trusting `ca`
 /// and presenting no certificate.
-async fn raw_tls(addr: &str, ca: &Ca) -> raft_net_tcp::tls::tokio_rustls::client::TlsStream<TcpStream> {
+async fn raw_tls(
+    addr: &str,
+    ca: &Ca,
+) -> raft_net_tcp::tls::tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert.der().clone()).unwrap();
     #[allow(deprecated)] // the ring provider, as the crate uses
@@ -183,7 +186,9 @@ async fn a_client_without_a_certificate_is_refused_unless_client_certificates_ar
     assert!(
         matches!(
             refused,
-            Err(Error::Handshake(Rejection::CertificateRequired { channel: 3 }))
+            Err(Error::Handshake(Rejection::CertificateRequired {
+                channel: 3
+            }))
         ),
         "{refused:?}"
     );
@@ -225,9 +230,12 @@ async fn a_peer_with_another_cas_certificate_is_refused_on_both_sides() {
     let addr = server.addr();
 
     // Its certificate from another CA (it trusts ours, so it is the server that refuses).
-    let intruder_tls =
-        TlsConfig::node(other.issue(&["127.0.0.1"]), &cluster.pem(), ClientCerts::Required)
-            .unwrap();
+    let intruder_tls = TlsConfig::node(
+        other.issue(&["127.0.0.1"]),
+        &cluster.pem(),
+        ClientCerts::Required,
+    )
+    .unwrap();
     let intruder = transport(2, &intruder_tls, &addr);
     let error = chunk_error(&intruder, 2).await;
     assert!(
@@ -258,8 +266,12 @@ async fn a_member_certificate_that_does_not_name_the_peers_address_is_refused() 
     let mut server = tls_server(&ca.node_tls(ClientCerts::Required)).await;
     let addr = server.addr();
     // Signed by the cluster's CA, but for another host than node 2's address (127.0.0.1).
-    let elsewhere = TlsConfig::node(ca.issue(&["node9.example"]), &ca.pem(), ClientCerts::Required)
-        .unwrap();
+    let elsewhere = TlsConfig::node(
+        ca.issue(&["node9.example"]),
+        &ca.pem(),
+        ClientCerts::Required,
+    )
+    .unwrap();
     let impostor = transport(2, &elsewhere, &addr);
     let error = chunk_error(&impostor, 2).await;
     assert!(error.contains("not accepted as node 2's"), "{error}");
@@ -357,7 +369,10 @@ fn a_key_that_does_not_match_its_certificate_or_a_file_without_pem_is_refused() 
     let mismatched =
         Identity::from_pem(cert.pem().as_bytes(), other_key.serialize_pem().as_bytes()).unwrap();
     let refused = TlsConfig::node(mismatched, &ca.pem(), ClientCerts::Required);
-    assert!(matches!(refused, Err(Error::TlsConfig { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::TlsConfig { .. })),
+        "{refused:?}"
+    );
     let no_pem = Identity::from_pem(b"not a certificate", key.serialize_pem().as_bytes());
     assert!(matches!(no_pem, Err(Error::TlsConfig { .. })), "{no_pem:?}");
     assert!(TlsConfig::client(b"", None).is_err());
