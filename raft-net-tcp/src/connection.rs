@@ -117,6 +117,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // actually arrive and never beyond one frame.
             self.buffer.reserve(READ_CHUNK_BYTES);
             let read = match timeout_at(deadline, self.reader.read_buf(&mut self.buffer)).await {
+                // A TLS peer that closes without TLS's close_notify (a client process that
+                // exits, say) is a close like any other: frames delimit themselves, so a
+                // cut in the middle of one is still caught below.
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => 0,
                 Ok(read) => read?,
                 Err(_) => return Err(on_timeout),
             };
@@ -245,7 +249,9 @@ pub(crate) async fn connect(
 pub(crate) struct AcceptPolicy<'a> {
     /// Whether this server has a client handler (serves the client channel).
     pub(crate) client_served: bool,
-    /// The members' addresses, to check that a peer's certificate names its node's host.
+    /// The members' addresses, to check that a peer's certificate names its node's host
+    /// (read only with TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) peer_addresses: Option<&'a dyn PeerAddresses>,
 }
 

@@ -123,7 +123,10 @@ pub enum Rejection {
     /// The connecting side presented no certificate, and the channel requires one signed by
     /// the cluster's CA (peer channels always; the client channel unless the server's
     /// `ClientCerts` is `Optional`).
-    #[error("channel {channel} requires a certificate signed by the cluster's CA, and none was presented")]
+    #[error(
+        "the {} channel requires a certificate signed by the cluster's CA, and none was presented",
+        channel_name(*channel)
+    )]
     CertificateRequired {
         /// The requested channel byte.
         channel: u8,
@@ -190,6 +193,14 @@ impl Rejection {
             },
             status => Rejection::Other { status },
         }
+    }
+}
+
+/// The name of a channel byte, for messages.
+fn channel_name(channel: u8) -> String {
+    match Channel::from_u8(channel) {
+        Some(channel) => channel.to_string(),
+        None => format!("unknown ({channel})"),
     }
 }
 

@@ -363,8 +363,12 @@ async fn serve_connection(
         Ok(accepted) => accepted,
         Err(error) => {
             Counters::add(&shared.counters.handshakes_failed);
-            let hint = handshake_hint(&error);
-            warn!(%peer_addr, %error, hint, "handshake failed; connection closed");
+            match handshake_hint(&error) {
+                Some(hint) => {
+                    warn!(%peer_addr, %error, hint, "handshake failed; connection closed")
+                }
+                None => warn!(%peer_addr, %error, "handshake failed; connection closed"),
+            }
             return;
         }
     };
@@ -408,16 +412,16 @@ async fn serve_connection(
 
 /// A hint for the log line of a failed handshake, where the error alone does not say what
 /// to fix.
-fn handshake_hint(error: &Error) -> &'static str {
+fn handshake_hint(error: &Error) -> Option<&'static str> {
     match error {
         // A TLS record starts with 0x16 (handshake), then the version's major byte 0x03.
         Error::Handshake(Rejection::BadMagic { found }) if found[..2] == [0x16, 0x03] => {
-            "the other side speaks TLS and this server has no TLS configured"
+            Some("the other side speaks TLS and this server has no TLS configured")
         }
         Error::Handshake(Rejection::TlsRequired) => {
-            "the other side sent a plaintext hello; configure TLS on it"
+            Some("the other side sent a plaintext hello; configure TLS on it")
         }
-        _ => "",
+        _ => None,
     }
 }
 

@@ -111,7 +111,12 @@ impl Socket {
             }
             Socket::Tls(socket) => {
                 input.reserve(READ_CHUNK_BYTES);
-                socket.read_buf(input).await
+                match socket.read_buf(input).await {
+                    // A client that closes without TLS's close_notify has closed, as far as
+                    // RESP is concerned: a request cut short is still only partly parsed.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    read => read,
+                }
             }
         }
     }
