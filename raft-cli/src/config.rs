@@ -565,6 +565,44 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_come_from_the_file_or_flags_and_its_files_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"\n\
+             tls_client_certs = \"optional\"\nredis_tls = false\n",
+        )
+        .unwrap();
+        let settings = NodeArgs {
+            config: Some(path.clone()),
+            ..NodeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(settings.tls_client_certs, TlsClientCerts::Optional);
+        assert!(!settings.redis_tls);
+        // The files are read when the node starts: missing ones are an error then.
+        assert!(settings.tls_config().is_err());
+        let flags = NodeArgs {
+            config: Some(path),
+            tls_client_certs: Some(TlsClientCerts::Required),
+            ..NodeArgs::default()
+        };
+        assert_eq!(
+            flags.resolve().unwrap().tls_client_certs,
+            TlsClientCerts::Required
+        );
+        let half = NodeSettings {
+            tls_cert: Some("n.pem".into()),
+            ..NodeSettings::default()
+        };
+        assert!(half.validate().is_err());
+        assert!(NodeSettings::default().tls_config().unwrap().is_none());
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         assert!(parse_peers("1=a:1,1=b:2").is_err());
         assert!(parse_peers("x=a:1").is_err());

@@ -16,6 +16,7 @@ use raft_net_tcp::tls::TlsConfig;
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::StatusReport;
+use crate::tls::TlsClientCerts;
 
 /// How long a gracefully stopped child may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -65,6 +66,8 @@ pub struct NodeTlsFiles {
     pub key: PathBuf,
     /// The CA it trusts.
     pub ca: PathBuf,
+    /// What it requires of clients (`--tls-client-certs`).
+    pub client_certs: TlsClientCerts,
 }
 
 /// TLS for a local cluster: each node's files, and the configuration its clients use.
@@ -203,7 +206,12 @@ impl LocalCluster {
                 .arg("--tls-key")
                 .arg(&files.key)
                 .arg("--tls-ca")
-                .arg(&files.ca);
+                .arg(&files.ca)
+                .arg("--tls-client-certs")
+                .arg(match files.client_certs {
+                    TlsClientCerts::Required => "required",
+                    TlsClientCerts::Optional => "optional",
+                });
         }
         let child = command
             .args(&self.extra_args)

@@ -1,7 +1,7 @@
 //! A cluster of `raft node` processes with TLS and mutual authentication: it elects a leader
 //! and serves the native client, the `raft` client commands and `redis-cli --tls` (skipped
 //! with a notice where redis-cli is missing); a client without a certificate or without TLS
-//! is refused; a node with a certificate from another CA, or without TLS, cannot join, and
+//! is refused (without a certificate only where `--tls-client-certs` is `required`); a node with a certificate from another CA, or without TLS, cannot join, and
 //! both sides log why. Certificates are made at run time (rcgen).
 
 mod common;
@@ -15,6 +15,7 @@ use common::{b, binary, cluster_with_tls, dump_logs};
 use raft_cli::client::{ClientError, ClusterClient};
 use raft_cli::config::CLUSTER_ID_DEFAULT;
 use raft_cli::local::{LocalCluster, LocalTls, NodeTlsFiles};
+use raft_cli::tls::TlsClientCerts;
 use raft_core::NodeId;
 use raft_net_tcp::tls::TlsConfig;
 use rcgen::{
@@ -76,12 +77,13 @@ impl Ca {
     }
 
     /// Files for node `id`, from this CA, trusting `trusted`.
-    fn node_files(&self, id: NodeId, trusted: &Ca) -> NodeTlsFiles {
+    fn node_files(&self, id: NodeId, trusted: &Ca, client_certs: TlsClientCerts) -> NodeTlsFiles {
         let (cert, key) = self.issue(&format!("{}-node{id}", self.name));
         NodeTlsFiles {
             cert,
             key,
             ca: trusted.ca_file(),
+            client_certs,
         }
     }
 }
@@ -147,8 +149,13 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_nodes_and_clients_without_
         Some((client_cert.as_path(), client_key.as_path())),
     )
     .unwrap();
+    // Node 3 lets clients in without a certificate (--tls-client-certs optional).
+    let client_certs = |id| match id {
+        3 => TlsClientCerts::Optional,
+        _ => TlsClientCerts::Required,
+    };
     let nodes = (1..=3)
-        .map(|id| (id, cluster_ca.node_files(id, &cluster_ca)))
+        .map(|id| (id, cluster_ca.node_files(id, &cluster_ca, client_certs(id))))
         .collect::<BTreeMap<_, _>>();
     let tls = LocalTls {
         nodes,
@@ -204,11 +211,12 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_nodes_and_clients_without_
         "{why}"
     );
 
-    // redis-cli over TLS, with the client certificate; without it, refused.
+    // redis-cli over TLS: with the client certificate on node 1; without one, refused there
+    // and served by node 3, which does not require one.
     if Command::new("redis-cli").arg("--version").output().is_err() {
         eprintln!("NOTICE: redis-cli not found (apt-get install redis-tools); its part skipped");
     } else {
-        let redis = cluster.nodes[&leader.id].redis_addr.clone();
+        let (strict, lenient) = (&cluster.nodes[&1].redis_addr, &cluster.nodes[&3].redis_addr);
         let ca = path(&ca_file);
         let full = [
             "--tls",
@@ -220,25 +228,33 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_nodes_and_clients_without_
             path(&client_key),
         ];
         assert_eq!(
-            redis_cli(&redis, &full, &["SET", "via-redis", "tls"]),
+            redis_cli(strict, &full, &["SET", "via-redis", "tls"]),
             ("OK".into(), true)
         );
         assert_eq!(
-            redis_cli(&redis, &full, &["GET", "cli-key"]),
+            redis_cli(strict, &full, &["GET", "cli-key"]),
             ("cli-value".into(), true)
         );
-        let (answer, _) = redis_cli(&redis, &["--tls", "--cacert", ca], &["GET", "via-redis"]);
+        let server_auth_only = ["--tls", "--cacert", ca];
+        let (answer, _) = redis_cli(strict, &server_auth_only, &["GET", "via-redis"]);
         assert_ne!(
             answer, "tls",
             "a redis client without a certificate was served"
         );
+        let lenient_get = redis_cli(lenient, &server_auth_only, &["GET", "via-redis"]);
+        assert_eq!(lenient_get, ("tls".into(), true));
+        let (answer, _) = redis_cli(lenient, &[], &["GET", "via-redis"]);
+        assert_ne!(answer, "tls", "a plaintext redis client was served");
         assert_eq!(client.get(b("via-redis")).await.unwrap(), Some(b("tls")));
     }
 
     // Node 4 holds a certificate from another CA (and trusts the cluster's): the members
     // refuse it, and it learns that its certificate was refused.
     cluster
-        .set_node_tls(4, other_ca.node_files(4, &cluster_ca))
+        .set_node_tls(
+            4,
+            other_ca.node_files(4, &cluster_ca, TlsClientCerts::Required),
+        )
         .unwrap();
     cluster.start_joining(4, &leader_addr).unwrap();
     // Node 5 has no TLS at all.
