@@ -202,14 +202,20 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_nodes_and_clients_without_
     let plaintext = ClusterClient::new(addrs.clone(), CLUSTER_ID_DEFAULT);
     let why = refused(plaintext).await;
     assert!(why.contains("accepts TLS connections only"), "{why}");
+    // Without a certificate: refused by node 1, served by node 3 (--tls-client-certs
+    // optional; it forwards writes to the leader with its own certificate).
     let no_cert = TlsConfig::client_from_files(&cluster_ca.ca_file(), None).unwrap();
-    let why =
-        refused(ClusterClient::new(addrs.clone(), CLUSTER_ID_DEFAULT).with_tls(Some(no_cert)))
-            .await;
+    let no_cert = ClusterClient::new(addrs.clone(), CLUSTER_ID_DEFAULT).with_tls(Some(no_cert));
+    let why = no_cert
+        .status_at(cluster.addr(1))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         why.contains("requires a certificate signed by the cluster's CA"),
         "{why}"
     );
+    no_cert.status_at(cluster.addr(3)).await.unwrap();
 
     // redis-cli over TLS: with the client certificate on node 1; without one, refused there
     // and served by node 3, which does not require one.
