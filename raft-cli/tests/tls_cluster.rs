@@ -1,8 +1,9 @@
 //! A cluster of `raft node` processes with TLS and mutual authentication: it elects a leader
 //! and serves the native client, the `raft` client commands and `redis-cli --tls` (skipped
-//! with a notice where redis-cli is missing); a client without a certificate or without TLS
-//! is refused (without a certificate only where `--tls-client-certs` is `required`); a node with a certificate from another CA, or without TLS, cannot join, and
-//! both sides log why. Certificates are made at run time (rcgen).
+//! with a notice where redis-cli is missing); a client without TLS is refused, and one
+//! without a certificate where `--tls-client-certs` is `required`; a node with a certificate
+//! from another CA, or without TLS, cannot join, and both sides log why; a node with a
+//! certificate from the cluster's CA joins. Certificates are made at run time (rcgen).
 
 mod common;
 
@@ -282,6 +283,26 @@ async fn a_tls_cluster_serves_its_clients_and_refuses_nodes_and_clients_without_
             "node {id} keeps trying"
         );
     }
+
+    // Node 6 holds a certificate from the cluster's CA: it joins over TLS (the leader checks
+    // its certificate against the address it joined with), catches up and is promoted.
+    let files = cluster_ca.node_files(6, &cluster_ca, TlsClientCerts::Required);
+    cluster.set_node_tls(6, files).unwrap();
+    cluster.start_joining(6, &leader_addr).unwrap();
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let status = client.leader_status().await.unwrap();
+        if status.members.iter().any(|m| m.id == 6 && m.voter) && !status.joint {
+            break;
+        }
+        if Instant::now() > deadline {
+            dump_logs(&cluster);
+            panic!("node 6 did not join");
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let commit = client.leader_status().await.unwrap().commit_index;
+    cluster.wait_applied(6, commit, common::WAIT).await.unwrap();
     assert_eq!(client.get(b("greeting")).await.unwrap(), Some(b("hello")));
     cluster.stop_all().unwrap();
 }
