@@ -189,7 +189,9 @@ impl Rejection {
             },
             9 => Rejection::CertificateNotForNode {
                 node: ours.node_id,
-                reason: "the other side does not find the host of this node's address in it".into(),
+                reason: "the other side does not list this node, or the address it has for it is \
+                         at a host the certificate does not name"
+                    .into(),
             },
             status => Rejection::Other { status },
         }
@@ -424,5 +426,25 @@ mod tests {
             refused.check_reply(&ours, Some(2)),
             Err(Rejection::Cluster { ours: 7, theirs: 8 })
         );
+        // The TLS refusals travel as statuses 7-9 and come back as the same rejections.
+        let tls_refusals = [
+            (Rejection::TlsRequired, 7),
+            (Rejection::CertificateRequired { channel: 1 }, 8),
+        ];
+        for (rejection, status) in tls_refusals {
+            let reply = Hello::reply(7, 2, &ours, &Err(rejection.clone()));
+            assert_eq!(reply.status, status);
+            assert_eq!(reply.check_reply(&ours, Some(2)), Err(rejection));
+        }
+        let not_the_node = Rejection::CertificateNotForNode {
+            node: 1,
+            reason: "its certificate does not name 10.0.0.1".into(),
+        };
+        let reply = Hello::reply(7, 2, &ours, &Err(not_the_node));
+        assert_eq!(reply.status, 9);
+        assert!(matches!(
+            reply.check_reply(&ours, Some(2)),
+            Err(Rejection::CertificateNotForNode { node: 1, .. })
+        ));
     }
 }
