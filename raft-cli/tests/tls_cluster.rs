@@ -104,18 +104,30 @@ fn raft(args: &[&str]) -> String {
 }
 
 /// Runs redis-cli against `addr` with `args`; its trimmed stdout and whether it succeeded.
+/// An answer that says to retry (no leader during an election, which a loaded machine can
+/// cause at any time) is retried for up to [`common::WAIT`]; every command here is
+/// idempotent.
 fn redis_cli(addr: &str, tls: &[&str], args: &[&str]) -> (String, bool) {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let output = Command::new("redis-cli")
-        .args(["-h", host, "-p", port])
-        .args(tls)
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    let stdout = String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_string();
-    (stdout, output.status.success())
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let output = Command::new("redis-cli")
+            .args(["-h", host, "-p", port])
+            .args(tls)
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        let stdout = String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string();
+        let retry = ["NOLEADER", "TRYAGAIN", "UNKNOWN"]
+            .iter()
+            .any(|code| stdout.starts_with(code));
+        if !retry || std::time::Instant::now() > deadline {
+            return (stdout, output.status.success());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The error of a write through `client`, which must fail.
