@@ -9,6 +9,7 @@ use raft_core::NodeId;
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::{Reply, Request, StatusReport};
+use crate::tls::TlsArgs;
 
 /// Default member list of client commands: the by-hand cluster of the README.
 pub const CLUSTER_DEFAULT: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -22,6 +23,9 @@ pub struct ClusterArgs {
     /// Cluster id checked in the handshake.
     #[arg(long, default_value_t = CLUSTER_ID_DEFAULT)]
     pub cluster_id: u64,
+    /// TLS: the CA and, where the cluster requires one, this client's certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl ClusterArgs {
@@ -41,7 +45,7 @@ impl ClusterArgs {
         if addrs.is_empty() {
             bail!("--cluster lists no address");
         }
-        Ok(ClusterClient::new(addrs, self.cluster_id))
+        Ok(ClusterClient::new(addrs, self.cluster_id).with_tls(self.tls.config()?))
     }
 
     /// A client for admin requests, which may wait for a new server to catch up.

@@ -37,4 +37,5 @@ pub mod redis;
 pub mod resp;
 pub mod service;
 pub mod snapshots;
+pub mod tls;
 pub mod workload;

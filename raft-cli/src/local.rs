@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raft_core::NodeId;
+use raft_net_tcp::tls::TlsConfig;
 
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::StatusReport;
+use crate::tls::TlsClientCerts;
 
 /// How long a gracefully stopped child may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -57,6 +59,28 @@ impl LocalNode {
     }
 }
 
+/// The TLS files of one node (PEM): `--tls-cert`, `--tls-key`, `--tls-ca`.
+#[derive(Clone, Debug)]
+pub struct NodeTlsFiles {
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA it trusts.
+    pub ca: PathBuf,
+    /// What it requires of clients (`--tls-client-certs`).
+    pub client_certs: TlsClientCerts,
+}
+
+/// TLS for a local cluster: each node's files, and the configuration its clients use.
+#[derive(Clone, Debug)]
+pub struct LocalTls {
+    /// The files of each node; a node without an entry runs without TLS.
+    pub nodes: BTreeMap<NodeId, NodeTlsFiles>,
+    /// What [`LocalCluster::client`] (and so the waits) connect with.
+    pub client: TlsConfig,
+}
+
 /// A cluster of `raft node` processes on this machine.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -64,6 +88,7 @@ pub struct LocalCluster {
     binary: PathBuf,
     extra_args: Vec<String>,
     peers: String,
+    tls: Option<LocalTls>,
     /// The nodes by id (running or not).
     pub nodes: BTreeMap<NodeId, LocalNode>,
 }
@@ -97,6 +122,16 @@ impl LocalCluster {
     /// Starts `voters` nodes (ids 1..=voters) of `binary`, each with `extra_args` after its
     /// own flags (tuning, log level).
     pub fn start(binary: &Path, voters: u64, extra_args: &[&str]) -> anyhow::Result<LocalCluster> {
+        LocalCluster::start_with_tls(binary, voters, extra_args, None)
+    }
+
+    /// Like [`LocalCluster::start`], with TLS files for (some of) the nodes.
+    pub fn start_with_tls(
+        binary: &Path,
+        voters: u64,
+        extra_args: &[&str],
+        tls: Option<LocalTls>,
+    ) -> anyhow::Result<LocalCluster> {
         let dir = tempfile::Builder::new()
             .prefix("raft-cluster-")
             .tempdir()
@@ -106,6 +141,7 @@ impl LocalCluster {
             binary: binary.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             peers: String::new(),
+            tls,
             nodes: BTreeMap::new(),
         };
         let mut peers = Vec::new();
@@ -168,6 +204,20 @@ impl LocalCluster {
             Some(via) => command.args(["--join", via]),
             None => command.args(["--peers", &self.peers]),
         };
+        if let Some(files) = self.tls.as_ref().and_then(|tls| tls.nodes.get(&id)) {
+            command
+                .arg("--tls-cert")
+                .arg(&files.cert)
+                .arg("--tls-key")
+                .arg(&files.key)
+                .arg("--tls-ca")
+                .arg(&files.ca)
+                .arg("--tls-client-certs")
+                .arg(match files.client_certs {
+                    TlsClientCerts::Required => "required",
+                    TlsClientCerts::Optional => "optional",
+                });
+        }
         let child = command
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -176,6 +226,14 @@ impl LocalCluster {
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         node.child = Some(child);
+        Ok(())
+    }
+
+    /// Gives node `id` TLS files for its next start (the cluster must have been started
+    /// with TLS).
+    pub fn set_node_tls(&mut self, id: NodeId, files: NodeTlsFiles) -> anyhow::Result<()> {
+        let tls = self.tls.as_mut().context("the cluster runs without TLS")?;
+        tls.nodes.insert(id, files);
         Ok(())
     }
 
@@ -253,7 +311,9 @@ impl LocalCluster {
     /// A client of every node (running or not).
     pub fn client(&self) -> ClusterClient {
         let addrs = self.nodes.values().map(|n| n.addr.clone()).collect();
+        let tls = self.tls.as_ref().map(|tls| tls.client.clone());
         ClusterClient::new(addrs, CLUSTER_ID_DEFAULT)
+            .with_tls(tls)
             .with_request_timeout_ms(ADMIN_REQUEST_TIMEOUT_MS)
     }
 

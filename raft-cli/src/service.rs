@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::engine::Role;
 use raft_core::node::{RaftError, RaftHandle};
+use raft_net_tcp::tls::TlsConfig;
 use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpConfig};
 use tokio::sync::Mutex;
 
@@ -117,6 +118,13 @@ impl Service {
             reply_bytes_max,
             client_metrics: ClientMetrics::default(),
         }
+    }
+
+    /// Forwards requests to the leader over TLS, presenting the node's own certificate
+    /// (`None`: plaintext).
+    pub fn with_forwarding_tls(mut self, tls: Option<TlsConfig>) -> Service {
+        self.client_config.tls = tls;
+        self
     }
 
     /// The node's handle.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_cli::client::ClientError;
-use raft_cli::local::LocalCluster;
+use raft_cli::local::{LocalCluster, LocalTls};
 use raft_core::NodeId;
 
 /// Longest wait for any cluster condition in the tests (debug builds on 2 busy cores).
@@ -48,9 +48,15 @@ const CLUSTER_START_ATTEMPTS: usize = 3;
 /// process (on a shared machine, another test's cluster or client) can take one in between;
 /// a cluster whose node exited for that reason is replaced by a new one.
 pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
+    cluster_with_tls(voters, extra, None).await
+}
+
+/// Like [`cluster_with`], with TLS files for the nodes and the clients' TLS configuration.
+pub async fn cluster_with_tls(voters: u64, extra: &[&str], tls: Option<LocalTls>) -> LocalCluster {
     let args: Vec<&str> = NODE_ARGS.iter().chain(extra).copied().collect();
     for attempt in 1..=CLUSTER_START_ATTEMPTS {
-        let mut cluster = LocalCluster::start(binary(), voters, &args).expect("cluster starts");
+        let mut cluster = LocalCluster::start_with_tls(binary(), voters, &args, tls.clone())
+            .expect("cluster starts");
         match wait_for_leader(&mut cluster).await {
             Ok(()) => return cluster,
             Err(dead) => {
