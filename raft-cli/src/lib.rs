@@ -23,7 +23,9 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
+pub mod bench_log;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -132,6 +132,26 @@ impl LocalCluster {
         extra_args: &[&str],
         tls: Option<LocalTls>,
     ) -> anyhow::Result<LocalCluster> {
+        let mut cluster = LocalCluster::define_with_tls(binary, voters, extra_args, tls)?;
+        cluster.start_defined()?;
+        Ok(cluster)
+    }
+
+    /// Chooses the ports and data directories of `voters` nodes (ids 1..=voters) without
+    /// starting them, so that their data directories can be prepared first (`raft restore`
+    /// into [`LocalNode::data_dir`] with [`LocalCluster::peers`]); then
+    /// [`LocalCluster::start_defined`].
+    pub fn define(binary: &Path, voters: u64, extra_args: &[&str]) -> anyhow::Result<LocalCluster> {
+        LocalCluster::define_with_tls(binary, voters, extra_args, None)
+    }
+
+    /// Like [`LocalCluster::define`], with TLS files for (some of) the nodes.
+    pub fn define_with_tls(
+        binary: &Path,
+        voters: u64,
+        extra_args: &[&str],
+        tls: Option<LocalTls>,
+    ) -> anyhow::Result<LocalCluster> {
         let dir = tempfile::Builder::new()
             .prefix("raft-cluster-")
             .tempdir()
@@ -146,14 +166,30 @@ impl LocalCluster {
         };
         let mut peers = Vec::new();
         for id in 1..=voters {
-            cluster.define(id)?;
+            cluster.define_node(id)?;
             peers.push(format!("{id}={}", cluster.nodes[&id].addr));
         }
         cluster.peers = peers.join(",");
-        for id in 1..=voters {
-            cluster.spawn(id, None)?;
-        }
         Ok(cluster)
+    }
+
+    /// Starts every node that does not run, with `--peers` of the first nodes.
+    pub fn start_defined(&mut self) -> anyhow::Result<()> {
+        let stopped: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| !n.is_running())
+            .map(|n| n.id)
+            .collect();
+        for id in stopped {
+            self.spawn(id, None)?;
+        }
+        Ok(())
+    }
+
+    /// The first nodes as `--peers` lists them: `ID=HOST:PORT,...`.
+    pub fn peers(&self) -> &str {
+        &self.peers
     }
 
     /// The temporary directory holding every node's data and log file.
@@ -161,7 +197,7 @@ impl LocalCluster {
         self.dir.path()
     }
 
-    fn define(&mut self, id: NodeId) -> anyhow::Result<()> {
+    fn define_node(&mut self, id: NodeId) -> anyhow::Result<()> {
         let taken: Vec<&str> = self
             .nodes
             .values()
@@ -240,7 +276,7 @@ impl LocalCluster {
     /// Adds node `id` (new or wiped) that joins through `via`.
     pub fn start_joining(&mut self, id: NodeId, via: &str) -> anyhow::Result<()> {
         if !self.nodes.contains_key(&id) {
-            self.define(id)?;
+            self.define_node(id)?;
         }
         self.spawn(id, Some(via))
     }

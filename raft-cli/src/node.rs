@@ -83,7 +83,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let handle = RaftNode::start_with_transfer(
         node_config,
         log.clone(),
-        snapshot_store,
+        snapshot_store.clone(),
         seeded,
         kv,
         settings.initial_membership()?,
@@ -94,6 +94,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let service = Service::new(
         handle.clone(),
         map,
+        snapshot_store,
         settings.advertised().to_string(),
         settings.cluster_id,
         settings.reply_bytes_max,

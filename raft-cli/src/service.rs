@@ -18,12 +18,14 @@ use raft_net_tcp::tls::TlsConfig;
 use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpConfig};
 use tokio::sync::Mutex;
 
+use crate::backup::serve::BackupSessions;
 use crate::kv::{read_map, KvCommand, KvMap, KvResponse};
 use crate::metrics::ClientMetrics;
 use crate::proto::{
     decode_outcome_bytes, encode_outcome, encode_write_outcome, encoded_set_write, MemberInfo,
     Outcome, PeerProgress, Reply, Request, ServiceError, StatusReport,
 };
+use crate::snapshots::Snapshots;
 
 /// Default reply budget, in bytes: the most a read may answer with. Twice the largest value
 /// (a value fits in one log entry, 4 MiB by default), so MGET of two of them still works;
@@ -90,15 +92,18 @@ pub struct Service {
     reply_bytes_max: usize,
     /// Requests counted by the client endpoints.
     client_metrics: ClientMetrics,
+    /// Backups being read from this node.
+    backups: BackupSessions,
 }
 
 impl Service {
-    /// A service over a running node and its state machine's map. `cluster_id` is used for
-    /// forwarding connections; `reply_bytes_max` is the reply budget (see
-    /// [`Service::read_values`]).
+    /// A service over a running node, its state machine's map and its snapshot store
+    /// (backups read from it). `cluster_id` is used for forwarding connections;
+    /// `reply_bytes_max` is the reply budget (see [`Service::read_values`]).
     pub fn new(
         handle: RaftHandle,
         map: KvMap,
+        snapshots: Arc<Snapshots>,
         own_addr: String,
         cluster_id: u64,
         reply_bytes_max: usize,
@@ -117,6 +122,7 @@ impl Service {
             forward_clients: Mutex::new(HashMap::new()),
             reply_bytes_max,
             client_metrics: ClientMetrics::default(),
+            backups: BackupSessions::new(snapshots),
         }
     }
 
@@ -192,6 +198,8 @@ impl Service {
                 let id = self.handle.trigger_snapshot().await.map_err(from_raft)?;
                 Ok(Reply::Snapshot { index: id.index })
             }
+            Request::BackupBegin => self.backups.begin(&self.handle).await,
+            Request::BackupChunk { session, offset } => self.backups.chunk(session, offset).await,
         }
     }
 

@@ -18,6 +18,8 @@
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking
 //! pool. The byte layout is drawn in `FORMAT.md` and at the top of the
 //! [`format`](mod@format) module; measurements against the peers are in `BENCHMARKS.md`.
+//! [`floor`] is the plain `pwrite` + `fdatasync` file that every measurement of durable
+//! appends compares raft-log with (the benchmarks and `raft bench-log`).
 //!
 //! ```
 //! use raft_core::{Entry, HardState, LogId};
@@ -92,6 +94,7 @@ mod borrow;
 mod crc;
 mod direct;
 mod error;
+pub mod floor;
 pub mod format;
 mod io;
 mod lock;
