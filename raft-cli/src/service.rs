@@ -65,6 +65,8 @@ pub(crate) const NATIVE_COMMANDS: &[&str] = &[
     "remove",
     "transfer_leader",
     "snapshot",
+    "backup_begin",
+    "backup_chunk",
     "malformed",
 ];
 /// The kinds failed native requests are counted under: the [`ServiceError`] variants, and
@@ -448,6 +450,8 @@ fn native_command(request: &Request) -> &'static str {
         Request::Remove { .. } => "remove",
         Request::TransferLeader { .. } => "transfer_leader",
         Request::Snapshot => "snapshot",
+        Request::BackupBegin => "backup_begin",
+        Request::BackupChunk { .. } => "backup_chunk",
     }
 }
 
