@@ -3,8 +3,9 @@
 //! random point reads and reopen time.
 //!
 //! Stores: `raft-log` (reads also through its borrowed `entry_ref`; appends also with
-//! `Options::direct_io`, `raft-log direct_io`), the plain-file floor (`pwrite` + `fdatasync` into a zero-filled file, no
-//! framing, no checksum), and with `--features peers` the crates `raft-engine` 0.4 and
+//! `Options::direct_io`, `raft-log direct_io`), the plain-file floor (`raft_log::floor`:
+//! `pwrite` + `fdatasync` into a zero-filled file, no framing, no checksum; `raft bench-log`
+//! measures against the same one), and with `--features peers` the crates `raft-engine` 0.4 and
 //! `okaywal` 0.3. Run (release):
 //!
 //! ```text
@@ -18,7 +19,6 @@
 //! purging and preparing the inputs are not timed. Iterations are sized to keep the whole run within minutes on a 2-core machine:
 //! see `write_workloads` for the entry counts (throughput is reported per entry).
 
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use raft_core::Entry;
+use raft_log::floor::{create_zero_filled, Floor};
 use raft_log::{Options, RaftLog};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -243,11 +244,11 @@ impl BenchStore for RaftLogBorrowed {
     }
 }
 
-/// The physical floor: payloads copied back to back into a buffer, `pwrite` into a
-/// zero-filled file, `fdatasync`. No framing, no checksum, no index. Reads are `pread`s.
+/// The physical floor ([`raft_log::floor::Floor`]): payloads copied back to back into a
+/// buffer, `pwrite` into a zero-filled file, `fdatasync`. No framing, no checksum, no index.
+/// Reads are `pread`s.
 struct PlainFile {
-    file: File,
-    end: u64,
+    floor: Floor,
     entry_bytes: u64,
     buf: Vec<u8>,
 }
@@ -257,16 +258,8 @@ impl BenchStore for PlainFile {
     const NAME: &'static str = "pwrite+fdatasync floor";
 
     fn open(dir: &Path, bytes_hint: u64) -> Self {
-        let path = dir.join("plain.log");
-        let file = if path.exists() {
-            OpenOptions::new().read(true).write(true).open(&path)
-        } else {
-            benches::create_zero_filled(&path, bytes_hint)
-        }
-        .unwrap();
         PlainFile {
-            file,
-            end: 0,
+            floor: Floor::create(&dir.join("plain.log"), bytes_hint).unwrap(),
             entry_bytes: 0,
             buf: Vec::new(),
         }
@@ -277,21 +270,15 @@ impl BenchStore for PlainFile {
     }
 
     fn append(&mut self, batch: Vec<Bytes>) {
-        self.buf.clear();
-        for payload in &batch {
-            self.buf.extend_from_slice(payload);
-        }
         self.entry_bytes = batch[0].len() as u64;
-        self.file.write_all_at(&self.buf, self.end).unwrap();
-        self.file.sync_data().unwrap();
-        self.end += self.buf.len() as u64;
+        self.floor.append(&batch).unwrap();
     }
 
     fn read_range(&mut self, low: u64, high: u64) -> usize {
         let len = ((high - low) * self.entry_bytes) as usize;
         self.buf.resize(len, 0);
-        self.file
-            .read_exact_at(&mut self.buf, (low - 1) * self.entry_bytes)
+        self.floor
+            .read_at(&mut self.buf, (low - 1) * self.entry_bytes)
             .unwrap();
         len
     }
@@ -606,7 +593,7 @@ fn bench_write_path(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements(APPENDS));
     let record = [0x5au8; 256];
-    let zeroed = |dir: &Path| benches::create_zero_filled(&dir.join("f"), FILE_BYTES).unwrap();
+    let zeroed = |dir: &Path| create_zero_filled(&dir.join("f"), FILE_BYTES).unwrap();
     group.bench_function("pwrite+fdatasync", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

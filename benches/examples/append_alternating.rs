@@ -21,13 +21,12 @@
 //! `rounds` defaults to 8; `workloads` is a comma-separated list of `<entry bytes>x<batch>`,
 //! by default the six of the benchmark.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
 use raft_core::{Entry, LogId};
+use raft_log::floor::Floor;
 use raft_log::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use raft_log::{Options, RaftLog, FREE_SEGMENTS_MAX};
 use rand::rngs::SmallRng;
@@ -121,53 +120,33 @@ impl SteadyLog {
     }
 }
 
-/// The plain file: payloads back to back (each after `header_bytes` zeros), from offset
-/// `start`, `pwrite` + `fdatasync` per batch.
-struct Floor {
-    file: File,
-    start: u64,
-    header_bytes: usize,
-    end: u64,
-    buf: Vec<u8>,
-}
+/// The floor ([`raft_log::floor::Floor`]): payloads back to back (each after
+/// `header_bytes` zeros), from offset `start` of a zero-filled file, `pwrite` + `fdatasync`
+/// per batch.
+struct FloorFile(Floor);
 
-impl Floor {
-    fn open(path: &Path) -> Floor {
-        Floor::with_headers(path, 0, 0)
+impl FloorFile {
+    fn open(path: &Path) -> FloorFile {
+        FloorFile::with_headers(path, 0, 0)
     }
 
     /// A floor that writes as many bytes per entry as raft-log, from the offset of the first
     /// record of a segment.
-    fn record_sized(path: &Path) -> Floor {
-        Floor::with_headers(path, SEGMENT_HEADER_BYTES as u64, RECORD_HEADER_BYTES)
+    fn record_sized(path: &Path) -> FloorFile {
+        FloorFile::with_headers(path, SEGMENT_HEADER_BYTES as u64, RECORD_HEADER_BYTES)
     }
 
-    fn with_headers(path: &Path, start: u64, header_bytes: usize) -> Floor {
-        let file = benches::create_zero_filled(path, FLOOR_FILE_BYTES).expect("create floor file");
-        Floor {
-            file,
-            start,
-            header_bytes,
-            end: start,
-            buf: Vec::new(),
-        }
+    fn with_headers(path: &Path, start: u64, header_bytes: usize) -> FloorFile {
+        let floor = Floor::with_headers(path, FLOOR_FILE_BYTES, start, header_bytes)
+            .expect("create floor file");
+        FloorFile(floor)
     }
 
     fn append_batches(&mut self, payloads: &[Bytes], batches: u64) -> f64 {
         let inputs: Vec<Vec<Bytes>> = (0..batches).map(|_| payloads.to_vec()).collect();
         let start = Instant::now();
         for batch in inputs {
-            self.buf.clear();
-            for payload in &batch {
-                self.buf.resize(self.buf.len() + self.header_bytes, 0);
-                self.buf.extend_from_slice(payload);
-            }
-            if self.end + self.buf.len() as u64 > FLOOR_FILE_BYTES {
-                self.end = self.start;
-            }
-            self.file.write_all_at(&self.buf, self.end).expect("pwrite");
-            self.end += self.buf.len() as u64;
-            self.file.sync_data().expect("fdatasync");
+            self.0.append(&batch).expect("pwrite + fdatasync");
         }
         start.elapsed().as_secs_f64()
     }
@@ -191,9 +170,9 @@ fn measure(entry_bytes: usize, batch: usize, rounds: usize) {
     // Two floors in two files: the second one, timed against the first like the logs, shows
     // how far two runs of the very same writes differ here (the driver's resolution).
     let mut floors = [
-        Floor::open(&dir.path().join("floor")),
-        Floor::open(&dir.path().join("floor-again")),
-        Floor::record_sized(&dir.path().join("floor-records")),
+        FloorFile::open(&dir.path().join("floor")),
+        FloorFile::open(&dir.path().join("floor-again")),
+        FloorFile::record_sized(&dir.path().join("floor-records")),
     ];
     // Seconds per round, by store (see `STORES`).
     let mut times: [Vec<f64>; STORES] = Default::default();

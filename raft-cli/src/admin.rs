@@ -5,10 +5,12 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use raft_core::NodeId;
+use serde::Serialize;
 
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::{Reply, Request, StatusReport};
+use crate::tls::TlsArgs;
 
 /// Default member list of client commands: the by-hand cluster of the README.
 pub const CLUSTER_DEFAULT: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -22,6 +24,9 @@ pub struct ClusterArgs {
     /// Cluster id checked in the handshake.
     #[arg(long, default_value_t = CLUSTER_ID_DEFAULT)]
     pub cluster_id: u64,
+    /// TLS: the CA and, where the cluster requires one, this client's certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl ClusterArgs {
@@ -41,7 +46,7 @@ impl ClusterArgs {
         if addrs.is_empty() {
             bail!("--cluster lists no address");
         }
-        Ok(ClusterClient::new(addrs, self.cluster_id))
+        Ok(ClusterClient::new(addrs, self.cluster_id).with_tls(self.tls.config()?))
     }
 
     /// A client for admin requests, which may wait for a new server to catch up.
@@ -76,7 +81,11 @@ pub enum MembersCommand {
         id: NodeId,
     },
     /// Lists the members.
-    List,
+    List {
+        /// Print one JSON object (leader, joint, members with id, address, voter).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn bytes(text: &str) -> Bytes {
@@ -131,16 +140,55 @@ pub async fn cas(
     Ok(written)
 }
 
-/// `raft status`: a table of every member.
-pub async fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
-    let client = cluster.client()?;
+/// One member's row of `raft status` (also its `--json` form): what the member says of
+/// itself, and how far the leader knows it to be replicated. The member's own fields are
+/// `None` when it did not answer (`role` is then `down`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusRow {
+    /// The member.
+    pub id: NodeId,
+    /// Its Raft and native client address.
+    pub address: String,
+    /// Voter (true) or learner (false), in the leader's configuration.
+    pub voter: bool,
+    /// `leader`, `follower`, `candidate`, `learner`, or `down` when it did not answer.
+    pub role: String,
+    /// Its current term.
+    pub term: Option<u64>,
+    /// Its commit index.
+    pub commit_index: Option<u64>,
+    /// Its applied index.
+    pub applied_index: Option<u64>,
+    /// Its last log index.
+    pub last_index: Option<u64>,
+    /// Index of its latest snapshot (0: none).
+    pub snapshot_index: Option<u64>,
+    /// Highest index the leader knows replicated there (the leader's own: its last index).
+    pub match_index: Option<u64>,
+    /// Entries the leader has and it does not (leader's last index - match index).
+    pub lag: Option<u64>,
+}
+
+/// `raft status --json`: the leader's view and a row per member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// The leader's id.
+    pub leader: NodeId,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's commit index.
+    pub commit_index: u64,
+    /// Whether the configuration is joint (a membership change in progress).
+    pub joint: bool,
+    /// Every member of the leader's configuration.
+    pub members: Vec<StatusRow>,
+}
+
+/// The status of every member, asked of each (a member that does not answer is `down`).
+pub async fn cluster_status(client: &ClusterClient) -> anyhow::Result<ClusterStatus> {
     let leader = client.leader_status().await.context("finding the leader")?;
-    println!(
-        "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
-        "id", "address", "role", "term", "commit", "applied", "match", "lag"
-    );
+    let mut members = Vec::with_capacity(leader.members.len());
     for member in &leader.members {
-        let row = client.status_at(&member.addr).await;
         let matched = if member.id == leader.id {
             Some(leader.last_index)
         } else {
@@ -150,32 +198,54 @@ pub async fn status(cluster: &ClusterArgs) -> anyhow::Result<()> {
                 .find(|p| p.id == member.id)
                 .map(|p| p.match_index)
         };
-        let lag = matched.map(|m| leader.last_index.saturating_sub(m));
-        let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        match row {
-            Ok(s) => println!(
-                "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
-                member.id,
-                member.addr,
-                s.role,
-                s.term,
-                s.commit_index,
-                s.applied_index,
-                show(matched),
-                show(lag)
-            ),
-            Err(_) => println!(
-                "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
-                member.id,
-                member.addr,
-                "down",
-                "-",
-                "-",
-                "-",
-                show(matched),
-                show(lag)
-            ),
-        }
+        let own = client.status_at(&member.addr).await.ok();
+        members.push(StatusRow {
+            id: member.id,
+            address: member.addr.clone(),
+            voter: member.voter,
+            role: own.as_ref().map_or("down".into(), |s| s.role.clone()),
+            term: own.as_ref().map(|s| s.term),
+            commit_index: own.as_ref().map(|s| s.commit_index),
+            applied_index: own.as_ref().map(|s| s.applied_index),
+            last_index: own.as_ref().map(|s| s.last_index),
+            snapshot_index: own.as_ref().map(|s| s.snapshot_index),
+            match_index: matched,
+            lag: matched.map(|m| leader.last_index.saturating_sub(m)),
+        });
+    }
+    Ok(ClusterStatus {
+        leader: leader.id,
+        term: leader.term,
+        commit_index: leader.commit_index,
+        joint: leader.joint,
+        members,
+    })
+}
+
+/// `raft status [--json]`: a table of every member, or one JSON object.
+pub async fn status(cluster: &ClusterArgs, json: bool) -> anyhow::Result<()> {
+    let status = cluster_status(&cluster.client()?).await?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
+        "id", "address", "role", "term", "commit", "applied", "match", "lag"
+    );
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for row in &status.members {
+        println!(
+            "{:>4}  {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>8}",
+            row.id,
+            row.address,
+            row.role,
+            show(row.term),
+            show(row.commit_index),
+            show(row.applied_index),
+            show(row.match_index),
+            show(row.lag)
+        );
     }
     Ok(())
 }
@@ -188,8 +258,13 @@ pub async fn members(cluster: &ClusterArgs, command: MembersCommand) -> anyhow::
         MembersCommand::Add { id, addr, .. } => Request::AddVoter { id, addr },
         MembersCommand::Promote { id } => Request::Promote { id },
         MembersCommand::Remove { id } => Request::Remove { id },
-        MembersCommand::List => {
-            print_members(&client.leader_status().await?);
+        MembersCommand::List { json } => {
+            let status = client.leader_status().await?;
+            if json {
+                println!("{}", serde_json::to_string(&MemberList::from(&status))?);
+            } else {
+                print_members(&status);
+            }
             return Ok(());
         }
     };
@@ -197,6 +272,46 @@ pub async fn members(cluster: &ClusterArgs, command: MembersCommand) -> anyhow::
     println!("OK");
     print_members(&client.leader_status().await?);
     Ok(())
+}
+
+/// `raft members list --json`: the leader's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberList {
+    /// The leader's id.
+    pub leader: NodeId,
+    /// Whether the configuration is joint (a membership change in progress).
+    pub joint: bool,
+    /// Every member.
+    pub members: Vec<MemberRow>,
+}
+
+/// One member of [`MemberList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberRow {
+    /// The member.
+    pub id: NodeId,
+    /// Its Raft and native client address.
+    pub address: String,
+    /// Voter (true) or learner (false).
+    pub voter: bool,
+}
+
+impl From<&StatusReport> for MemberList {
+    fn from(status: &StatusReport) -> MemberList {
+        MemberList {
+            leader: status.id,
+            joint: status.joint,
+            members: status
+                .members
+                .iter()
+                .map(|m| MemberRow {
+                    id: m.id,
+                    address: m.addr.clone(),
+                    voter: m.voter,
+                })
+                .collect(),
+        }
+    }
 }
 
 fn print_members(status: &StatusReport) {

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use raft_net_tcp::tls::TlsConfig;
 use raft_net_tcp::{ClientResponse, ClusterError, Decoded, Idempotency};
 use tokio::time::{sleep, Instant};
 
@@ -75,6 +76,18 @@ impl ClusterClient {
         ClusterClient {
             inner: raft_net_tcp::ClusterClient::new(addrs, cluster_id),
             timeout_ms: FIND_LEADER_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    /// Connects with TLS: `tls` holds the CA the members' certificates must chain to and,
+    /// for clusters that require one, this client's certificate (`None`: plaintext).
+    pub fn with_tls(self, tls: Option<TlsConfig>) -> ClusterClient {
+        match tls {
+            Some(tls) => ClusterClient {
+                inner: self.inner.with_tls(tls),
+                ..self
+            },
+            None => self,
         }
     }
 

@@ -8,11 +8,13 @@ use anyhow::{bail, Context};
 use clap::Args;
 use raft_core::node::NodeConfig;
 use raft_core::{Membership, NodeId};
+use raft_net_tcp::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::redis::RedisLimits;
 use crate::service::{REPLY_BYTES_MAX_LIMIT, REPLY_BYTES_MAX_MIN};
 use crate::snapshots;
+use crate::tls::TlsClientCerts;
 
 /// Default cluster id: every handshake carries it; nodes and clients must agree.
 pub const CLUSTER_ID_DEFAULT: u64 = 1;
@@ -49,6 +51,9 @@ pub struct NodeSettings {
     pub join: Option<String>,
     /// Address of the Redis-protocol endpoint (none: no Redis endpoint).
     pub redis_listen: Option<String>,
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus), `/health` and `/ready`
+    /// (none: no such endpoint).
+    pub metrics_listen: Option<String>,
     /// Cluster id checked in every handshake.
     pub cluster_id: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
@@ -124,6 +129,21 @@ pub struct NodeSettings {
     /// Threads of the async runtime: 1 runs the node on one thread (log syncs still go
     /// to tokio's blocking pool); 0 means one per CPU core.
     pub worker_threads: usize,
+    /// This node's certificate (PEM, chain leaf first): with `tls_key` and `tls_ca`, turns
+    /// TLS on for the peer and native client port (and the Redis port, see `redis_tls`). It
+    /// should name the host of the advertised address, for server and client use.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate(s) (PEM): peers and clients must present certificates
+    /// it signed.
+    pub tls_ca: Option<PathBuf>,
+    /// Whether clients (native and Redis) must present a certificate signed by the CA
+    /// (`required`, the default) or may connect without one (`optional`).
+    pub tls_client_certs: TlsClientCerts,
+    /// With TLS on, serve the Redis port with TLS too (the default); `false` keeps it
+    /// plaintext, e.g. behind a proxy on the same host.
+    pub redis_tls: bool,
 }
 
 impl Default for NodeSettings {
@@ -138,6 +158,7 @@ impl Default for NodeSettings {
             peers: None,
             join: None,
             redis_listen: None,
+            metrics_listen: None,
             cluster_id: CLUSTER_ID_DEFAULT,
             log_level: "info".into(),
             tick_ms: node.tick_ms,
@@ -172,6 +193,11 @@ impl Default for NodeSettings {
             redis_request_read_timeout_ms: crate::redis::REQUEST_READ_TIMEOUT_MS_DEFAULT,
             reply_bytes_max: crate::service::REPLY_BYTES_MAX_DEFAULT,
             worker_threads: WORKER_THREADS_DEFAULT,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_certs: TlsClientCerts::default(),
+            redis_tls: true,
         }
     }
 }
@@ -203,6 +229,10 @@ pub struct NodeArgs {
     /// Serve the Redis protocol (RESP2) on this address.
     #[arg(long, value_name = "HOST:PORT")]
     pub redis_listen: Option<String>,
+    /// Serve GET /metrics (Prometheus text format), /health and /ready over HTTP on this
+    /// address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Cluster id checked in every handshake.
     #[arg(long)]
     pub cluster_id: Option<u64>,
@@ -309,6 +339,21 @@ pub struct NodeArgs {
     /// CPU core).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// This node's TLS certificate (PEM); with --tls-key and --tls-ca turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers and clients need certificates it signed.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate signed by the CA.
+    #[arg(long, value_enum)]
+    pub tls_client_certs: Option<TlsClientCerts>,
+    /// With TLS on, serve the Redis port with TLS too (true/false; default true).
+    #[arg(long)]
+    pub redis_tls: Option<bool>,
 }
 
 macro_rules! override_fields {
@@ -335,8 +380,9 @@ impl NodeArgs {
             apply_queue_bytes_max, log_cache_bytes_max, snapshot_write_bytes_per_sec_max,
             request_timeout_ms, membership_timeout_ms, pre_vote, check_quorum, lease_read,
             log_segment_bytes, log_direct_io, redis_connections_max, redis_idle_timeout_ms,
-            redis_request_read_timeout_ms, reply_bytes_max, worker_threads;
-            advertise, peers, join, redis_listen);
+            redis_request_read_timeout_ms, reply_bytes_max, worker_threads, tls_client_certs,
+            redis_tls;
+            advertise, peers, join, redis_listen, metrics_listen, tls_cert, tls_key, tls_ca);
         settings.validate()?;
         Ok(settings)
     }
@@ -416,6 +462,10 @@ impl NodeSettings {
                  (a native reply must fit in one frame)"
             );
         }
+        let tls_files = [&self.tls_cert, &self.tls_key, &self.tls_ca];
+        if tls_files.iter().any(|f| f.is_some()) && !tls_files.iter().all(|f| f.is_some()) {
+            bail!("--tls-cert, --tls-key and --tls-ca go together (tls_cert, tls_key, tls_ca)");
+        }
         if self.peers.is_some() && self.join.is_some() {
             bail!("--peers and --join exclude each other");
         }
@@ -427,6 +477,18 @@ impl NodeSettings {
         }
         self.node_config()?;
         Ok(())
+    }
+
+    /// The node's TLS configuration, loaded from the files; `None` without TLS.
+    pub fn tls_config(&self) -> anyhow::Result<Option<TlsConfig>> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca)
+        else {
+            return Ok(None);
+        };
+        let client_certs = self.tls_client_certs.into();
+        let config = TlsConfig::node_from_files(cert, key, ca, client_certs)
+            .context("loading the TLS certificate, key and CA")?;
+        Ok(Some(config))
     }
 
     /// The limits of the Redis endpoint.
@@ -500,7 +562,8 @@ mod tests {
         std::fs::write(
             &path,
             "id = 2\nlisten = \"127.0.0.1:9002\"\ntick_ms = 5\nelection_timeout_ms_min = 100\n\
-             election_timeout_ms_max = 201\npeers = \"1=a:1,2=b:2\"\n",
+             election_timeout_ms_max = 201\npeers = \"1=a:1,2=b:2\"\n\
+             metrics_listen = \"127.0.0.1:9102\"\n",
         )
         .unwrap();
         let args = NodeArgs {
@@ -511,12 +574,51 @@ mod tests {
         let settings = args.resolve().unwrap();
         assert_eq!(settings.id, 2);
         assert_eq!(settings.listen, "127.0.0.1:9999");
+        assert_eq!(settings.metrics_listen.as_deref(), Some("127.0.0.1:9102"));
         let config = settings.node_config().unwrap();
         assert_eq!(config.engine.election_ticks_min, 20);
         assert_eq!(config.engine.election_ticks_max, 41);
         let membership = settings.initial_membership().unwrap();
         assert_eq!(membership.voters.len(), 2);
         assert_eq!(membership.addresses[&1], "a:1");
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_file_or_flags_and_its_files_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"\n\
+             tls_client_certs = \"optional\"\nredis_tls = false\n",
+        )
+        .unwrap();
+        let settings = NodeArgs {
+            config: Some(path.clone()),
+            ..NodeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(settings.tls_client_certs, TlsClientCerts::Optional);
+        assert!(!settings.redis_tls);
+        // The files are read when the node starts: missing ones are an error then.
+        assert!(settings.tls_config().is_err());
+        let flags = NodeArgs {
+            config: Some(path),
+            tls_client_certs: Some(TlsClientCerts::Required),
+            ..NodeArgs::default()
+        };
+        assert_eq!(
+            flags.resolve().unwrap().tls_client_certs,
+            TlsClientCerts::Required
+        );
+        let half = NodeSettings {
+            tls_cert: Some("n.pem".into()),
+            ..NodeSettings::default()
+        };
+        assert!(half.validate().is_err());
+        assert!(NodeSettings::default().tls_config().unwrap().is_none());
     }
 
     #[test]

@@ -23,17 +23,21 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
+pub mod bench_log;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod join;
 pub mod kv;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod redis;
 pub mod resp;
 pub mod service;
 pub mod snapshots;
+pub mod tls;
 pub mod workload;

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raft_core::NodeId;
+use raft_net_tcp::tls::TlsConfig;
 
 use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::proto::StatusReport;
+use crate::tls::TlsClientCerts;
 
 /// How long a gracefully stopped child may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -30,6 +32,8 @@ pub struct LocalNode {
     pub addr: String,
     /// Its Redis address.
     pub redis_addr: String,
+    /// The address of its HTTP endpoint (`/metrics`, `/health`, `/ready`).
+    pub metrics_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     child: Option<Child>,
@@ -55,6 +59,28 @@ impl LocalNode {
     }
 }
 
+/// The TLS files of one node (PEM): `--tls-cert`, `--tls-key`, `--tls-ca`.
+#[derive(Clone, Debug)]
+pub struct NodeTlsFiles {
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA it trusts.
+    pub ca: PathBuf,
+    /// What it requires of clients (`--tls-client-certs`).
+    pub client_certs: TlsClientCerts,
+}
+
+/// TLS for a local cluster: each node's files, and the configuration its clients use.
+#[derive(Clone, Debug)]
+pub struct LocalTls {
+    /// The files of each node; a node without an entry runs without TLS.
+    pub nodes: BTreeMap<NodeId, NodeTlsFiles>,
+    /// What [`LocalCluster::client`] (and so the waits) connect with.
+    pub client: TlsConfig,
+}
+
 /// A cluster of `raft node` processes on this machine.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -62,6 +88,7 @@ pub struct LocalCluster {
     binary: PathBuf,
     extra_args: Vec<String>,
     peers: String,
+    tls: Option<LocalTls>,
     /// The nodes by id (running or not).
     pub nodes: BTreeMap<NodeId, LocalNode>,
 }
@@ -95,6 +122,36 @@ impl LocalCluster {
     /// Starts `voters` nodes (ids 1..=voters) of `binary`, each with `extra_args` after its
     /// own flags (tuning, log level).
     pub fn start(binary: &Path, voters: u64, extra_args: &[&str]) -> anyhow::Result<LocalCluster> {
+        LocalCluster::start_with_tls(binary, voters, extra_args, None)
+    }
+
+    /// Like [`LocalCluster::start`], with TLS files for (some of) the nodes.
+    pub fn start_with_tls(
+        binary: &Path,
+        voters: u64,
+        extra_args: &[&str],
+        tls: Option<LocalTls>,
+    ) -> anyhow::Result<LocalCluster> {
+        let mut cluster = LocalCluster::define_with_tls(binary, voters, extra_args, tls)?;
+        cluster.start_defined()?;
+        Ok(cluster)
+    }
+
+    /// Chooses the ports and data directories of `voters` nodes (ids 1..=voters) without
+    /// starting them, so that their data directories can be prepared first (`raft restore`
+    /// into [`LocalNode::data_dir`] with [`LocalCluster::peers`]); then
+    /// [`LocalCluster::start_defined`].
+    pub fn define(binary: &Path, voters: u64, extra_args: &[&str]) -> anyhow::Result<LocalCluster> {
+        LocalCluster::define_with_tls(binary, voters, extra_args, None)
+    }
+
+    /// Like [`LocalCluster::define`], with TLS files for (some of) the nodes.
+    pub fn define_with_tls(
+        binary: &Path,
+        voters: u64,
+        extra_args: &[&str],
+        tls: Option<LocalTls>,
+    ) -> anyhow::Result<LocalCluster> {
         let dir = tempfile::Builder::new()
             .prefix("raft-cluster-")
             .tempdir()
@@ -104,18 +161,35 @@ impl LocalCluster {
             binary: binary.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             peers: String::new(),
+            tls,
             nodes: BTreeMap::new(),
         };
         let mut peers = Vec::new();
         for id in 1..=voters {
-            cluster.define(id)?;
+            cluster.define_node(id)?;
             peers.push(format!("{id}={}", cluster.nodes[&id].addr));
         }
         cluster.peers = peers.join(",");
-        for id in 1..=voters {
-            cluster.spawn(id, None)?;
-        }
         Ok(cluster)
+    }
+
+    /// Starts every node that does not run, with `--peers` of the first nodes.
+    pub fn start_defined(&mut self) -> anyhow::Result<()> {
+        let stopped: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| !n.is_running())
+            .map(|n| n.id)
+            .collect();
+        for id in stopped {
+            self.spawn(id, None)?;
+        }
+        Ok(())
+    }
+
+    /// The first nodes as `--peers` lists them: `ID=HOST:PORT,...`.
+    pub fn peers(&self) -> &str {
+        &self.peers
     }
 
     /// The temporary directory holding every node's data and log file.
@@ -123,18 +197,20 @@ impl LocalCluster {
         self.dir.path()
     }
 
-    fn define(&mut self, id: NodeId) -> anyhow::Result<()> {
+    fn define_node(&mut self, id: NodeId) -> anyhow::Result<()> {
         let taken: Vec<&str> = self
             .nodes
             .values()
-            .flat_map(|n| [n.addr.as_str(), n.redis_addr.as_str()])
+            .flat_map(|n| [&n.addr, &n.redis_addr, &n.metrics_addr])
+            .map(String::as_str)
             .collect();
-        let mut addrs = free_addrs(2, &taken)?.into_iter();
-        let (addr, redis_addr) = (addrs.next(), addrs.next());
+        let mut addrs = free_addrs(3, &taken)?.into_iter();
+        let mut next_addr = || addrs.next().context("a free port");
         let node = LocalNode {
             id,
-            addr: addr.context("a free port")?,
-            redis_addr: redis_addr.context("a free port")?,
+            addr: next_addr()?,
+            redis_addr: next_addr()?,
+            metrics_addr: next_addr()?,
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
         };
@@ -156,6 +232,7 @@ impl LocalCluster {
             .args(["--id", &id.to_string()])
             .args(["--listen", &node.addr])
             .args(["--redis-listen", &node.redis_addr])
+            .args(["--metrics-listen", &node.metrics_addr])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--cluster-id", &CLUSTER_ID_DEFAULT.to_string()]);
@@ -163,6 +240,20 @@ impl LocalCluster {
             Some(via) => command.args(["--join", via]),
             None => command.args(["--peers", &self.peers]),
         };
+        if let Some(files) = self.tls.as_ref().and_then(|tls| tls.nodes.get(&id)) {
+            command
+                .arg("--tls-cert")
+                .arg(&files.cert)
+                .arg("--tls-key")
+                .arg(&files.key)
+                .arg("--tls-ca")
+                .arg(&files.ca)
+                .arg("--tls-client-certs")
+                .arg(match files.client_certs {
+                    TlsClientCerts::Required => "required",
+                    TlsClientCerts::Optional => "optional",
+                });
+        }
         let child = command
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -174,10 +265,18 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Gives node `id` TLS files for its next start (the cluster must have been started
+    /// with TLS).
+    pub fn set_node_tls(&mut self, id: NodeId, files: NodeTlsFiles) -> anyhow::Result<()> {
+        let tls = self.tls.as_mut().context("the cluster runs without TLS")?;
+        tls.nodes.insert(id, files);
+        Ok(())
+    }
+
     /// Adds node `id` (new or wiped) that joins through `via`.
     pub fn start_joining(&mut self, id: NodeId, via: &str) -> anyhow::Result<()> {
         if !self.nodes.contains_key(&id) {
-            self.define(id)?;
+            self.define_node(id)?;
         }
         self.spawn(id, Some(via))
     }
@@ -248,7 +347,9 @@ impl LocalCluster {
     /// A client of every node (running or not).
     pub fn client(&self) -> ClusterClient {
         let addrs = self.nodes.values().map(|n| n.addr.clone()).collect();
+        let tls = self.tls.as_ref().map(|tls| tls.client.clone());
         ClusterClient::new(addrs, CLUSTER_ID_DEFAULT)
+            .with_tls(tls)
             .with_request_timeout_ms(ADMIN_REQUEST_TIMEOUT_MS)
     }
 

@@ -57,6 +57,9 @@ enum Command {
     Demo,
     /// A closed-loop load generator against a running cluster.
     Bench(raft_cli::bench::BenchArgs),
+    /// Measures raft-log on this machine's disk (in --dir) against a plain pwrite +
+    /// fdatasync file: appends, point reads, reopen.
+    BenchLog(raft_cli::bench_log::BenchLogArgs),
     /// Sets KEY to VALUE.
     Put {
         #[command(flatten)]
@@ -97,6 +100,9 @@ enum Command {
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Adds, promotes, removes or lists members.
     Members {
@@ -120,6 +126,12 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         node: Option<String>,
     },
+    /// Writes a consistent snapshot of the leader (or of --node) to FILE, with a checksum;
+    /// prints its index, term and size.
+    Backup(raft_cli::backup::save::BackupArgs),
+    /// Prepares a data directory from a backup FILE, from which node --id of a new cluster
+    /// of --peers starts with the backup's state.
+    Restore(raft_cli::backup::restore::RestoreArgs),
 }
 
 fn init_logging(level: &str) {
@@ -207,6 +219,7 @@ async fn run_client(command: Command) -> anyhow::Result<bool> {
         Command::Node(_) | Command::Resolved(_) => unreachable!("handled by run"),
         Command::Demo => raft_cli::demo::run().await?,
         Command::Bench(args) => raft_cli::bench::run(args).await?,
+        Command::BenchLog(args) => raft_cli::bench_log::run(args).await?,
         Command::Put {
             cluster,
             key,
@@ -220,10 +233,12 @@ async fn run_client(command: Command) -> anyhow::Result<bool> {
             new,
             expected,
         } => return admin::cas(&cluster, &key, &new, expected.as_deref()).await,
-        Command::Status { cluster } => admin::status(&cluster).await?,
+        Command::Status { cluster, json } => admin::status(&cluster, json).await?,
         Command::Members { cluster, command } => admin::members(&cluster, command).await?,
         Command::TransferLeader { cluster, id } => admin::transfer_leader(&cluster, id).await?,
         Command::Snapshot { cluster, node } => admin::snapshot(&cluster, node.as_deref()).await?,
+        Command::Backup(args) => raft_cli::backup::save::run(&args).await?,
+        Command::Restore(args) => raft_cli::backup::restore::run(&args).await?,
     }
     Ok(true)
 }

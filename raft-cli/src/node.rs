@@ -1,6 +1,6 @@
 //! `raft node`: wires the log store, the snapshot store, the TCP transport and server, the
-//! key-value state machine, the optional Redis endpoint and the join request together, and
-//! shuts them down in order on SIGINT or SIGTERM.
+//! key-value state machine, the optional Redis and metrics endpoints and the join request
+//! together, and shuts them down in order on SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use raft_core::node::{LogStore, NodeState, RaftHandle, RaftNode};
+use raft_net_tcp::tls::TlsConfig;
 use raft_net_tcp::{TcpConfig, TcpServer, TcpTransport};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -17,6 +18,7 @@ use crate::client::{ClusterClient, ADMIN_REQUEST_TIMEOUT_MS};
 use crate::config::NodeSettings;
 use crate::join::StickyTransport;
 use crate::kv::Kv;
+use crate::metrics::{Exporter, MetricsServer, MetricsSources};
 use crate::proto::Request;
 use crate::redis::RedisServer;
 use crate::service::{NativeHandler, Service};
@@ -52,18 +54,16 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    let redis_listener = match &settings.redis_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the redis endpoint {addr}"))?,
-        ),
-        None => None,
-    };
-    let tcp_config = TcpConfig::new(settings.cluster_id, settings.id);
+    let redis_listener = bind_optional(settings.redis_listen.as_deref(), "redis").await?;
+    let metrics_listener = bind_optional(settings.metrics_listen.as_deref(), "metrics").await?;
+    let tls = settings.tls_config()?;
+    let mut tcp_config = TcpConfig::new(settings.cluster_id, settings.id);
+    tcp_config.tls = tls.clone();
     let transport = Arc::new(TcpTransport::new(tcp_config.clone())?);
     let seeds = match &settings.join {
-        Some(via) if log.state().await?.last.index == 0 => join_seeds(&settings, via).await?,
+        Some(via) if log.state().await?.last.index == 0 => {
+            join_seeds(&settings, via, tls.clone()).await?
+        }
         _ => BTreeMap::new(),
     };
     let seeded = Arc::new(StickyTransport::new(transport.clone(), seeds));
@@ -82,8 +82,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     .context("configuring the snapshot sender")?;
     let handle = RaftNode::start_with_transfer(
         node_config,
-        log,
-        snapshot_store,
+        log.clone(),
+        snapshot_store.clone(),
         seeded,
         kv,
         settings.initial_membership()?,
@@ -91,45 +91,76 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     )
     .await
     .context("starting the node")?;
-    let service = Arc::new(Service::new(
+    let service = Service::new(
         handle.clone(),
         map,
+        snapshot_store,
         settings.advertised().to_string(),
         settings.cluster_id,
         settings.reply_bytes_max,
-    ));
+    );
+    let service = Arc::new(service.with_forwarding_tls(tls.clone()));
     // The server bounds each client request by its request timeout: membership changes wait
     // for a new server to catch up, so they get the node's membership timeout and a margin.
     let mut server_config = tcp_config;
     server_config.request_timeout_ms = settings.membership_timeout_ms + SERVER_TIMEOUT_MARGIN_MS;
-    let server = TcpServer::serve(
+    // With TLS, a peer's certificate must name the host of its address in the transport's
+    // address book.
+    let server = TcpServer::serve_with_peer_addresses(
         listener,
         server_config,
         Arc::new(handle.clone()),
         Some(Arc::new(NativeHandler(service.clone()))),
+        transport.clone(),
     )?;
-    let redis =
-        redis_listener.map(|l| RedisServer::start(l, service.clone(), settings.redis_limits()));
+    let redis_tls = match &tls {
+        Some(tls) if settings.redis_tls => tls.server_config(settings.tls_client_certs.into())?,
+        _ => None,
+    };
+    let redis_tls_on = redis_tls.is_some();
+    let redis = redis_listener
+        .map(|l| RedisServer::start(l, service.clone(), settings.redis_limits(), redis_tls));
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let sources = MetricsSources {
+                handle: handle.clone(),
+                log: log.clone(),
+                transport: transport.clone(),
+                server: server.stats_handle(),
+                service: service.clone(),
+            };
+            let exporter = Arc::new(Exporter::new(sources));
+            Some(MetricsServer::start(listener, exporter)?)
+        }
+        None => None,
+    };
     info!(
         id = settings.id,
         listen = %settings.listen,
+        tls = tls.is_some(),
         redis = ?settings.redis_listen,
+        metrics = ?settings.metrics_listen,
+        redis_tls = redis_tls_on,
         data_dir = %settings.data_dir.display(),
         durable_snapshots = snapshots::DURABLE,
         "node running"
     );
-    let join = settings
-        .join
-        .clone()
-        .map(|addr| tokio::spawn(join_cluster(handle.clone(), settings.clone(), addr)));
+    let join = settings.join.clone().map(|addr| {
+        let joining = join_cluster(handle.clone(), settings.clone(), addr, tls.clone());
+        tokio::spawn(joining)
+    });
 
     let outcome = wait_for_stop(&handle).await;
     if let Some(join) = join {
         join.abort();
     }
     info!("shutting down");
-    // Clients first (Redis, then the native port), while peers are still heard: a leader
-    // needs its followers' acknowledgements to finish the writes it already took.
+    // Probes first: a node that is going away is neither healthy nor ready. Then clients
+    // (Redis, then the native port), while peers are still heard: a leader needs its
+    // followers' acknowledgements to finish the writes it already took.
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     if let Some(redis) = redis {
         redis.shutdown().await;
     }
@@ -139,6 +170,17 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     transport.shutdown();
     info!("stopped");
     outcome
+}
+
+/// Binds `addr` for the endpoint named `what`, if an address is given.
+async fn bind_optional(addr: Option<&str>, what: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} endpoint {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// Resolves on SIGINT/SIGTERM (Ok) or when the node fails (Err).
@@ -162,8 +204,12 @@ async fn wait_for_stop(handle: &RaftHandle) -> anyhow::Result<()> {
 
 /// The member addresses of the cluster reached through `via`, retried until it answers or a
 /// signal arrives.
-async fn join_seeds(settings: &NodeSettings, via: &str) -> anyhow::Result<BTreeMap<u64, String>> {
-    let client = ClusterClient::new(vec![via.to_string()], settings.cluster_id);
+async fn join_seeds(
+    settings: &NodeSettings,
+    via: &str,
+    tls: Option<TlsConfig>,
+) -> anyhow::Result<BTreeMap<u64, String>> {
+    let client = ClusterClient::new(vec![via.to_string()], settings.cluster_id).with_tls(tls);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     loop {
@@ -182,8 +228,14 @@ async fn join_seeds(settings: &NodeSettings, via: &str) -> anyhow::Result<BTreeM
 /// Asks the cluster to add this node as a voter until it is a member. The leader catches it
 /// up as a learner first and promotes it; a restarted node that is already a member skips
 /// this.
-async fn join_cluster(handle: RaftHandle, settings: NodeSettings, via: String) {
+async fn join_cluster(
+    handle: RaftHandle,
+    settings: NodeSettings,
+    via: String,
+    tls: Option<TlsConfig>,
+) {
     let client = ClusterClient::new(vec![via.clone()], settings.cluster_id)
+        .with_tls(tls)
         .with_request_timeout_ms(ADMIN_REQUEST_TIMEOUT_MS);
     let request = Request::AddVoter {
         id: settings.id,

@@ -63,6 +63,16 @@ pub enum Request {
     },
     /// Builds a snapshot on this server now.
     Snapshot,
+    /// Starts a backup: builds a snapshot on this server now (or takes the latest, if
+    /// nothing was applied since) and opens it for [`Request::BackupChunk`]s.
+    BackupBegin,
+    /// The next bytes of a backup's snapshot.
+    BackupChunk {
+        /// The session [`Reply::BackupBegun`] named.
+        session: u64,
+        /// Where the previous chunk ended (0 first).
+        offset: u64,
+    },
 }
 
 impl Request {
@@ -211,6 +221,23 @@ pub enum Reply {
         /// The snapshot's last index.
         index: u64,
     },
+    /// A backup started.
+    BackupBegun {
+        /// The session to name in [`Request::BackupChunk`].
+        session: u64,
+        /// The server serving it.
+        node: NodeId,
+        /// The snapshot's metadata record (`raft_snapshot::format::encode_meta`): last
+        /// included entry, configuration, data size and CRC32.
+        meta: Bytes,
+    },
+    /// Bytes of a backup's snapshot, from the offset asked for.
+    BackupChunk {
+        /// The bytes.
+        data: Bytes,
+        /// Whether they end the snapshot (the session is then closed).
+        done: bool,
+    },
 }
 
 /// Why a request failed, as the native protocol carries it.
@@ -254,6 +281,8 @@ pub fn encode_outcome(outcome: &Outcome) -> Bytes {
         Ok(Reply::Write(KvResponse::Set { previous, .. })) => {
             previous.as_ref().map_or(0, Bytes::len)
         }
+        Ok(Reply::BackupChunk { data, .. }) => data.len() + SMALL_MESSAGE_BYTES,
+        Ok(Reply::BackupBegun { meta, .. }) => meta.len() + SMALL_MESSAGE_BYTES,
         _ => SMALL_MESSAGE_BYTES,
     };
     encode_msgpack(outcome, payload_bytes)

@@ -15,11 +15,14 @@
 //! reading at a request boundary: every request already received is answered, then the
 //! connection closes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use raft_net_tcp::tls::rustls::ServerConfig;
+use raft_net_tcp::tls::tokio_rustls::TlsAcceptor;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -28,6 +31,8 @@ use crate::service::Service;
 
 mod cmd;
 mod connection;
+
+pub(crate) use cmd::{COMMAND_NAMES, INVALID_COMMAND};
 
 /// Default number of Redis connections served at once; more are told so and closed, as
 /// Redis does with `maxclients`.
@@ -45,8 +50,29 @@ pub const REQUEST_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// in milliseconds: a little more than a write's own timeout (5 s), so a write waiting for
 /// its commit gets its answer.
 const SHUTDOWN_GRACE_MS: u64 = 6_000;
+/// Time a connection has for its TLS handshake, in milliseconds: a handshake is one or two
+/// round trips and a few signature checks; a client that stalls in it holds one of the
+/// `connections_max` places at most this long.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The kinds failed requests are counted under in the metrics: the code word of the error
+/// reply (`ERR`, `NOLEADER`, `UNKNOWN`, `TRYAGAIN`), in lowercase; `protocol` for a request
+/// that was not valid RESP (answered with `ERR` and closed); `other` for any other code.
+pub(crate) const ERROR_KINDS: &[&str] = &[
+    "err", "noleader", "unknown", "tryagain", "protocol", "other",
+];
+
+/// The kind an error reply's text (`CODE message`) is counted under: its code in lowercase
+/// if [`ERROR_KINDS`] has it, else `other`.
+pub(crate) fn error_kind(reply: &str) -> &'static str {
+    let code = reply.split(' ').next().unwrap_or_default();
+    ERROR_KINDS
+        .iter()
+        .find(|kind| code.eq_ignore_ascii_case(kind) && **kind != "protocol")
+        .copied()
+        .unwrap_or("other")
+}
 
 /// The limits of a Redis endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +105,18 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Serves `listener` until [`RedisServer::shutdown`].
-    pub fn start(listener: TcpListener, service: Arc<Service>, limits: RedisLimits) -> RedisServer {
+    /// Serves `listener` until [`RedisServer::shutdown`]; with `tls`, every connection
+    /// starts with a TLS handshake (within [`TLS_HANDSHAKE_TIMEOUT_MS`]), as
+    /// `redis-cli --tls` does.
+    pub fn start(
+        listener: TcpListener,
+        service: Arc<Service>,
+        limits: RedisLimits,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> RedisServer {
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, service, limits, rx));
+        let tls = tls.map(TlsAcceptor::from);
+        let task = tokio::spawn(accept_loop(listener, service, limits, tls, rx));
         RedisServer { shutdown, task }
     }
 
@@ -94,10 +128,36 @@ impl RedisServer {
     }
 }
 
+/// The connection's socket: TLS after its handshake when `tls` is given; `None` (logged) if
+/// the handshake fails or does not finish within [`TLS_HANDSHAKE_TIMEOUT_MS`].
+async fn secure(
+    socket: TcpStream,
+    tls: Option<&TlsAcceptor>,
+    peer: SocketAddr,
+) -> Option<connection::Socket> {
+    let Some(acceptor) = tls else {
+        return Some(connection::Socket::Tcp(socket));
+    };
+    let handshake = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+    match tokio::time::timeout(handshake, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(connection::Socket::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "redis TLS handshake failed; connection closed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, timeout_ms = TLS_HANDSHAKE_TIMEOUT_MS,
+                "redis TLS handshake did not finish in time; connection closed");
+            None
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     service: Arc<Service>,
     limits: RedisLimits,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1) as usize));
@@ -117,16 +177,25 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let _ = socket
-                .write_all(b"-ERR max number of clients reached\r\n")
-                .await;
+            service.client_metrics().redis_connection_refused();
+            // A TLS client could not read a plaintext error: it is just closed.
+            if tls.is_none() {
+                let _ = socket
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            }
             continue;
         };
         let _ = socket.set_nodelay(true);
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
+            let _open = service.client_metrics().redis_connection_opened();
             debug!(%peer, "redis connection");
+            let Some(socket) = secure(socket, tls.as_ref(), peer).await else {
+                return;
+            };
             match connection::serve(socket, &service, limits, shutdown).await {
                 Ok(end) => debug!(%peer, ?end, "redis connection closed"),
                 Err(e) => debug!(%peer, error = %e, "redis connection failed"),
@@ -150,4 +219,30 @@ async fn accept_loop(
         connections.shutdown().await;
     }
     info!("redis endpoint shut down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_counted_by_their_code() {
+        assert_eq!(error_kind("ERR wrong number of arguments"), "err");
+        assert_eq!(error_kind("NOLEADER no leader: retry later"), "noleader");
+        assert_eq!(
+            error_kind("UNKNOWN the write's outcome is unknown"),
+            "unknown"
+        );
+        assert_eq!(
+            error_kind("TRYAGAIN too many uncommitted entries"),
+            "tryagain"
+        );
+        assert_eq!(error_kind("WRONGTYPE not a string"), "other");
+        assert_eq!(
+            error_kind("protocol error"),
+            "other",
+            "only the connection says so"
+        );
+        assert_eq!(error_kind(""), "other");
+    }
 }

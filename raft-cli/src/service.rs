@@ -14,14 +14,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::engine::Role;
 use raft_core::node::{RaftError, RaftHandle};
+use raft_net_tcp::tls::TlsConfig;
 use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpConfig};
 use tokio::sync::Mutex;
 
-use crate::kv::{read_map, KvMap, KvResponse};
+use crate::backup::serve::BackupSessions;
+use crate::kv::{read_map, KvCommand, KvMap, KvResponse};
+use crate::metrics::ClientMetrics;
 use crate::proto::{
     decode_outcome_bytes, encode_outcome, encode_write_outcome, encoded_set_write, MemberInfo,
     Outcome, PeerProgress, Reply, Request, ServiceError, StatusReport,
 };
+use crate::snapshots::Snapshots;
 
 /// Default reply budget, in bytes: the most a read may answer with. Twice the largest value
 /// (a value fits in one log entry, 4 MiB by default), so MGET of two of them still works;
@@ -45,6 +49,38 @@ const _: () = assert!(REPLY_BYTES_MAX_LIMIT < raft_net_tcp::FRAME_BYTES_MAX_DEFA
 /// members; the bound only matters if membership churns for a long time.
 const FORWARD_CLIENTS_MAX: usize = 64;
 
+/// The commands native requests are counted under in the metrics: the key-value writes, the
+/// other requests, and last `malformed` for a request that did not decode.
+pub(crate) const NATIVE_COMMANDS: &[&str] = &[
+    "set",
+    "delete",
+    "incr",
+    "get",
+    "exists",
+    "dbsize",
+    "status",
+    "add_learner",
+    "add_voter",
+    "promote",
+    "remove",
+    "transfer_leader",
+    "snapshot",
+    "backup_begin",
+    "backup_chunk",
+    "malformed",
+];
+/// The kinds failed native requests are counted under: the [`ServiceError`] variants, and
+/// last `malformed`.
+pub(crate) const NATIVE_ERROR_KINDS: &[&str] = &[
+    "not_leader",
+    "no_leader",
+    "outcome_unknown",
+    "unavailable",
+    "invalid",
+    "failed",
+    "malformed",
+];
+
 /// Executes requests on one node.
 #[derive(Debug)]
 pub struct Service {
@@ -56,15 +92,20 @@ pub struct Service {
     forward_clients: Mutex<HashMap<String, Arc<TcpClient>>>,
     /// The reply budget, in bytes.
     reply_bytes_max: usize,
+    /// Requests counted by the client endpoints.
+    client_metrics: ClientMetrics,
+    /// Backups being read from this node.
+    backups: BackupSessions,
 }
 
 impl Service {
-    /// A service over a running node and its state machine's map. `cluster_id` is used for
-    /// forwarding connections; `reply_bytes_max` is the reply budget (see
-    /// [`Service::read_values`]).
+    /// A service over a running node, its state machine's map and its snapshot store
+    /// (backups read from it). `cluster_id` is used for forwarding connections;
+    /// `reply_bytes_max` is the reply budget (see [`Service::read_values`]).
     pub fn new(
         handle: RaftHandle,
         map: KvMap,
+        snapshots: Arc<Snapshots>,
         own_addr: String,
         cluster_id: u64,
         reply_bytes_max: usize,
@@ -82,12 +123,26 @@ impl Service {
             },
             forward_clients: Mutex::new(HashMap::new()),
             reply_bytes_max,
+            client_metrics: ClientMetrics::default(),
+            backups: BackupSessions::new(snapshots),
         }
+    }
+
+    /// Forwards requests to the leader over TLS, presenting the node's own certificate
+    /// (`None`: plaintext).
+    pub fn with_forwarding_tls(mut self, tls: Option<TlsConfig>) -> Service {
+        self.client_config.tls = tls;
+        self
     }
 
     /// The node's handle.
     pub fn handle(&self) -> &RaftHandle {
         &self.handle
+    }
+
+    /// What the client endpoints counted (requests by command, errors by kind).
+    pub fn client_metrics(&self) -> &ClientMetrics {
+        &self.client_metrics
     }
 
     /// Executes `request` on this node only.
@@ -145,6 +200,8 @@ impl Service {
                 let id = self.handle.trigger_snapshot().await.map_err(from_raft)?;
                 Ok(Reply::Snapshot { index: id.index })
             }
+            Request::BackupBegin => self.backups.begin(&self.handle).await,
+            Request::BackupChunk { session, offset } => self.backups.chunk(session, offset).await,
         }
     }
 
@@ -346,18 +403,67 @@ pub struct NativeHandler(pub Arc<Service>);
 #[async_trait]
 impl ClientHandler for NativeHandler {
     async fn handle(&self, request: ClientRequest) -> ClientResponse {
+        let counters = &self.0.client_metrics().native;
         // The common write goes into the log as the client encoded it, and its answer back
         // as the state machine encoded it: no decoding and re-encoding on the leader.
         if let Some(command) = encoded_set_write(&request.payload) {
+            counters.request("set");
             return match self.0.write_encoded(command).await {
                 Ok(outcome) => ClientResponse::Ok(outcome),
-                Err(error) => respond(Err(error)),
+                Err(error) => {
+                    counters.error(error_kind(&error));
+                    respond(Err(error))
+                }
             };
         }
         match Request::decode(&request.payload) {
-            Ok(request) => respond(self.0.execute(request).await),
-            Err(e) => ClientResponse::Error(format!("malformed request: {e}")),
+            Ok(request) => {
+                counters.request(native_command(&request));
+                let outcome = self.0.execute(request).await;
+                if let Err(error) = &outcome {
+                    counters.error(error_kind(error));
+                }
+                respond(outcome)
+            }
+            Err(e) => {
+                counters.request("malformed");
+                counters.error("malformed");
+                ClientResponse::Error(format!("malformed request: {e}"))
+            }
         }
+    }
+}
+
+/// The name a native request is counted under (one of [`NATIVE_COMMANDS`]).
+fn native_command(request: &Request) -> &'static str {
+    match request {
+        Request::Write(KvCommand::Set { .. }) => "set",
+        Request::Write(KvCommand::Delete { .. }) => "delete",
+        Request::Write(KvCommand::Incr { .. }) => "incr",
+        Request::Get { .. } => "get",
+        Request::Exists { .. } => "exists",
+        Request::DbSize => "dbsize",
+        Request::Status => "status",
+        Request::AddLearner { .. } => "add_learner",
+        Request::AddVoter { .. } => "add_voter",
+        Request::Promote { .. } => "promote",
+        Request::Remove { .. } => "remove",
+        Request::TransferLeader { .. } => "transfer_leader",
+        Request::Snapshot => "snapshot",
+        Request::BackupBegin => "backup_begin",
+        Request::BackupChunk { .. } => "backup_chunk",
+    }
+}
+
+/// The kind a failed native request is counted under (one of [`NATIVE_ERROR_KINDS`]).
+fn error_kind(error: &ServiceError) -> &'static str {
+    match error {
+        ServiceError::NotLeader { .. } => "not_leader",
+        ServiceError::NoLeader => "no_leader",
+        ServiceError::OutcomeUnknown(_) => "outcome_unknown",
+        ServiceError::Unavailable(_) => "unavailable",
+        ServiceError::Invalid(_) => "invalid",
+        ServiceError::Failed(_) => "failed",
     }
 }
 

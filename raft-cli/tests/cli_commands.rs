@@ -135,3 +135,74 @@ fn json_u64(json: &str, field: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{field} in {json}"))
 }
+
+/// `raft status --json` and `raft members list --json` print one JSON object each that
+/// scripts can parse; a member that does not answer is `down` with no numbers of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_members_list_print_json() {
+    let mut cluster = cluster(3).await;
+    let members = common::member_list(&cluster);
+    assert_eq!(raft(&members, &["put", "k", "v"]).0, 0);
+
+    let (_, out) = raft(&members, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let rows = status["members"].as_array().expect("members");
+    assert_eq!(rows.len(), 3, "{out}");
+    let leader = status["leader"].as_u64().expect("leader");
+    let leaders: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["role"] == "leader")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(leaders, vec![leader], "{out}");
+    for row in rows {
+        let id = row["id"].as_u64().unwrap();
+        assert_eq!(row["address"], cluster.addr(id), "{out}");
+        assert_eq!(row["voter"], true, "{out}");
+        assert!(row["term"].as_u64().unwrap() >= 1, "{out}");
+        assert!(row["applied_index"].as_u64().unwrap() >= 1, "{out}");
+        assert!(row["match_index"].is_u64() && row["lag"].is_u64(), "{out}");
+    }
+    assert!(status["commit_index"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(status["joint"], false, "{out}");
+
+    let (_, out) = raft(&members, &["members", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(list["leader"].as_u64(), Some(leader), "{out}");
+    let listed: Vec<(u64, String, bool)> = list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let id = m["id"].as_u64().unwrap();
+            (
+                id,
+                m["address"].as_str().unwrap().to_string(),
+                m["voter"] == true,
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, String, bool)> = cluster
+        .nodes
+        .values()
+        .map(|n| (n.id, n.addr.clone(), true))
+        .collect();
+    assert_eq!(listed, expected, "{out}");
+
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill(follower).unwrap();
+    let (_, out) = raft(&members, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let down = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"].as_u64() == Some(follower))
+        .expect("the killed member is listed")
+        .clone();
+    assert_eq!(down["role"], "down", "{out}");
+    assert!(
+        down["term"].is_null() && down["applied_index"].is_null(),
+        "{out}"
+    );
+}

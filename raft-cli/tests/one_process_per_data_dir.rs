@@ -20,7 +20,8 @@ async fn a_second_node_on_a_data_directory_in_use_is_refused() {
     let node = &cluster.nodes[&1];
     let lock_file = node.data_dir.join(raft_log::LOCK_FILE);
     let holder = std::fs::read_to_string(&lock_file).expect("the running node's lock file");
-    let addrs = free_addrs(2, &[&node.addr, &node.redis_addr]).expect("free ports");
+    let taken = [node.addr.as_str(), &node.redis_addr, &node.metrics_addr];
+    let addrs = free_addrs(2, &taken).expect("free ports");
     let mut second = Command::new(binary())
         .arg("node")
         .args([

@@ -15,6 +15,10 @@
 //! * [`node::RaftNode`] runs an engine against four traits: [`node::LogStore`],
 //!   [`node::SnapshotStore`], [`node::Transport`] and [`node::StateMachine`], and returns a
 //!   cloneable [`node::RaftHandle`]. In-memory implementations of all four ship in [`node`].
+//! * [`node::NodeStatus::metrics`] counts and times what a node does ([`node::NodeMetrics`]:
+//!   leaderships, elections, proposals, log writes, snapshots, event-loop lag) as plain
+//!   numbers and [`metrics::Histogram`]s, for an embedder to export however it likes; no
+//!   exporter is pulled in.
 //!
 //! ## Example: a one-node cluster in memory
 //!
@@ -56,6 +60,7 @@ pub mod driver;
 pub mod engine;
 pub mod membership;
 pub mod message;
+pub mod metrics;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod types;

@@ -88,7 +88,7 @@ async fn max_lag_ms(handles: &[RaftHandle]) -> u64 {
     tokio::time::sleep(Duration::from_millis(100)).await;
     handles
         .iter()
-        .map(|h| h.status().event_loop_lag.max_us / 1000)
+        .map(|h| h.status().metrics.event_loop_lag_us.max() / 1000)
         .max()
         .unwrap()
 }

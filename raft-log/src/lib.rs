@@ -11,10 +11,15 @@
 //! experiment: sometimes faster durable appends, sometimes slower, and what was appended is
 //! read back from the disk).
 //!
+//! [`RaftLog::stats`] tells what the log wrote ([`LogStats`]: batches, entries, bytes) and
+//! how long each `fdatasync` that appenders waited for took, as plain numbers for metrics.
+//!
 //! [`RaftLog`] is the synchronous API. [`RaftLogStore`] adapts it to raft-core's async
 //! [`LogStore`](raft_core::node::LogStore) trait, running blocking writes on tokio's blocking
 //! pool. The byte layout is drawn in `FORMAT.md` and at the top of the
 //! [`format`](mod@format) module; measurements against the peers are in `BENCHMARKS.md`.
+//! [`floor`] is the plain `pwrite` + `fdatasync` file that every measurement of durable
+//! appends compares raft-log with (the benchmarks and `raft bench-log`).
 //!
 //! ```
 //! use raft_core::{Entry, HardState, LogId};
@@ -89,11 +94,13 @@ mod borrow;
 mod crc;
 mod direct;
 mod error;
+pub mod floor;
 pub mod format;
 mod io;
 mod lock;
 mod log;
 mod segment;
+mod stats;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -102,6 +109,7 @@ pub use borrow::EntryRef;
 pub use error::{Error, Result};
 pub use lock::{DirLock, LOCK_FILE};
 pub use log::{RaftLog, Ticket, FREE_SEGMENTS_MAX, HARD_STATE_FILE, PURGED_FILE, TRUNCATING_FILE};
+pub use stats::LogStats;
 pub use store::RaftLogStore;
 
 /// Default segment size: 64 MiB, large enough that rolling (a sync, a rename and a directory

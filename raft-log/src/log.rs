@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use raft_core::node::LogState;
 use raft_core::{Entry, HardState, LogId};
@@ -65,6 +66,7 @@ use crate::lock::DirLock;
 use crate::segment::{
     create_zeroed, open_segment, parse_segment_name, segment_name, zero_range, Segment, SegmentEnd,
 };
+use crate::stats::LogStats;
 use crate::Options;
 
 /// Name of the hard state file in the log directory.
@@ -181,8 +183,8 @@ struct Writer {
     /// Threads waiting on `RaftLog::synced`: wakers skip the system call when there are none
     /// (a single writer's every append would otherwise pay a `futex` wake for nobody).
     waiters: u32,
-    /// Group syncs run since open.
-    sync_count: u64,
+    /// What was written and synced since open ([`RaftLog::stats`]).
+    stats: LogStats,
     /// Offset in the current segment below which every byte is synced.
     durable_bytes: u64,
     /// The next segment being zero-filled in the background.
@@ -279,7 +281,7 @@ impl RaftLog {
             synced_ticket: 0,
             syncing: false,
             waiters: 0,
-            sync_count: 0,
+            stats: LogStats::default(),
             durable_bytes: 0,
             spare: None,
             free: Vec::new(),
@@ -502,7 +504,14 @@ impl RaftLog {
     /// How many `fdatasync` calls made appended records durable since the log was opened
     /// (group commit makes this smaller than the number of appends under concurrency).
     pub fn sync_count(&self) -> u64 {
-        self.lock_writer().sync_count
+        self.lock_writer().stats.syncs
+    }
+
+    /// What the log wrote and how long its syncs took since it was opened. Takes the writer
+    /// lock for a copy: a caller waits at most for one batch being encoded and written (never
+    /// for a sync, which runs without the lock).
+    pub fn stats(&self) -> LogStats {
+        self.lock_writer().stats.clone()
     }
 
     fn submit_locked(&self, entries: &[Entry]) -> Result<(MutexGuard<'_, Writer>, Ticket)> {
@@ -526,6 +535,8 @@ impl RaftLog {
             return Err(error);
         }
         writer.written_ticket += 1;
+        writer.stats.batches += 1;
+        writer.stats.entries += entries.len() as u64;
         let ticket = writer.written_ticket;
         Ok((writer, Ticket(ticket)))
     }
@@ -769,6 +780,7 @@ impl RaftLog {
                 ));
             }
             if written > 0 {
+                writer.stats.bytes_written += at - start;
                 let mut index = self.write_index();
                 let current = index.current_mut();
                 current.offsets.extend_from_slice(&offsets);
@@ -844,13 +856,16 @@ impl RaftLog {
                 // A panic in the sync (outside the writer lock, so the lock is not poisoned by
                 // it) must not leave `syncing` set: every waiter would wait forever.
                 let abandoned = AbandonedSync(self);
+                let started = Instant::now();
                 let result = self.io.sync_data(&file);
                 std::mem::forget(abandoned);
-                result
+                (result, started.elapsed())
             };
+            let (result, took) = result;
             writer = self.lock_writer();
             writer.syncing = false;
-            writer.sync_count += 1;
+            writer.stats.syncs += 1;
+            writer.stats.sync_us.record_duration(took);
             match result {
                 Ok(()) => {
                     writer.synced_ticket = writer.synced_ticket.max(target);

@@ -8,7 +8,7 @@ use raft_core::node::{LogState, LogStore, StorageError};
 use raft_core::{Entry, HardState, LogId, LogIndex};
 
 use crate::error::Result;
-use crate::{Options, RaftLog};
+use crate::{LogStats, Options, RaftLog};
 
 /// Implements raft-core's [`LogStore`] with a [`RaftLog`].
 ///
@@ -35,6 +35,11 @@ impl RaftLogStore {
     /// The synchronous log underneath.
     pub fn log(&self) -> &Arc<RaftLog> {
         &self.log
+    }
+
+    /// What the log wrote and how long its syncs took (see [`RaftLog::stats`]).
+    pub fn stats(&self) -> LogStats {
+        self.log.stats()
     }
 
     /// Runs a blocking write of the log on tokio's blocking pool.

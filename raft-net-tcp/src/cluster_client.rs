@@ -150,6 +150,16 @@ impl ClusterClient {
         Ok(client)
     }
 
+    /// Connects with TLS ([`crate::TcpConfig::tls`]): `tls` holds the CA the servers'
+    /// certificates must chain to and, for servers that require one, the client's own.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: crate::tls::TlsConfig) -> ClusterClient {
+        self.config.tls = Some(tls);
+        // Connections opened so far are plaintext.
+        self.lock_clients().clear();
+        self
+    }
+
     /// Changes how long a request keeps looking for a member that executes it.
     pub fn with_leader_timeout_ms(mut self, timeout_ms: u64) -> ClusterClient {
         self.leader_timeout_ms = timeout_ms;

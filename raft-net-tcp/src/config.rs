@@ -34,7 +34,9 @@ pub const INFLIGHT_REQUESTS_MAX_DEFAULT: u32 = 1024;
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Default time to establish a TCP connection.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1_000;
-/// Default time for the whole handshake (both directions).
+/// Default time for the whole handshake: with TLS its handshake (a TLS 1.3 handshake is one
+/// round trip and a few signature checks, milliseconds on loopback), then the hello in both
+/// directions. A peer that stalls in either is cut off after this long.
 pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// Default time a server waits for the first byte of the next frame before it closes an idle
 /// connection. Much longer than any heartbeat interval, so live peers are never cut off.
@@ -56,7 +58,11 @@ pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 5_000;
 ///
 /// Build one with [`TcpConfig::new`] and change the fields you need; constructors call
 /// [`TcpConfig::validate`].
+///
+/// `#[non_exhaustive]`: the `tls` feature adds a field, so a struct literal written
+/// elsewhere would break when another crate in the build turns the feature on.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpConfig {
     /// The cluster this process belongs to. A handshake with any other cluster id is refused.
     pub cluster_id: u64,
@@ -95,6 +101,11 @@ pub struct TcpConfig {
     pub reconnect_backoff_ms_max: u64,
     /// Time a graceful server shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// TLS for every connection, with certificates checked as [`crate::tls`] describes;
+    /// `None` (the default) is plaintext. A transport or server needs a configuration with
+    /// the node's own certificate ([`crate::tls::TlsConfig::node`]).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl TcpConfig {
@@ -117,7 +128,17 @@ impl TcpConfig {
             reconnect_backoff_ms_min: RECONNECT_BACKOFF_MS_MIN_DEFAULT,
             reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Whether connections use TLS.
+    pub fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
     }
 
     /// Checks that every limit is usable: frame limit within
@@ -174,6 +195,13 @@ impl TcpConfig {
             return Err(Error::InvalidConfig {
                 field: "node_id",
                 reason: "0 is not a node id",
+            });
+        }
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|tls| !tls.has_identity()) {
+            return Err(Error::InvalidConfig {
+                field: "tls",
+                reason: "a node needs its own certificate and key (TlsConfig::node)",
             });
         }
         Ok(())

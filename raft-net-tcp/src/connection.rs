@@ -1,11 +1,13 @@
 //! A connection's two halves: a frame reader with idle and partial-frame timeouts, a frame
 //! writer with a write timeout, and the handshake of both sides.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use raft_core::NodeId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -14,7 +16,10 @@ use crate::codec;
 use crate::config::TcpConfig;
 use crate::error::{Error, Result};
 use crate::frame::Frame;
-use crate::handshake::{Channel, Hello, HELLO_BYTES};
+#[cfg(feature = "tls")]
+use crate::handshake::MAGIC;
+use crate::handshake::{Channel, Hello, Rejection, HELLO_BYTES};
+use crate::server::PeerAddresses;
 
 /// Bytes reserved per socket read; small, so an idle connection costs little memory.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
@@ -29,7 +34,7 @@ const FAR_FUTURE: Duration = Duration::from_secs(24 * 60 * 60);
 /// `read_frame` is cancel safe (its progress lives in `self`), so it can race other futures in
 /// `tokio::select!`.
 #[derive(Debug)]
-pub(crate) struct FrameReader<R = OwnedReadHalf> {
+pub(crate) struct FrameReader<R = ReadHalf> {
     reader: R,
     buffer: BytesMut,
     frame_bytes_max: u32,
@@ -112,6 +117,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // actually arrive and never beyond one frame.
             self.buffer.reserve(READ_CHUNK_BYTES);
             let read = match timeout_at(deadline, self.reader.read_buf(&mut self.buffer)).await {
+                // A TLS peer that closes without TLS's close_notify (a client process that
+                // exits, say) is a close like any other: frames delimit themselves, so a
+                // cut in the middle of one is still caught below.
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => 0,
                 Ok(read) => read?,
                 Err(_) => return Err(on_timeout),
             };
@@ -132,7 +141,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// Encodes frames into a buffer and writes them out in batches.
 #[derive(Debug)]
-pub(crate) struct FrameWriter<W = OwnedWriteHalf> {
+pub(crate) struct FrameWriter<W = WriteHalf> {
     writer: W,
     buffer: BytesMut,
     frame_bytes_max: u32,
@@ -164,7 +173,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let written = timeout(self.write_timeout, self.writer.write_all(&self.buffer)).await;
+        let write = async {
+            self.writer.write_all(&self.buffer).await?;
+            // TLS keeps what it could not write yet in its session; TCP's flush does nothing.
+            self.writer.flush().await
+        };
+        let written = timeout(self.write_timeout, write).await;
         match written {
             Ok(result) => result?,
             Err(_) => {
@@ -187,16 +201,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Connects to `addr`, performs the handshake for `channel` and checks that the node reached is
-/// `expected_node` (when given). Returns the stream and the other side's hello.
+/// Connects to `addr`, performs the handshake for `channel` (the TLS handshake first, with
+/// [`TcpConfig::tls`]) and checks that the node reached is `expected_node` (when given).
+/// Returns the stream and the other side's hello.
 pub(crate) async fn connect(
     addr: &str,
     config: &TcpConfig,
     channel: Channel,
     expected_node: Option<NodeId>,
-) -> Result<(TcpStream, Hello)> {
+) -> Result<(Stream, Hello)> {
     let connecting = timeout(config.connect_timeout(), TcpStream::connect(addr)).await;
-    let mut stream = match connecting {
+    let stream = match connecting {
         Ok(stream) => stream?,
         Err(_) => {
             return Err(Error::ConnectTimeout {
@@ -207,42 +222,64 @@ pub(crate) async fn connect(
     };
     stream.set_nodelay(true)?;
     let ours = Hello::request(config.cluster_id, config.node_id, channel);
+    // One deadline for the TLS handshake and the hello.
     let exchange = async {
-        stream.write_all(&ours.encode()).await?;
-        let mut reply = [0u8; HELLO_BYTES];
-        stream.read_exact(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
+        let mut stream = Stream::connected(stream, addr, config).await?;
+        let reply = stream
+            .exchange_hello(&ours)
+            .await
+            .map_err(|e| stream.error(e))?;
+        Ok::<_, Error>((stream, reply))
     };
-    let reply = match timeout(config.handshake_timeout(), exchange).await {
-        Ok(reply) => Hello::decode(&reply?),
+    let (stream, reply) = match timeout(config.handshake_timeout(), exchange).await {
+        Ok(exchanged) => exchanged?,
         Err(_) => {
             return Err(Error::HandshakeTimeout {
                 timeout_ms: config.handshake_timeout_ms,
             })
         }
     };
+    let reply = Hello::decode(&reply);
     reply.check_reply(&ours, expected_node)?;
     Ok((stream, reply))
 }
 
-/// The accepting side of the handshake: reads the hello, judges it, replies, and returns the
-/// other side's hello and channel, or why the connection must be closed.
+/// What the accepting side of a handshake needs to judge a hello besides the configuration.
+#[derive(Clone, Copy)]
+pub(crate) struct AcceptPolicy<'a> {
+    /// Whether this server has a client handler (serves the client channel).
+    pub(crate) client_served: bool,
+    /// The members' addresses, to check that a peer's certificate names its node's host
+    /// (read only with TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) peer_addresses: Option<&'a dyn PeerAddresses>,
+}
+
+/// The accepting side of the handshake (the TLS handshake first, with [`TcpConfig::tls`]):
+/// reads the hello, judges it, replies, and returns the stream, the other side's hello and
+/// channel, or why the connection must be closed.
 pub(crate) async fn accept(
-    stream: &mut TcpStream,
+    stream: TcpStream,
     config: &TcpConfig,
-    client_served: bool,
-) -> Result<(Hello, Channel)> {
+    policy: AcceptPolicy<'_>,
+) -> Result<(Stream, Hello, Channel)> {
     stream.set_nodelay(true)?;
+    // One deadline for the TLS handshake and the hello.
     let exchange = async {
+        let mut stream = Stream::accepted(stream, config).await?;
         let mut request = [0u8; HELLO_BYTES];
-        stream.read_exact(&mut request).await?;
+        let read = stream.read_exact(&mut request).await;
+        read.map_err(|e| stream.error(e))?;
         let theirs = Hello::decode(&request);
-        let verdict = theirs.check_request(config.cluster_id, client_served);
+        let verdict = theirs
+            .check_request(config.cluster_id, policy.client_served)
+            .and_then(|channel| stream.judge_certificate(config, channel, &theirs, policy));
         let reply = Hello::reply(config.cluster_id, config.node_id, &theirs, &verdict);
-        stream.write_all(&reply.encode()).await?;
-        Ok::<_, std::io::Error>((theirs, verdict))
+        let written = stream.write_hello(&reply).await;
+        written.map_err(|e| stream.error(e))?;
+        Ok::<_, Error>((stream, theirs, verdict))
     };
-    let (theirs, verdict) = match timeout(config.handshake_timeout(), exchange).await {
+    let (stream, theirs, verdict) = match timeout(config.handshake_timeout(), exchange).await {
         Ok(result) => result?,
         Err(_) => {
             return Err(Error::HandshakeTimeout {
@@ -251,16 +288,235 @@ pub(crate) async fn accept(
         }
     };
     let channel = verdict.map_err(Error::Handshake)?;
-    Ok((theirs, channel))
+    Ok((stream, theirs, channel))
+}
+
+/// A connection's socket: plain TCP, or TLS over TCP (boxed: a TLS session is large, and
+/// only its connections pay for the box).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The connecting side's stream: TLS (after its handshake) when configured.
+    async fn connected(stream: TcpStream, addr: &str, config: &TcpConfig) -> Result<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &config.tls {
+            let stream = tls.connect(stream, addr).await?;
+            return Ok(Stream::Tls(Box::new(stream.into())));
+        }
+        let _ = (addr, config);
+        Ok(Stream::Tcp(stream))
+    }
+
+    /// The accepting side's stream: TLS (after its handshake) when configured. A plaintext
+    /// hello sent to a TLS server is answered in plaintext with `TlsRequired`, so the other
+    /// side learns why.
+    async fn accepted(stream: TcpStream, config: &TcpConfig) -> Result<Stream> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &config.tls {
+            let mut first = [0u8; 1];
+            if stream.peek(&mut first).await? == 1 && first[0] == MAGIC[0] {
+                return Err(refuse_plaintext(stream, config).await);
+            }
+            let stream = tls.accept(stream).await?;
+            return Ok(Stream::Tls(Box::new(stream.into())));
+        }
+        let _ = config;
+        Ok(Stream::Tcp(stream))
+    }
+
+    /// Sends our hello and reads the reply.
+    async fn exchange_hello(&mut self, ours: &Hello) -> std::io::Result<[u8; HELLO_BYTES]> {
+        self.write_hello(ours).await?;
+        let mut reply = [0u8; HELLO_BYTES];
+        self.read_exact(&mut reply).await?;
+        Ok(reply)
+    }
+
+    async fn write_hello(&mut self, hello: &Hello) -> std::io::Result<()> {
+        self.write_all(&hello.encode()).await?;
+        // TLS holds written bytes in its session until flushed; TCP's flush does nothing.
+        self.flush().await
+    }
+
+    /// An I/O error of the handshake phase; on TLS, one that TLS caused (such as the other
+    /// side's refusal of our certificate, which TLS 1.3 reports only on the first read after
+    /// the handshake) is explained.
+    fn error(&self, error: std::io::Error) -> Error {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) if crate::tls::is_tls_error(&error) => {
+                crate::tls::handshake_error(&error)
+            }
+            _ => Error::Io(error),
+        }
+    }
+
+    /// On TLS, whether the certificate the connecting side presented is acceptable for
+    /// `channel` and the node of its hello (see [`crate::tls`]).
+    fn judge_certificate(
+        &self,
+        config: &TcpConfig,
+        channel: Channel,
+        theirs: &Hello,
+        policy: AcceptPolicy<'_>,
+    ) -> std::result::Result<Channel, Rejection> {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(stream) => {
+                if let Some(tls) = &config.tls {
+                    let certificates = stream.get_ref().1.peer_certificates();
+                    tls.judge_certificate(
+                        certificates,
+                        channel,
+                        theirs.node_id,
+                        policy.peer_addresses,
+                    )?;
+                }
+                Ok(channel)
+            }
+            _ => {
+                let _ = (config, theirs, policy);
+                Ok(channel)
+            }
+        }
+    }
+}
+
+/// Reads a plaintext hello from a connection to a TLS server, answers it with
+/// `TlsRequired` and returns the error to log.
+#[cfg(feature = "tls")]
+async fn refuse_plaintext(mut stream: TcpStream, config: &TcpConfig) -> Error {
+    let mut request = [0u8; HELLO_BYTES];
+    if let Err(error) = stream.read_exact(&mut request).await {
+        return Error::Io(error);
+    }
+    let theirs = Hello::decode(&request);
+    let verdict = Err(Rejection::TlsRequired);
+    let reply = Hello::reply(config.cluster_id, config.node_id, &theirs, &verdict);
+    // The connection is closed either way; the reply only tells the other side why.
+    let _ = stream.write_all(&reply.encode()).await;
+    Error::Handshake(Rejection::TlsRequired)
+}
+
+macro_rules! delegate_stream {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($stream) => $call,
+            #[cfg(feature = "tls")]
+            Stream::Tls($stream) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        delegate_stream!(self, stream => Pin::new(stream).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate_stream!(self, stream => Pin::new(stream).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate_stream!(self, stream => Pin::new(stream).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate_stream!(self, stream => Pin::new(stream).poll_shutdown(cx))
+    }
+}
+
+/// The read half of a connection. An enum, not a box: the plaintext path pays one branch
+/// per read, no allocation and no copy.
+#[derive(Debug)]
+pub(crate) enum ReadHalf {
+    Tcp(OwnedReadHalf),
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::ReadHalf<Box<tokio_rustls::TlsStream<TcpStream>>>),
+}
+
+/// The write half of a connection (see [`ReadHalf`]).
+#[derive(Debug)]
+pub(crate) enum WriteHalf {
+    Tcp(OwnedWriteHalf),
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::WriteHalf<Box<tokio_rustls::TlsStream<TcpStream>>>),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(half) => Pin::new(half).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(half) => Pin::new(half).poll_read(cx, buf),
+        }
+    }
+}
+
+macro_rules! delegate_write_half {
+    ($self:ident, $half:ident => $call:expr) => {
+        match $self.get_mut() {
+            WriteHalf::Tcp($half) => $call,
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls($half) => $call,
+        }
+    };
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate_write_half!(self, half => Pin::new(half).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate_write_half!(self, half => Pin::new(half).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate_write_half!(self, half => Pin::new(half).poll_shutdown(cx))
+    }
 }
 
 /// Splits a connected stream into a frame reader and a frame writer.
 pub(crate) fn split(
-    stream: TcpStream,
+    stream: Stream,
     config: &TcpConfig,
     idle_timeout: Option<Duration>,
 ) -> (FrameReader, FrameWriter) {
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = match stream {
+        Stream::Tcp(stream) => {
+            let (read_half, write_half) = stream.into_split();
+            (ReadHalf::Tcp(read_half), WriteHalf::Tcp(write_half))
+        }
+        #[cfg(feature = "tls")]
+        Stream::Tls(stream) => {
+            let (read_half, write_half) = tokio::io::split(stream);
+            (ReadHalf::Tls(read_half), WriteHalf::Tls(write_half))
+        }
+    };
     (
         FrameReader::new(read_half, config, idle_timeout),
         FrameWriter::new(write_half, config),

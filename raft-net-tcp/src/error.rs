@@ -81,6 +81,20 @@ pub enum Error {
     /// The handshake failed: the other side is not a compatible member of our cluster.
     #[error("handshake failed: {0}")]
     Handshake(#[from] crate::handshake::Rejection),
+    /// A TLS setting is unusable: an unreadable or invalid PEM file, a key that does not
+    /// match its certificate, an address without a host to check a certificate against.
+    #[error("TLS configuration: {reason}")]
+    TlsConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TLS handshake failed: a certificate was refused (on either side), missing, or the
+    /// other side does not speak TLS. The reason says which, with a hint.
+    #[error("TLS handshake failed: {reason}")]
+    TlsHandshake {
+        /// What happened.
+        reason: String,
+    },
     /// A request got no answer within `request_timeout_ms`.
     #[error("request timed out after {timeout_ms} ms")]
     RequestTimeout {
@@ -158,6 +172,8 @@ impl Error {
                 | Error::ConnectTimeout { .. }
                 | Error::HandshakeTimeout { .. }
                 | Error::Handshake(_)
+                | Error::TlsConfig { .. }
+                | Error::TlsHandshake { .. }
                 | Error::TooManyInFlight { .. }
                 | Error::FrameTooLarge { .. }
                 | Error::Encode { .. }
@@ -181,6 +197,8 @@ impl Error {
             | Error::TrailingBytes
             | Error::Encode { .. }
             | Error::Handshake(_)
+            | Error::TlsConfig { .. }
+            | Error::TlsHandshake { .. }
             | Error::Remote { .. }
             | Error::UnexpectedFrame { .. }) => TransportError::Protocol {
                 node,

@@ -9,6 +9,8 @@
 //! 4       2     protocol version: u16 (this crate speaks PROTOCOL_VERSION)
 //! 6       1     channel: 1 = Raft messages, 2 = snapshot chunks, 3 = native client
 //! 7       1     status: 0 from the connecting side; in the reply 0 = accepted, else a Rejection
+//!               (Rejection::status: 1 bad magic, 2 version, 3 cluster, 4 channel, 5 no node
+//!               id, 7 TLS required, 8 certificate required, 9 certificate not the node's)
 //! 8       8     cluster id: u64
 //! 16      8     sender's node id: u64 (0 for a native client)
 //! 24            (end: HELLO_BYTES)
@@ -113,6 +115,32 @@ pub enum Rejection {
         /// The node that answered.
         actual: NodeId,
     },
+    /// A plaintext hello reached a server that accepts TLS connections only.
+    #[error(
+        "this server accepts TLS connections only, and the connecting side has no TLS configured"
+    )]
+    TlsRequired,
+    /// The connecting side presented no certificate, and the channel requires one signed by
+    /// the cluster's CA (peer channels always; the client channel unless the server's
+    /// `ClientCerts` is `Optional`).
+    #[error(
+        "the {} channel requires a certificate signed by the cluster's CA, and none was presented",
+        channel_name(*channel)
+    )]
+    CertificateRequired {
+        /// The requested channel byte.
+        channel: u8,
+    },
+    /// The certificate presented on a peer channel is not that of the node named in the
+    /// hello: it does not name the host of that node's address in the accepting node's
+    /// configuration, or the node is not in it.
+    #[error("the certificate is not accepted as node {node}'s: {reason}")]
+    CertificateNotForNode {
+        /// The node id of the hello.
+        node: NodeId,
+        /// Why (on the connecting side: that the other side refused it).
+        reason: String,
+    },
     /// The other side rejected our hello with a status code this version does not know.
     #[error("rejected with unknown status {status}")]
     Other {
@@ -131,6 +159,9 @@ impl Rejection {
             Rejection::Channel { .. } => 4,
             Rejection::MissingNodeId => 5,
             Rejection::WrongNode { .. } => 6,
+            Rejection::TlsRequired => 7,
+            Rejection::CertificateRequired { .. } => 8,
+            Rejection::CertificateNotForNode { .. } => 9,
             Rejection::Other { status } => *status,
         }
     }
@@ -152,8 +183,26 @@ impl Rejection {
                 channel: ours.channel,
             },
             5 => Rejection::MissingNodeId,
+            7 => Rejection::TlsRequired,
+            8 => Rejection::CertificateRequired {
+                channel: ours.channel,
+            },
+            9 => Rejection::CertificateNotForNode {
+                node: ours.node_id,
+                reason: "the other side does not list this node, or the address it has for it is \
+                         at a host the certificate does not name"
+                    .into(),
+            },
             status => Rejection::Other { status },
         }
+    }
+}
+
+/// The name of a channel byte, for messages.
+fn channel_name(channel: u8) -> String {
+    match Channel::from_u8(channel) {
+        Some(channel) => channel.to_string(),
+        None => format!("unknown ({channel})"),
     }
 }
 
@@ -377,5 +426,25 @@ mod tests {
             refused.check_reply(&ours, Some(2)),
             Err(Rejection::Cluster { ours: 7, theirs: 8 })
         );
+        // The TLS refusals travel as statuses 7-9 and come back as the same rejections.
+        let tls_refusals = [
+            (Rejection::TlsRequired, 7),
+            (Rejection::CertificateRequired { channel: 1 }, 8),
+        ];
+        for (rejection, status) in tls_refusals {
+            let reply = Hello::reply(7, 2, &ours, &Err(rejection.clone()));
+            assert_eq!(reply.status, status);
+            assert_eq!(reply.check_reply(&ours, Some(2)), Err(rejection));
+        }
+        let not_the_node = Rejection::CertificateNotForNode {
+            node: 1,
+            reason: "its certificate does not name 10.0.0.1".into(),
+        };
+        let reply = Hello::reply(7, 2, &ours, &Err(not_the_node));
+        assert_eq!(reply.status, 9);
+        assert!(matches!(
+            reply.check_reply(&ours, Some(2)),
+            Err(Rejection::CertificateNotForNode { node: 1, .. })
+        ));
     }
 }

@@ -161,7 +161,16 @@ impl TcpEndpoint {
         };
         let client_handler = client_handler.map(|make| make(handle.clone()));
         let raft = Arc::new(handle.clone());
-        let server = match TcpServer::serve(listener, server_config, raft, client_handler) {
+        // With TLS, a peer's certificate must name the host of its address in the book.
+        let peer_addresses = transport.clone();
+        let served = TcpServer::serve_with_peer_addresses(
+            listener,
+            server_config,
+            raft,
+            client_handler,
+            peer_addresses,
+        );
+        let server = match served {
             Ok(server) => server,
             Err(error) => {
                 handle.shutdown().await;

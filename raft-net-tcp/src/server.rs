@@ -18,10 +18,10 @@ use tokio::time::{sleep, timeout};
 use tracing::{debug, error, info, warn};
 
 use crate::config::TcpConfig;
-use crate::connection::{self, FrameReader, FrameWriter};
+use crate::connection::{self, AcceptPolicy, FrameReader, FrameWriter};
 use crate::error::{Error, Result};
 use crate::frame::{ClientRequest, ClientResponse, Frame};
-use crate::handshake::Channel;
+use crate::handshake::{Channel, Rejection};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -41,13 +41,24 @@ pub trait ClientHandler: Send + Sync + 'static {
     async fn handle(&self, request: ClientRequest) -> ClientResponse;
 }
 
+/// The members' addresses as this node knows them, for [`TcpServer::serve_with_peer_addresses`]:
+/// with TLS, a peer connection is accepted only with a certificate that names the host of
+/// the address its node has here. [`crate::TcpTransport`] implements it with its address
+/// book (the configuration's addresses, or the seeds before there is one).
+pub trait PeerAddresses: Send + Sync + 'static {
+    /// The address (`host:port`) of `node`, if it is a member.
+    fn peer_addr(&self, node: NodeId) -> Option<String>;
+}
+
 /// Counters of a server, as returned by [`TcpServer::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Connections accepted from the listener.
     pub connections_accepted: u64,
-    /// Connections currently being served (handshake included).
+    /// Connections currently being served (handshake included), from peers and clients.
     pub connections_open: u64,
+    /// Client connections currently being served (after their handshake).
+    pub client_connections_open: u64,
     /// Connections closed because their handshake failed.
     pub handshakes_failed: u64,
     /// Connections closed because of a protocol error or a timeout.
@@ -84,6 +95,7 @@ struct Shared {
     config: TcpConfig,
     raft: Arc<dyn MessageHandler>,
     client: Option<Arc<dyn ClientHandler>>,
+    peer_addresses: Option<Arc<dyn PeerAddresses>>,
     counters: Arc<Counters>,
     /// Client connections being served (after their handshake), for
     /// [`TcpServer::drain_clients`].
@@ -96,6 +108,28 @@ struct ClientGuard<'a>(&'a watch::Sender<u64>);
 impl Drop for ClientGuard<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+/// Reads the counters of a [`TcpServer`] ([`TcpServer::stats_handle`]); cloneable.
+#[derive(Clone, Debug)]
+pub struct ServerStatsHandle {
+    counters: Arc<Counters>,
+    clients_open: watch::Receiver<u64>,
+}
+
+impl ServerStatsHandle {
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        let counters = &self.counters;
+        ServerStats {
+            connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
+            connections_open: counters.connections_open.load(Ordering::Relaxed),
+            client_connections_open: *self.clients_open.borrow(),
+            handshakes_failed: counters.handshakes_failed.load(Ordering::Relaxed),
+            connections_failed: counters.connections_failed.load(Ordering::Relaxed),
+            frames_rejected: counters.frames_rejected.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -153,11 +187,39 @@ impl TcpServer {
 
     /// Serves an already bound listener (handy when the address must be known before the
     /// handlers exist, e.g. with port 0). Must be called inside a tokio runtime.
+    ///
+    /// With TLS ([`TcpConfig::tls`]) a peer must present a certificate signed by the CA;
+    /// [`TcpServer::serve_with_peer_addresses`] also checks that it names the peer's host.
     pub fn serve(
         listener: TcpListener,
         config: TcpConfig,
         raft: Arc<dyn MessageHandler>,
         client: Option<Arc<dyn ClientHandler>>,
+    ) -> Result<TcpServer> {
+        TcpServer::start(listener, config, raft, client, None)
+    }
+
+    /// Like [`TcpServer::serve`]; with TLS, a peer connection is accepted only if the
+    /// certificate presented names the host of the address that `peer_addresses` gives for
+    /// the node of its hello (a node it does not know is refused), so that a holder of a
+    /// certificate for one member, or of a client certificate, cannot speak as another
+    /// member. Without TLS there is no certificate, and `peer_addresses` is not consulted.
+    pub fn serve_with_peer_addresses(
+        listener: TcpListener,
+        config: TcpConfig,
+        raft: Arc<dyn MessageHandler>,
+        client: Option<Arc<dyn ClientHandler>>,
+        peer_addresses: Arc<dyn PeerAddresses>,
+    ) -> Result<TcpServer> {
+        TcpServer::start(listener, config, raft, client, Some(peer_addresses))
+    }
+
+    fn start(
+        listener: TcpListener,
+        config: TcpConfig,
+        raft: Arc<dyn MessageHandler>,
+        client: Option<Arc<dyn ClientHandler>>,
+        peer_addresses: Option<Arc<dyn PeerAddresses>>,
     ) -> Result<TcpServer> {
         config.validate_node()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -166,11 +228,12 @@ impl TcpServer {
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let (clients_open, clients_open_rx) = watch::channel(0);
         let shutdown_grace = config.shutdown_grace();
-        info!(node = config.node_id, %local_addr, "server listening");
+        info!(node = config.node_id, %local_addr, tls = config.tls_enabled(), "server listening");
         let shared = Arc::new(Shared {
             config,
             raft,
             client,
+            peer_addresses,
             counters: counters.clone(),
             clients_open,
         });
@@ -192,13 +255,15 @@ impl TcpServer {
 
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
-        let counters = &self.counters;
-        ServerStats {
-            connections_accepted: counters.connections_accepted.load(Ordering::Relaxed),
-            connections_open: counters.connections_open.load(Ordering::Relaxed),
-            handshakes_failed: counters.handshakes_failed.load(Ordering::Relaxed),
-            connections_failed: counters.connections_failed.load(Ordering::Relaxed),
-            frames_rejected: counters.frames_rejected.load(Ordering::Relaxed),
+        self.stats_handle().stats()
+    }
+
+    /// A handle that reads the server's counters, usable after the server is gone (for a
+    /// metrics endpoint that does not own the server).
+    pub fn stats_handle(&self) -> ServerStatsHandle {
+        ServerStatsHandle {
+            counters: self.counters.clone(),
+            clients_open: self.clients_open.clone(),
         }
     }
 
@@ -309,18 +374,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, phase: watch::R
 }
 
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer_addr: SocketAddr,
     shared: &Shared,
     phase: watch::Receiver<Phase>,
 ) {
     let config = &shared.config;
-    let accepted = connection::accept(&mut stream, config, shared.client.is_some()).await;
-    let (hello, channel) = match accepted {
+    let policy = AcceptPolicy {
+        client_served: shared.client.is_some(),
+        peer_addresses: shared.peer_addresses.as_deref(),
+    };
+    let accepted = connection::accept(stream, config, policy).await;
+    let (stream, hello, channel) = match accepted {
         Ok(accepted) => accepted,
         Err(error) => {
             Counters::add(&shared.counters.handshakes_failed);
-            warn!(%peer_addr, %error, "handshake failed; connection closed");
+            match handshake_hint(&error) {
+                Some(hint) => {
+                    warn!(%peer_addr, %error, hint, "handshake failed; connection closed")
+                }
+                None => warn!(%peer_addr, %error, "handshake failed; connection closed"),
+            }
             return;
         }
     };
@@ -359,6 +433,21 @@ async fn serve_connection(
             Counters::add(&shared.counters.connections_failed);
             warn!(%peer_addr, peer, %channel, %error, "connection closed after an error");
         }
+    }
+}
+
+/// A hint for the log line of a failed handshake, where the error alone does not say what
+/// to fix.
+fn handshake_hint(error: &Error) -> Option<&'static str> {
+    match error {
+        // A TLS record starts with 0x16 (handshake), then the version's major byte 0x03.
+        Error::Handshake(Rejection::BadMagic { found }) if found[..2] == [0x16, 0x03] => {
+            Some("the other side speaks TLS and this server has no TLS configured")
+        }
+        Error::Handshake(Rejection::TlsRequired) => {
+            Some("the other side sent a plaintext hello; configure TLS on it")
+        }
+        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::handshake::Channel;
 use crate::mux::{MuxConn, WRITE_BATCH_BYTES};
+use crate::server::PeerAddresses;
 
 /// Sends Raft messages and snapshot chunks to the other members over TCP.
 ///
@@ -214,6 +215,13 @@ impl Inner {
             snapshot: Arc::new(snapshot),
             task: self.runtime.spawn(task.run()),
         }
+    }
+}
+
+impl PeerAddresses for TcpTransport {
+    /// The address of `node` in the address book.
+    fn peer_addr(&self, node: NodeId) -> Option<String> {
+        self.inner.peers().get(&node).map(|peer| peer.addr.clone())
     }
 }
 

@@ -279,8 +279,11 @@ async fn a_request_longer_than_the_idle_timeout_keeps_its_connection() {
     assert_eq!(slow, ClientResponse::Ok(Bytes::from_static(&[50, 1])));
     let next = client.request(Bytes::from_static(&[0, 2])).await.unwrap();
     assert_eq!(next, ClientResponse::Ok(Bytes::from_static(&[0, 2])));
-    assert_eq!(server.server.stats().connections_accepted, 1);
+    let stats = server.server.stats_handle();
+    assert_eq!(stats.stats().connections_accepted, 1);
+    assert_eq!(stats.stats().client_connections_open, 1);
     // Once quiet, the connection does idle out.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(server.server.stats().connections_open, 0);
+    assert_eq!(stats.stats().connections_open, 0);
+    assert_eq!(stats.stats().client_connections_open, 0);
 }

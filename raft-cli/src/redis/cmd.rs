@@ -35,6 +35,9 @@ mod set;
 /// Bytes of a name shown in an "unknown command" error, and of the arguments shown after
 /// it, at most (as Redis shows them).
 const UNKNOWN_SHOWN_BYTES_MAX: usize = 128;
+/// The name requests are counted under in the metrics when they name no command, or name one
+/// with the wrong arity or an option it refuses.
+pub(crate) const INVALID_COMMAND: &str = "invalid";
 
 /// What a command executes with.
 pub(crate) struct Context<'a> {
@@ -118,6 +121,9 @@ macro_rules! commands {
         #[cfg(test)]
         const COMMAND_TABLE: &[(&str, i32)] = &[$((<$command>::NAME, <$command>::ARITY)),*];
 
+        /// Every command's name, in lookup order (the request counters' labels).
+        pub(crate) const COMMAND_NAMES: &[&str] = &[$(<$command>::NAME),*];
+
         impl Parsed {
             /// Finds the command `words[0]` names, checks the arity and parses the rest; the
             /// error reply Redis would give otherwise.
@@ -139,6 +145,13 @@ macro_rules! commands {
             pub async fn execute(self, cx: &Context<'_>) -> Value {
                 match self {
                     $(Parsed::$variant(command) => command.execute(cx).await,)*
+                }
+            }
+
+            /// The command's name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Parsed::$variant(_) => <$command>::NAME,)*
                 }
             }
 

@@ -7,12 +7,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use raft_net_tcp::tls::tokio_rustls::server::TlsStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 
-use super::cmd::{Context, Parsed};
-use super::RedisLimits;
+use super::cmd::{Context, Parsed, INVALID_COMMAND};
+use super::{error_kind, RedisLimits};
 use crate::resp::{ReplyBuffer, RequestParser, Value};
 use crate::service::Service;
 
@@ -46,7 +48,7 @@ pub(super) enum End {
 
 /// Serves one connection until it ends; requests it received are answered first.
 pub(super) async fn serve(
-    socket: TcpStream,
+    socket: Socket,
     service: &Service,
     limits: RedisLimits,
     mut shutdown: watch::Receiver<bool>,
@@ -83,8 +85,75 @@ enum Wait {
     Timer,
 }
 
+/// A connection's socket: plain TCP, or TLS over TCP (boxed: a TLS session is large, and
+/// only TLS connections pay for the box).
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Socket {
+    /// Waits for bytes and reads them into `input`. A TCP connection without a buffer (new,
+    /// or its buffer was just freed) waits until bytes are there before it makes one, so an
+    /// idle connection holds no buffer; one with a buffer reads straight into it. A TLS
+    /// session keeps buffers of its own anyway, so its reads always make room first.
+    /// Cancel safe: bytes are only ever taken into `input`.
+    async fn read_into(&mut self, input: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(socket) if input.capacity() == 0 => {
+                socket.readable().await?;
+                input.reserve(READ_CHUNK_BYTES);
+                socket.try_read_buf(input)
+            }
+            Socket::Tcp(socket) => {
+                input.reserve(READ_CHUNK_BYTES);
+                socket.read_buf(input).await
+            }
+            Socket::Tls(socket) => {
+                input.reserve(READ_CHUNK_BYTES);
+                match socket.read_buf(input).await {
+                    // A client that closes without TLS's close_notify has closed, as far as
+                    // RESP is concerned: a request cut short is still only partly parsed.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    read => read,
+                }
+            }
+        }
+    }
+
+    /// Writes some of `bytes`; a `TimedOut` error if the client reads nothing for `patience`.
+    async fn write_some(&mut self, bytes: &[u8], patience: Duration) -> io::Result<usize> {
+        let timed_out = |_| io::Error::from(io::ErrorKind::TimedOut);
+        match self {
+            Socket::Tcp(socket) => loop {
+                match socket.try_write(bytes) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        timeout(patience, socket.writable())
+                            .await
+                            .map_err(timed_out)??;
+                    }
+                    written => return written,
+                }
+            },
+            Socket::Tls(socket) => timeout(patience, socket.write(bytes))
+                .await
+                .map_err(timed_out)?,
+        }
+    }
+
+    /// Sends what TLS still holds (TCP holds nothing); `TimedOut` as in [`Socket::write_some`].
+    async fn flush(&mut self, patience: Duration) -> io::Result<()> {
+        match self {
+            Socket::Tcp(_) => Ok(()),
+            Socket::Tls(socket) => timeout(patience, socket.flush())
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
+        }
+    }
+}
+
 struct Connection {
-    socket: TcpStream,
+    socket: Socket,
     input: BytesMut,
     /// The most bytes `input` held since its allocation was made.
     input_bytes_max: usize,
@@ -103,7 +172,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(socket: TcpStream, limits: RedisLimits) -> Connection {
+    fn new(socket: Socket, limits: RedisLimits) -> Connection {
         let now = Instant::now();
         let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
         Connection {
@@ -130,19 +199,28 @@ impl Connection {
                 Ok(Some(words)) => words,
                 Ok(None) => break,
                 Err(e) => {
+                    cx.service.client_metrics().redis.error("protocol");
                     self.output.push(Value::error("ERR", e));
                     self.write_replies().await?;
                     return Ok(Some(End::ProtocolError));
                 }
             };
             self.request_started_at = None;
+            let counters = &cx.service.client_metrics().redis;
             let (reply, quit) = match Parsed::parse(words) {
                 Ok(command) => {
+                    counters.request(command.name());
                     let quit = command.closes_connection();
                     (command.execute(cx).await, quit)
                 }
-                Err(reply) => (reply, false),
+                Err(reply) => {
+                    counters.request(INVALID_COMMAND);
+                    (reply, false)
+                }
             };
+            if let Value::Error(text) = &reply {
+                counters.error(error_kind(text));
+            }
             self.output.push(reply);
             if quit {
                 self.write_replies().await?;
@@ -175,18 +253,12 @@ impl Connection {
     /// the idle timeout.
     async fn write_replies(&mut self) -> io::Result<()> {
         while let Some(part) = self.output.front() {
-            match self.socket.try_write(part) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.output.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::time::timeout(self.idle_timeout, self.socket.writable())
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-                }
-                Err(e) => return Err(e),
+            match self.socket.write_some(part, self.idle_timeout).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written => self.output.consume(written),
             }
         }
-        Ok(())
+        self.socket.flush(self.idle_timeout).await
     }
 
     /// When the connection is closed if nothing more arrives: the request read timeout after
@@ -201,7 +273,6 @@ impl Connection {
     /// Reads what the socket has; the end of the connection if it closed, timed out or the
     /// endpoint shuts down first.
     async fn read(&mut self, shutdown: &mut watch::Receiver<bool>) -> io::Result<Option<End>> {
-        use tokio::io::AsyncReadExt;
         loop {
             let deadline = self.deadline();
             // Checked here, not only when the timer fires: a client whose next byte is always
@@ -213,35 +284,13 @@ impl Connection {
                 self.timer.as_mut().reset(deadline);
                 self.timer_deadline = deadline;
             }
-            // A connection without a buffer (new, or its buffer was just freed) waits until
-            // bytes are there before it makes one, so an idle connection holds no buffer; one
-            // with a buffer reads straight into it. The branches are tried in order, without
-            // the random order (and its random number) of an unbiased select: bytes that are
-            // there come first.
-            let has_buffer = self.input.capacity() > 0;
-            if has_buffer {
-                self.input.reserve(READ_CHUNK_BYTES);
-            }
-            let read = if has_buffer {
-                tokio::select! {
-                    biased;
-                    read = self.socket.read_buf(&mut self.input) => Wait::Read(read),
-                    _ = shutdown.wait_for(|stop| *stop) => Wait::Shutdown,
-                    () = &mut self.timer => Wait::Timer,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    ready = self.socket.readable() => match ready {
-                        Ok(()) => {
-                            self.input.reserve(READ_CHUNK_BYTES);
-                            Wait::Read(self.socket.try_read_buf(&mut self.input))
-                        }
-                        Err(e) => Wait::Read(Err(e)),
-                    },
-                    _ = shutdown.wait_for(|stop| *stop) => Wait::Shutdown,
-                    () = &mut self.timer => Wait::Timer,
-                }
+            // The branches are tried in order, without the random order (and its random
+            // number) of an unbiased select: bytes that are there come first.
+            let read = tokio::select! {
+                biased;
+                read = self.socket.read_into(&mut self.input) => Wait::Read(read),
+                _ = shutdown.wait_for(|stop| *stop) => Wait::Shutdown,
+                () = &mut self.timer => Wait::Timer,
             };
             match read {
                 Wait::Read(Ok(0)) => return Ok(Some(End::Closed)),

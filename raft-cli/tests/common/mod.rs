@@ -4,12 +4,14 @@
 
 #![allow(dead_code)]
 
+pub mod metrics;
+
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use raft_cli::client::ClientError;
-use raft_cli::local::LocalCluster;
+use raft_cli::local::{LocalCluster, LocalTls};
 use raft_core::NodeId;
 
 /// Longest wait for any cluster condition in the tests (debug builds on 2 busy cores).
@@ -46,9 +48,38 @@ const CLUSTER_START_ATTEMPTS: usize = 3;
 /// process (on a shared machine, another test's cluster or client) can take one in between;
 /// a cluster whose node exited for that reason is replaced by a new one.
 pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
+    cluster_prepared_with_tls(voters, extra, None, |_| {}).await
+}
+
+/// Like [`cluster_with`], with TLS files for the nodes and the clients' TLS configuration.
+pub async fn cluster_with_tls(voters: u64, extra: &[&str], tls: Option<LocalTls>) -> LocalCluster {
+    cluster_prepared_with_tls(voters, extra, tls, |_| {}).await
+}
+
+/// [`cluster_with`], calling `prepare` with the cluster's nodes defined (ports, data
+/// directories, [`LocalCluster::peers`]) before any starts: to fill their data directories
+/// (`raft restore`). A cluster replaced because a port was taken is prepared again.
+pub async fn cluster_prepared(
+    voters: u64,
+    extra: &[&str],
+    prepare: impl Fn(&LocalCluster),
+) -> LocalCluster {
+    cluster_prepared_with_tls(voters, extra, None, prepare).await
+}
+
+/// [`cluster_prepared`] with TLS files for the nodes (see [`cluster_with_tls`]).
+pub async fn cluster_prepared_with_tls(
+    voters: u64,
+    extra: &[&str],
+    tls: Option<LocalTls>,
+    prepare: impl Fn(&LocalCluster),
+) -> LocalCluster {
     let args: Vec<&str> = NODE_ARGS.iter().chain(extra).copied().collect();
     for attempt in 1..=CLUSTER_START_ATTEMPTS {
-        let mut cluster = LocalCluster::start(binary(), voters, &args).expect("cluster starts");
+        let mut cluster = LocalCluster::define_with_tls(binary(), voters, &args, tls.clone())
+            .expect("cluster defined");
+        prepare(&cluster);
+        cluster.start_defined().expect("cluster starts");
         match wait_for_leader(&mut cluster).await {
             Ok(()) => return cluster,
             Err(dead) => {
@@ -64,6 +95,32 @@ pub async fn cluster_with(voters: u64, extra: &[&str]) -> LocalCluster {
         }
     }
     unreachable!("the last attempt returns or panics")
+}
+
+/// Runs the binary under test with `args` (and `RAFT_CLUSTER` set to `cluster`, if given);
+/// returns its exit code, stdout and stderr.
+pub fn run_raft(cluster: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(binary());
+    command.args(args);
+    if let Some(cluster) = cluster {
+        command.env("RAFT_CLUSTER", cluster);
+    }
+    let output = command.output().expect("raft runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The members' addresses, comma-separated (for `--cluster` / `RAFT_CLUSTER`).
+pub fn member_list(cluster: &LocalCluster) -> String {
+    cluster
+        .nodes
+        .values()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Waits for a leader; the nodes that exited if some did. A node that could not start leaves

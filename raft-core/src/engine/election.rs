@@ -39,9 +39,11 @@ impl Engine {
         // rather than at their timeout (and never let them pile up if this server wins).
         self.fail_forwarded_reads();
         let term = if pre_vote {
+            self.campaigns.pre_votes += 1;
             self.role = Role::PreCandidate;
             self.term + 1
         } else {
+            self.campaigns.elections += 1;
             self.role = Role::Candidate;
             self.set_hard_state(self.term + 1, Some(self.id));
             self.term

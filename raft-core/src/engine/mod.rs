@@ -243,6 +243,18 @@ pub struct Status {
     pub progress: BTreeMap<NodeId, Progress>,
 }
 
+/// How often this server campaigned since it started (see [`Engine::campaigns`]): for
+/// metrics, where many elections mean an unstable cluster (a lagging loop, a flaky network).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Campaigns {
+    /// Pre-vote rounds started (thesis 9.6). A pre-candidate that loses them changes nothing
+    /// for the others: no term is raised.
+    pub pre_votes: u64,
+    /// Elections started: terms this server raised to stand as a candidate (after winning a
+    /// pre-vote round, without one, or for a leadership transfer).
+    pub elections: u64,
+}
+
 /// A configuration entry that is in the log but not known committed.
 #[derive(Clone, Debug)]
 struct PendingConfig {
@@ -291,6 +303,7 @@ pub struct Engine {
     /// yet: the log's `persisted` already counts it, but answers must not before it is.
     snapshot_unsaved: bool,
     snapshots: snapshot::SnapshotState,
+    campaigns: Campaigns,
 
     ready: Ready,
 }
@@ -365,6 +378,7 @@ impl Engine {
             hard_state_unsaved: false,
             snapshot_unsaved: false,
             snapshots,
+            campaigns: Campaigns::default(),
             ready: Ready::default(),
         };
         engine.rebuild_configs_from_log();
@@ -380,6 +394,11 @@ impl Engine {
     /// This server's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Pre-vote rounds and elections this server started since it was created.
+    pub fn campaigns(&self) -> Campaigns {
+        self.campaigns
     }
 
     /// Current role.

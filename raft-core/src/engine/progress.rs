@@ -146,6 +146,17 @@ impl Progress {
             .is_some_and(|f| now_tick.saturating_sub(f.sent_at_tick) >= timeout_ticks)
     }
 
+    /// AppendEntries carrying entries sent to the peer and not acknowledged yet (the
+    /// pipelining window in use; 0 outside `Replicate`).
+    pub fn inflight_messages(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Payload bytes of the AppendEntries in flight to the peer.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
     /// Whether nothing is in flight (the peer is idle, so an urgent commit notice is useful).
     pub(crate) fn is_idle(&self) -> bool {
         self.inflight.is_empty() && !self.probe_sent

@@ -159,6 +159,7 @@ async fn handle<M: StateMachine>(
             }
         }
         ApplyItem::Restore(meta) => {
+            let started = tokio::time::Instant::now();
             let mut reader = snapshots
                 .as_ref()
                 .open(&meta)
@@ -167,8 +168,11 @@ async fn handle<M: StateMachine>(
             sm.restore(&meta, &mut reader)
                 .await
                 .map_err(|e| Fatal::StateMachine(format!("restoring a snapshot: {e}")))?;
-            let index = meta.last_log_id.index;
-            let _ = events.send(Event::Applied { index, count: 0 });
+            let _ = events.send(Event::Restored {
+                index: meta.last_log_id.index,
+                bytes: meta.size_bytes,
+                took: started.elapsed(),
+            });
         }
     }
     Ok(())

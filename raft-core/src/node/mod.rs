@@ -8,12 +8,12 @@
 
 mod apply;
 mod error;
-mod lag;
 pub mod log_store_suite;
 mod mem_kv;
 mod mem_log;
 mod mem_snapshot;
 mod mem_transport;
+mod metrics;
 mod raft;
 mod recovery;
 mod runtime;
@@ -26,11 +26,11 @@ mod waiters;
 mod write;
 
 pub use error::Fatal;
-pub use lag::LagHistogram;
 pub use mem_kv::{HookLog, KvMap, MemKv};
 pub use mem_log::MemLogStore;
 pub use mem_snapshot::MemSnapshotStore;
 pub use mem_transport::{MemRouter, MemTransport};
+pub use metrics::{NodeMetrics, ProposalRefusals, SnapshotActivity};
 pub use raft::{
     EngineObserver, NodeConfig, NodeState, NodeStatus, PeerStatus, RaftError, RaftHandle, RaftNode,
     StartOptions, PROPOSE_MANY_COMMANDS_MAX,

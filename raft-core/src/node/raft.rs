@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::error::Fatal;
+use super::metrics::NodeMetrics;
 use super::runtime::{self, Command};
 use super::storage::{LogStore, SnapshotStore};
 use super::tasks::Tasks;
@@ -199,9 +200,15 @@ pub struct PeerStatus {
     pub next_index: LogIndex,
     /// Replication mode.
     pub state: ReplicationState,
+    /// AppendEntries with entries sent and not acknowledged yet (the pipelining window in
+    /// use, at most `inflight_messages_max`).
+    pub inflight_messages: u64,
+    /// Payload bytes of those messages.
+    pub inflight_bytes: u64,
 }
 
-/// Status and metrics of a node. Refreshed every tick and on role changes.
+/// Status and metrics of a node. Refreshed every tick and on role changes (see
+/// [`RaftHandle::status`]).
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
     /// This server.
@@ -230,19 +237,14 @@ pub struct NodeStatus {
     pub committed_membership: Membership,
     /// Per-peer progress (leader only).
     pub peers: Vec<PeerStatus>,
-    /// Proposals accepted since start.
-    pub proposals_total: u64,
     /// Proposals waiting for their entry to be applied here.
     pub proposals_waiting: u64,
     /// Linearizable reads waiting for their read index or for the state machine.
     pub reads_waiting: u64,
-    /// How late the event loop's ticks fired since start (a loop that lags sends heartbeats
-    /// late).
-    pub event_loop_lag: super::LagHistogram,
     /// Payload bytes of the log held in memory (see `engine::Config::log_cache_bytes_max`).
     pub log_cached_bytes: u64,
-    /// Entries applied since start.
-    pub applied_total: u64,
+    /// Counters and histograms since start (refreshed every tick).
+    pub metrics: NodeMetrics,
 }
 
 impl NodeStatus {
@@ -261,12 +263,10 @@ impl NodeStatus {
             membership: Membership::default(),
             committed_membership: Membership::default(),
             peers: Vec::new(),
-            proposals_total: 0,
             proposals_waiting: 0,
             reads_waiting: 0,
-            event_loop_lag: super::LagHistogram::default(),
             log_cached_bytes: 0,
-            applied_total: 0,
+            metrics: NodeMetrics::default(),
         }
     }
 
@@ -440,7 +440,7 @@ impl RaftHandle {
 
     /// Status and metrics. Role, term, leader, membership, snapshot and the log indexes
     /// (commit, applied, last, first) are published as they change; per-peer progress and
-    /// the counters are refreshed every tick (`tick_ms`).
+    /// the counters ([`NodeStatus::metrics`]) are refreshed every tick (`tick_ms`).
     pub fn status(&self) -> NodeStatus {
         self.inner.status.borrow().clone()
     }

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::apply::{self, ApplyItem};
 use super::error::Fatal;
-use super::lag::LagHistogram;
+use super::metrics::NodeMetrics;
 use super::raft::{
     addresses, EngineObserver, HandleInner, MembershipChange, NodeConfig, NodeState, NodeStatus,
     PeerStatus, RaftError, RaftHandle, StartOptions,
@@ -28,12 +28,13 @@ use super::tasks::Tasks;
 use super::transfer_sender::StopAndWaitSender;
 use super::transport::{SnapshotTransfer, Transport};
 use super::waiters::{Reply, Waiters};
-use super::{write, StateMachine};
+use super::write::{self, WriteReport};
+use super::StateMachine;
 use crate::driver::{ApplyWork, Driver, Work};
 use crate::engine::{BuiltSnapshot, EngineError, EntryFetch, Role};
 use crate::membership::Membership;
 use crate::message::Message;
-use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta};
+use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// A late-heartbeat warning is logged at most this often.
 const LATE_WARNING_INTERVAL_MS: u64 = 1_000;
@@ -84,10 +85,22 @@ impl Command {
 
 /// Something a background task finished.
 pub(crate) enum Event {
-    Persisted(Result<(), StorageError>),
-    Applied { index: LogIndex, count: u64 },
+    Persisted(Result<WriteReport, StorageError>),
+    Applied {
+        index: LogIndex,
+        count: u64,
+    },
+    /// A snapshot of `bytes` received from the leader was restored in `took`.
+    Restored {
+        index: LogIndex,
+        bytes: u64,
+        took: Duration,
+    },
     SnapshotBuilt(Result<SnapshotMeta, String>),
-    SnapshotSent { peer: NodeId, success: bool },
+    SnapshotSent {
+        peer: NodeId,
+        success: bool,
+    },
     Fetched(EntryFetch, Result<Vec<Entry>, StorageError>),
     Fatal(Fatal),
 }
@@ -98,6 +111,7 @@ impl Event {
         match self {
             Event::Persisted(_) => "a finished log write",
             Event::Applied { .. } => "entries applied",
+            Event::Restored { .. } => "a snapshot restored",
             Event::SnapshotBuilt(_) => "a finished snapshot",
             Event::SnapshotSent { .. } => "a finished snapshot transfer",
             Event::Fetched(..) => "entries read back from the log",
@@ -128,20 +142,31 @@ struct Runtime<L, S, T> {
     waiters: Waiters,
     /// The index the state machine has applied (reported by the apply task).
     applied_index: LogIndex,
-    applied_total: u64,
-    /// Snapshot transfers to followers, one task per peer (leader only).
-    transfers: BTreeMap<NodeId, JoinHandle<()>>,
+    /// Snapshot transfers to followers, one per peer (leader only).
+    transfers: BTreeMap<NodeId, Transfer>,
     tasks: Tasks,
     observer: Option<Arc<dyn EngineObserver>>,
     /// The configurations the transport's peer list was last built from (committed,
     /// effective), and that list.
     peers_from: (Membership, Membership),
     peers_published: BTreeMap<NodeId, String>,
-    /// How late ticks fire, and the longest step since the last tick (for the warning when
-    /// heartbeats go out late).
-    lag: LagHistogram,
+    /// The longest step since the last tick (for the warning when heartbeats go out late).
     busiest_step: (Duration, &'static str),
     late_warned_at: Option<Instant>,
+    /// What the node counted and timed (published with the status at each tick).
+    metrics: NodeMetrics,
+    /// The last leadership counted in `metrics.leader_changes`: its term and leader.
+    leadership_seen: Option<(Term, NodeId)>,
+    /// When the snapshot build in progress was handed to the state machine.
+    snapshot_build_started: Option<Instant>,
+}
+
+/// A snapshot transfer to a follower.
+struct Transfer {
+    task: JoinHandle<()>,
+    started: Instant,
+    /// The size of the snapshot sent.
+    bytes: u64,
 }
 
 /// Loads the stores, starts the apply task and the event loop.
@@ -243,15 +268,16 @@ where
         state_tx: state_tx.clone(),
         waiters: Waiters::default(),
         applied_index: applied,
-        applied_total: 0,
         transfers: BTreeMap::new(),
         tasks: tasks.clone(),
         observer,
         peers_from: Default::default(),
         peers_published: BTreeMap::new(),
-        lag: LagHistogram::default(),
         busiest_step: (Duration::ZERO, ""),
         late_warned_at: None,
+        metrics: NodeMetrics::default(),
+        leadership_seen: None,
+        snapshot_build_started: None,
     };
     runtime.publish_peers();
     runtime.publish_status(NodeState::Running);
@@ -367,7 +393,7 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     /// time out with its leader's heartbeat in the queue), then the engine's clock moves.
     fn tick(&mut self, scheduled: Instant) {
         let lag = Instant::now().saturating_duration_since(scheduled);
-        self.lag.record(lag);
+        self.metrics.event_loop_lag_us.record_duration(lag);
         self.warn_if_heartbeats_late(lag);
         self.busiest_step = (Duration::ZERO, "");
         for _ in 0..INBOUND_PER_ITERATION_MAX {
@@ -456,8 +482,12 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
 
     fn propose(&mut self, data: Bytes, tx: Reply<Bytes>) {
         match self.driver.engine_mut().propose(data) {
-            Ok(log_id) => self.waiters.add_proposal(log_id, tx),
+            Ok(log_id) => {
+                self.metrics.proposals_accepted += 1;
+                self.waiters.add_proposal(log_id, tx, Instant::now());
+            }
             Err(e) => {
+                self.metrics.proposals_refused.count(&e);
                 let _ = tx.send(Err(self.engine_error(e)));
             }
         }
@@ -589,7 +619,10 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 }
             }
             ApplyWork::Restore(meta) => ApplyItem::Restore(meta),
-            ApplyWork::BuildSnapshot(request) => ApplyItem::BuildSnapshot(request.to_meta()),
+            ApplyWork::BuildSnapshot(request) => {
+                self.snapshot_build_started = Some(Instant::now());
+                ApplyItem::BuildSnapshot(request.to_meta())
+            }
             ApplyWork::PreCommit(entries) => ApplyItem::PreCommit(entries),
             ApplyWork::Rollback(entries) => ApplyItem::Rollback(entries),
         };
@@ -604,19 +637,26 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
 
     async fn handle_event(&mut self, event: Event) -> Result<(), Fatal> {
         match event {
-            Event::Persisted(Ok(())) => {
+            Event::Persisted(Ok(report)) => {
+                self.record_write(report);
                 let work = self.driver.write_done();
                 self.carry_out(work).await?;
             }
             Event::Persisted(Err(e)) => return Err(Fatal::LogStore(e.to_string())),
-            Event::Applied { index, count } => {
-                self.applied_index = self.applied_index.max(index);
-                self.applied_total += count;
-                self.driver.engine_mut().on_applied(index);
-                self.waiters.answer_reads(self.applied_index);
+            Event::Applied { index, count } => self.on_applied(index, count),
+            Event::Restored { index, bytes, took } => {
+                self.metrics
+                    .snapshots_installed
+                    .record_completed(bytes, took);
+                self.on_applied(index, 0);
             }
             Event::SnapshotBuilt(Ok(meta)) => {
                 info!(id = self.id, snapshot = %meta.last_log_id, bytes = meta.size_bytes, "snapshot built");
+                if let Some(started) = self.snapshot_build_started.take() {
+                    let took = started.elapsed();
+                    let built = &mut self.metrics.snapshots_built;
+                    built.record_completed(meta.size_bytes, took);
+                }
                 let built = meta.last_log_id;
                 self.driver
                     .engine_mut()
@@ -629,12 +669,21 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             Event::SnapshotBuilt(Err(e)) => {
                 // The node goes on without this snapshot; the engine tries again later.
                 warn!(id = self.id, error = %e, "building a snapshot failed");
+                self.snapshot_build_started = None;
+                self.metrics.snapshots_built.failed += 1;
                 self.driver.engine_mut().on_snapshot_built(None);
                 self.waiters
                     .snapshot_built(Err(RaftError::SnapshotFailed(e)));
             }
             Event::SnapshotSent { peer, success } => {
-                self.transfers.remove(&peer);
+                if let Some(transfer) = self.transfers.remove(&peer) {
+                    let sent = &mut self.metrics.snapshots_sent;
+                    if success {
+                        sent.record_completed(transfer.bytes, transfer.started.elapsed());
+                    } else {
+                        sent.failed += 1;
+                    }
+                }
                 self.driver.engine_mut().on_snapshot_sent(peer, success);
             }
             Event::Fetched(fetch, read) => {
@@ -648,9 +697,31 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         Ok(())
     }
 
+    /// The state machine applied up to `index` (`count` entries; none for a restore).
+    fn on_applied(&mut self, index: LogIndex, count: u64) {
+        self.applied_index = self.applied_index.max(index);
+        self.metrics.entries_applied += count;
+        self.waiters.proposals_applied(
+            self.applied_index,
+            Instant::now(),
+            &mut self.metrics.proposal_apply_us,
+        );
+        self.driver.engine_mut().on_applied(index);
+        self.waiters.answer_reads(self.applied_index);
+    }
+
+    fn record_write(&mut self, report: WriteReport) {
+        let metrics = &mut self.metrics;
+        if report.entries > 0 {
+            metrics.log_write_entries.record(report.entries);
+            metrics.log_appended_bytes += report.bytes;
+        }
+        metrics.log_write_us.record_duration(report.took);
+    }
+
     async fn start_snapshot_transfer(&mut self, peer: NodeId) {
         if let Some(old) = self.transfers.remove(&peer) {
-            old.abort();
+            old.task.abort();
         }
         let meta = match self.snapshots.latest().await {
             Ok(Some(meta)) => meta,
@@ -663,11 +734,18 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         let transfer = self.snapshot_transfer.clone();
         let (from, term) = (self.id, self.driver.engine().term());
         let events = self.events_tx.clone();
+        let bytes = meta.size_bytes;
         let task = self.tasks.spawn(async move {
             let success = transfer.send_snapshot(from, peer, term, meta).await;
             let _ = events.send(Event::SnapshotSent { peer, success });
         });
-        self.transfers.insert(peer, task);
+        let started = Instant::now();
+        let transfer = Transfer {
+            task,
+            started,
+            bytes,
+        };
+        self.transfers.insert(peer, transfer);
     }
 
     /// After every iteration: stop what only a leader does once it no longer leads, keep the
@@ -677,15 +755,31 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
         let leading = engine.role() == Role::Leader;
         if !leading && !self.transfers.is_empty() {
             // Snapshot transfers belong to a term this server no longer leads.
-            for (_, task) in std::mem::take(&mut self.transfers) {
-                task.abort();
+            for (_, transfer) in std::mem::take(&mut self.transfers) {
+                transfer.task.abort();
             }
         }
         self.waiters
             .check_membership_changes(engine.committed_membership(), leading);
         self.waiters.check_transfers(engine.leader());
+        self.count_leadership();
         self.publish_peers();
         self.refresh_status();
+    }
+
+    /// Counts a leadership this server had not seen yet. A term has at most one leader, so
+    /// (term, leader) names a leadership: a leader re-elected in a later term counts again,
+    /// and one this server lost sight of and heard from again in the same term does not.
+    fn count_leadership(&mut self) {
+        let engine = self.driver.engine();
+        let Some(leader) = engine.leader() else {
+            return;
+        };
+        let leadership = (engine.term(), leader);
+        if self.leadership_seen != Some(leadership) {
+            self.leadership_seen = Some(leadership);
+            self.metrics.leader_changes += 1;
+        }
     }
 
     /// Publishes what changed since the last status, compared with the published status
@@ -778,8 +872,11 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
                 match_index: p.match_index,
                 next_index: p.next_index,
                 state: p.state,
+                inflight_messages: p.inflight_messages() as u64,
+                inflight_bytes: p.inflight_bytes(),
             })
             .collect();
+        self.metrics.campaigns = engine.campaigns();
         let status = NodeStatus {
             id: self.id,
             state,
@@ -794,12 +891,10 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
             membership: s.membership,
             committed_membership: engine.committed_membership().clone(),
             peers,
-            proposals_total: self.waiters.proposals_total,
             proposals_waiting: self.waiters.proposals_waiting(),
             reads_waiting: self.waiters.reads_waiting(),
-            event_loop_lag: self.lag.clone(),
             log_cached_bytes: engine.log_cached_bytes(),
-            applied_total: self.applied_total,
+            metrics: self.metrics.clone(),
         };
         self.status_tx.send_replace(status);
     }
@@ -807,8 +902,8 @@ impl<L: LogStore, S: SnapshotStore, T: Transport> Runtime<L, S, T> {
     /// Ends the loop: finishes the write in flight (on a clean shutdown), drains the apply
     /// queue, answers every waiting caller.
     async fn stop(mut self, outcome: Result<Option<oneshot::Sender<()>>, Fatal>) {
-        for (_, task) in std::mem::take(&mut self.transfers) {
-            task.abort();
+        for (_, transfer) in std::mem::take(&mut self.transfers) {
+            transfer.task.abort();
         }
         let (state, error) = match &outcome {
             Ok(_) => (NodeState::Stopped, RaftError::Shutdown),

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::raft::{MembershipChange, RaftError};
 use crate::engine::ReadState;
 use crate::membership::Membership;
+use crate::metrics::Histogram;
 use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
 
 /// Where the answer to a caller goes.
@@ -21,8 +23,13 @@ pub(crate) type Responder = Reply<Bytes>;
 
 #[derive(Default)]
 pub(super) struct Waiters {
-    /// Proposals waiting for their entry to be applied: index -> (term, reply).
-    proposals: BTreeMap<LogIndex, (Term, Responder)>,
+    /// Proposals waiting for their entry to be applied: index -> (term, reply, when it was
+    /// accepted).
+    proposals: BTreeMap<LogIndex, (Term, Responder, Instant)>,
+    /// Proposals whose entries were handed to the state machine, in log order: (index, when
+    /// accepted), until the state machine reports them applied (for the latency histogram).
+    /// At most as many as proposals were waiting, which the engine's limits bound.
+    handed_over: VecDeque<(LogIndex, Instant)>,
     next_read_id: u64,
     /// Reads waiting for their read index.
     reads_waiting: BTreeMap<u64, Reply<LogIndex>>,
@@ -31,8 +38,6 @@ pub(super) struct Waiters {
     membership: Vec<(MembershipChange, Reply<()>)>,
     transfers: Vec<(NodeId, Reply<()>)>,
     snapshots: Vec<Reply<LogId>>,
-    /// Proposals accepted since start.
-    pub(super) proposals_total: u64,
 }
 
 impl Waiters {
@@ -44,9 +49,9 @@ impl Waiters {
         (self.reads_waiting.len() + self.reads_ready.len()) as u64
     }
 
-    pub(super) fn add_proposal(&mut self, log_id: LogId, reply: Responder) {
-        self.proposals_total += 1;
-        self.proposals.insert(log_id.index, (log_id.term, reply));
+    pub(super) fn add_proposal(&mut self, log_id: LogId, reply: Responder, now: Instant) {
+        self.proposals
+            .insert(log_id.index, (log_id.term, reply, now));
     }
 
     /// A fresh id for `Engine::read_index`.
@@ -77,8 +82,9 @@ impl Waiters {
         entries
             .iter()
             .map(|entry| {
-                let (term, reply) = self.proposals.remove(&entry.index)?;
+                let (term, reply, accepted_at) = self.proposals.remove(&entry.index)?;
                 if term == entry.term {
+                    self.handed_over.push_back((entry.index, accepted_at));
                     Some(reply)
                 } else {
                     let _ = reply.send(Err(RaftError::OutcomeUnknown(
@@ -97,9 +103,9 @@ impl Waiters {
             let mine = self
                 .proposals
                 .get(&entry.index)
-                .is_some_and(|(term, _)| *term == entry.term);
+                .is_some_and(|(term, ..)| *term == entry.term);
             if mine {
-                let (_, reply) = self.proposals.remove(&entry.index).expect("present");
+                let (_, reply, _) = self.proposals.remove(&entry.index).expect("present");
                 let why = "entry truncated by a new leader; it may still commit elsewhere";
                 let _ = reply.send(Err(RaftError::OutcomeUnknown(why.into())));
             }
@@ -110,7 +116,7 @@ impl Waiters {
     /// applied one by one here, so their outcome cannot be told.
     pub(super) fn fail_skipped(&mut self, upto: LogId) {
         let above = self.proposals.split_off(&(upto.index + 1));
-        for (_, (_, reply)) in std::mem::replace(&mut self.proposals, above) {
+        for (_, (_, reply, _)) in std::mem::replace(&mut self.proposals, above) {
             let why = "a snapshot from the leader replaced the entry before it was applied here";
             let _ = reply.send(Err(RaftError::OutcomeUnknown(why.into())));
         }
@@ -132,6 +138,23 @@ impl Waiters {
             if let Some(reply) = self.reads_waiting.remove(&id) {
                 let _ = reply.send(Err(not_leader()));
             }
+        }
+    }
+
+    /// The state machine applied everything up to `applied`: the proposals handed over up
+    /// to there were answered; records how long each took since it was accepted.
+    pub(super) fn proposals_applied(
+        &mut self,
+        applied: LogIndex,
+        now: Instant,
+        latency_us: &mut Histogram,
+    ) {
+        while let Some(&(index, accepted_at)) = self.handed_over.front() {
+            if index > applied {
+                break;
+            }
+            latency_us.record_duration(now.saturating_duration_since(accepted_at));
+            self.handed_over.pop_front();
         }
     }
 
@@ -203,9 +226,10 @@ impl Waiters {
     /// The node stops: every waiter is answered with `error`, proposals with an unknown
     /// outcome (their entries may commit without this node).
     pub(super) fn fail_all(&mut self, error: &RaftError) {
-        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+        for (_, (_, reply, _)) in std::mem::take(&mut self.proposals) {
             let _ = reply.send(Err(RaftError::OutcomeUnknown("node stopped".into())));
         }
+        self.handed_over.clear();
         for (_, reply) in std::mem::take(&mut self.reads_waiting) {
             let _ = reply.send(Err(error.clone()));
         }
@@ -234,7 +258,7 @@ mod tests {
         index: LogIndex,
     ) -> oneshot::Receiver<Result<Bytes, RaftError>> {
         let (tx, rx) = oneshot::channel();
-        waiters.add_proposal(LogId::new(term, index), tx);
+        waiters.add_proposal(LogId::new(term, index), tx, Instant::now());
         rx
     }
 
@@ -256,6 +280,35 @@ mod tests {
         }
         assert!(later.try_recv().is_err(), "still waiting");
         assert_eq!(waiters.proposals_waiting(), 1);
+    }
+
+    /// Each proposal handed to the state machine is timed once, from its acceptance to the
+    /// report that its index was applied; a proposal whose place another term's entry took
+    /// is not timed.
+    #[test]
+    fn applied_proposals_are_timed_once_from_their_acceptance() {
+        let mut waiters = Waiters::default();
+        let accepted_at = Instant::now();
+        let mut answers = Vec::new();
+        for index in 1..=3 {
+            let (tx, rx) = oneshot::channel();
+            waiters.add_proposal(LogId::new(1, index), tx, accepted_at);
+            answers.push(rx);
+        }
+        let entries = [
+            Entry::normal(1, 1, Bytes::new()),
+            Entry::normal(2, 2, Bytes::new()),
+            Entry::normal(1, 3, Bytes::new()),
+        ];
+        let responders = waiters.responders_for(&entries);
+        assert_eq!(responders.iter().filter(|r| r.is_some()).count(), 2);
+        let mut latency_us = Histogram::microseconds();
+        let ms = std::time::Duration::from_millis;
+        waiters.proposals_applied(2, accepted_at + ms(3), &mut latency_us);
+        assert_eq!((latency_us.count(), latency_us.max()), (1, 3_000));
+        waiters.proposals_applied(3, accepted_at + ms(5), &mut latency_us);
+        waiters.proposals_applied(3, accepted_at + ms(9), &mut latency_us);
+        assert_eq!((latency_us.count(), latency_us.max()), (2, 5_000));
     }
 
     /// Entries rolled back answer only the proposals of the same term at their index.
