@@ -27,6 +27,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod expiry;
 pub mod join;
 pub mod kv;
 pub mod local;

@@ -28,6 +28,7 @@ use crate::service::Service;
 
 mod cmd;
 mod connection;
+mod session;
 
 /// Default number of Redis connections served at once; more are told so and closed, as
 /// Redis does with `maxclients`.
@@ -101,6 +102,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1) as usize));
+    let clients = Arc::new(session::Clients::default());
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -124,10 +126,11 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         let service = service.clone();
+        let clients = clients.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             debug!(%peer, "redis connection");
-            match connection::serve(socket, &service, limits, shutdown).await {
+            match connection::serve(socket, &service, clients, limits, shutdown).await {
                 Ok(end) => debug!(%peer, ?end, "redis connection closed"),
                 Err(e) => debug!(%peer, error = %e, "redis connection failed"),
             }

@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::cmd::{Context, Parsed};
+use super::cmd::{respond, Context};
+use super::session::{Clients, Session};
 use super::RedisLimits;
 use crate::resp::{ReplyBuffer, RequestParser, Value};
 use crate::service::Service;
@@ -48,14 +49,19 @@ pub(super) enum End {
 pub(super) async fn serve(
     socket: TcpStream,
     service: &Service,
+    clients: std::sync::Arc<Clients>,
     limits: RedisLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<End> {
+    let mut session = Session::open(clients, socket.peer_addr()?, socket.local_addr()?);
     let mut connection = Connection::new(socket, limits);
-    let cx = Context { service };
+    let mut cx = Context {
+        service,
+        session: &mut session,
+    };
     let served = async {
         loop {
-            if let Some(end) = connection.answer_received(&cx).await? {
+            if let Some(end) = connection.answer_received(&mut cx).await? {
                 return Ok(end);
             }
             if *shutdown.borrow() {
@@ -123,7 +129,7 @@ impl Connection {
 
     /// Executes every complete request in the input buffer and writes the replies; the end
     /// of the connection if a request ended it.
-    async fn answer_received(&mut self, cx: &Context<'_>) -> io::Result<Option<End>> {
+    async fn answer_received(&mut self, cx: &mut Context<'_>) -> io::Result<Option<End>> {
         loop {
             let words = match self.parser.parse(&mut self.input) {
                 Ok(Some(words)) if words.is_empty() => continue,
@@ -136,13 +142,9 @@ impl Connection {
                 }
             };
             self.request_started_at = None;
-            let (reply, quit) = match Parsed::parse(words) {
-                Ok(command) => {
-                    let quit = command.closes_connection();
-                    (command.execute(cx).await, quit)
-                }
-                Err(reply) => (reply, false),
-            };
+            let (reply, quit) = respond(words, cx).await;
+            // HELLO's own reply is in the protocol it switches to.
+            self.output.set_protocol(cx.session.protocol);
             self.output.push(reply);
             if quit {
                 self.write_replies().await?;
