@@ -35,8 +35,8 @@ pub use db::{Data, Db, Slot, Value, Version, SHARDS, TOMBSTONES_MAX};
 pub use number::{format_f64, parse_f64, parse_i64};
 pub use ops::{apply_batch, read as ops_read, read_batch as ops_read_batch};
 pub use ops::{
-    Answer, At, Batch, Budget, Condition, ExpireCommand, ExpireCondition, Float, HashSetReply, Op,
-    ReadOp, SetExpiry, When, WriteOp, REPLY_ITEM_OVERHEAD_BYTES, WRONGTYPE,
+    Answer, At, Batch, Budget, Condition, ExpireCommand, ExpireCondition, HashSetReply, Op, ReadOp,
+    SetExpiry, When, WriteOp, REPLY_ITEM_OVERHEAD_BYTES, WRONGTYPE,
 };
 pub use snapshot::{read_snapshot, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1};
 pub use strings::STRING_BYTES_MAX;

@@ -254,6 +254,7 @@ pub fn encode_outcome(outcome: &Outcome) -> Bytes {
         Ok(Reply::Write(KvResponse::Set { previous, .. })) => {
             previous.as_ref().map_or(0, Bytes::len)
         }
+        Ok(Reply::Write(KvResponse::Answer(answer))) => answer.payload_bytes(),
         _ => SMALL_MESSAGE_BYTES,
     };
     encode_msgpack(outcome, payload_bytes)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::db::{Data, Db};
+use super::number::parse_i64;
 use super::ops::{change_collection, Answer, At, Budget};
 
 type List = VecDeque<Bytes>;
@@ -120,9 +121,11 @@ pub fn lrange(
         Ok(Some(list)) => list,
         Err(wrong) => return wrong,
     };
+    // As Redis reads them: negative from the end; a start before the head is the head, but
+    // a stop before it leaves the range empty.
     let len = list.len() as i64;
-    let from_end = |at: i64| if at < 0 { (len + at).max(0) } else { at };
-    let (start, stop) = (from_end(start), from_end(stop).min(len - 1));
+    let from_end = |at: i64| if at < 0 { len + at } else { at };
+    let (start, stop) = (from_end(start).max(0), from_end(stop).min(len - 1));
     if start > stop || start >= len {
         return Answer::Array(Vec::new());
     }
@@ -138,12 +141,16 @@ pub fn llen(db: &Db, key: &[u8], now_ms: u64) -> Answer {
     }
 }
 
-/// LINDEX: negative indexes from the end; nil out of range.
-pub fn lindex(db: &Db, key: &[u8], index: i64, now_ms: u64, budget: &mut Budget) -> Answer {
+/// LINDEX: negative indexes from the end; nil out of range. The key is looked up before
+/// the index is read, in Redis's order.
+pub fn lindex(db: &Db, key: &[u8], index: &[u8], now_ms: u64, budget: &mut Budget) -> Answer {
     let list = match list_of(db, key, now_ms) {
         Ok(None) => return Answer::Nil,
         Ok(Some(list)) => list,
         Err(wrong) => return wrong,
+    };
+    let Some(index) = parse_i64(index) else {
+        return Answer::err("value is not an integer or out of range");
     };
     let at = if index < 0 {
         index.checked_add(list.len() as i64)

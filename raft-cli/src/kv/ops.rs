@@ -128,19 +128,6 @@ impl Budget {
     }
 }
 
-/// A float argument, compared by its bits (so commands can be compared as values).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Float(pub f64);
-
-impl PartialEq for Float {
-    fn eq(&self, other: &Float) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-
-impl Eq for Float {}
-
 /// When a SET writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
@@ -308,8 +295,8 @@ pub enum ReadOp {
     LRange { key: Bytes, start: i64, stop: i64 },
     /// LLEN
     LLen { key: Bytes },
-    /// LINDEX
-    LIndex { key: Bytes, index: i64 },
+    /// LINDEX (the index is read after the key is looked up, as Redis reads it)
+    LIndex { key: Bytes, index: Bytes },
     /// SMEMBERS
     SMembers { key: Bytes },
     /// SISMEMBER
@@ -340,8 +327,9 @@ pub enum WriteOp {
     },
     /// INCR, INCRBY, DECR, DECRBY
     IncrBy { key: Bytes, delta: i64 },
-    /// INCRBYFLOAT
-    IncrByFloat { key: Bytes, delta: Float },
+    /// INCRBYFLOAT (the increment is read after the key's type and value are checked, as
+    /// Redis reads it)
+    IncrByFloat { key: Bytes, delta: Bytes },
     /// APPEND
     Append { key: Bytes, value: Bytes },
     /// SETRANGE (the offset is checked non-negative when parsed)
@@ -429,8 +417,8 @@ impl WriteOp {
                 key.len() + list(members)
             }
             WriteOp::HIncrBy { key, field, .. } => key.len() + field.len() + 16,
+            WriteOp::IncrByFloat { key, delta } => key.len() + delta.len() + 16,
             WriteOp::IncrBy { key, .. }
-            | WriteOp::IncrByFloat { key, .. }
             | WriteOp::GetDel { key }
             | WriteOp::Expire { key, .. }
             | WriteOp::Persist { key }
@@ -575,7 +563,7 @@ pub fn read(db: &Db, op: &ReadOp, now_ms: u64, budget: &mut Budget) -> Answer {
             lists::lrange(db, key, *start, *stop, now_ms, budget)
         }
         ReadOp::LLen { key } => lists::llen(db, key, now_ms),
-        ReadOp::LIndex { key, index } => lists::lindex(db, key, *index, now_ms, budget),
+        ReadOp::LIndex { key, index } => lists::lindex(db, key, index, now_ms, budget),
         ReadOp::SMembers { key } => sets::smembers(db, key, now_ms, budget),
         ReadOp::SIsMember { key, member } => sets::sismember(db, key, member, now_ms),
         ReadOp::SCard { key } => sets::scard(db, key, now_ms),
@@ -618,7 +606,7 @@ pub fn write(db: &mut Db, op: WriteOp, at: At, budget: &mut Budget) -> Answer {
             only_if_none_exist,
         } => strings::mset(db, pairs, only_if_none_exist, at),
         WriteOp::IncrBy { key, delta } => strings::incrby(db, key, delta, at),
-        WriteOp::IncrByFloat { key, delta } => strings::incrbyfloat(db, key, delta.0, at),
+        WriteOp::IncrByFloat { key, delta } => strings::incrbyfloat(db, key, &delta, at),
         WriteOp::Append { key, value } => strings::append(db, key, &value, at),
         WriteOp::SetRange { key, offset, value } => strings::setrange(db, key, offset, &value, at),
         WriteOp::GetDel { key } => strings::getdel(db, &key, at, budget),

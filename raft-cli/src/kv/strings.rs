@@ -66,7 +66,8 @@ pub fn strlen(db: &Db, key: &[u8], now_ms: u64) -> Answer {
 }
 
 /// GETRANGE: inclusive offsets, negative ones from the end, clamped as Redis 7.0 clamps
-/// them (a range entirely before the start still yields the first byte).
+/// them (a range entirely before the start still yields the first byte, unless both ends
+/// are negative and reversed).
 pub fn getrange(
     db: &Db,
     key: &[u8],
@@ -80,6 +81,9 @@ pub fn getrange(
         Some(Ok(value)) => value,
         Some(Err(wrong)) => return wrong,
     };
+    if start < 0 && end < 0 && start > end {
+        return Answer::Bulk(Bytes::new());
+    }
     let len = value.len() as i64;
     let from_end = |at: i64| if at < 0 { (len + at).max(0) } else { at };
     let (start, end) = (from_end(start), from_end(end).min(len - 1));
@@ -217,15 +221,20 @@ pub fn incrby(db: &mut Db, key: Bytes, delta: i64, at: At) -> Answer {
     Answer::Integer(next)
 }
 
-/// INCRBYFLOAT: the key keeps its deadline.
-pub fn incrbyfloat(db: &mut Db, key: Bytes, delta: f64, at: At) -> Answer {
+/// INCRBYFLOAT: the key keeps its deadline. The key's type, then its value, then the
+/// increment are checked, in Redis's order.
+pub fn incrbyfloat(db: &mut Db, key: Bytes, delta: &[u8], at: At) -> Answer {
+    let not_a_float = || Answer::err("value is not a valid float");
     let current = match current_string(db, &key, at.now_ms) {
         Ok(None) => 0.0,
         Ok(Some(value)) => match parse_f64(&value) {
             Some(n) => n,
-            None => return Answer::err("value is not a valid float"),
+            None => return not_a_float(),
         },
         Err(wrong) => return wrong,
+    };
+    let Some(delta) = parse_f64(delta) else {
+        return not_a_float();
     };
     let next = current + delta;
     if !next.is_finite() {

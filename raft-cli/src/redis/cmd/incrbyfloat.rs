@@ -3,15 +3,15 @@
 use bytes::Bytes;
 
 use super::{Args, Command, Refusal, WriteCommand};
-use crate::kv::{parse_f64, Float, WriteOp};
-use crate::resp::Value;
+use crate::kv::WriteOp;
 
 /// Adds a float to the number at a key (absent: 0) and answers the sum as a string. The sum
 /// is a 64-bit float (Redis: an 80-bit long double), so where the exact sum has more digits
 /// than a double holds, the last digits may differ from Redis's.
 pub(crate) struct Incrbyfloat {
     key: Bytes,
-    delta: f64,
+    /// Read when the command is applied, after the key's type and value, as Redis reads it.
+    delta: Bytes,
 }
 
 impl Command for Incrbyfloat {
@@ -20,11 +20,10 @@ impl Command for Incrbyfloat {
     const KEYS: (i64, i64, i64) = (1, 1, 1);
 
     fn parse(mut args: Args) -> Result<Self, Refusal> {
-        let key = args.required()?;
-        let word = args.required()?;
-        let delta =
-            parse_f64(&word).ok_or_else(|| Value::error("ERR", "value is not a valid float"))?;
-        Ok(Incrbyfloat { key, delta })
+        Ok(Incrbyfloat {
+            key: args.required()?,
+            delta: args.required()?,
+        })
     }
 }
 
@@ -32,7 +31,7 @@ impl WriteCommand for Incrbyfloat {
     fn op(self) -> WriteOp {
         WriteOp::IncrByFloat {
             key: self.key,
-            delta: Float(self.delta),
+            delta: self.delta,
         }
     }
 }

@@ -8,7 +8,8 @@ use crate::kv::ReadOp;
 /// One element of a list (negative indexes count from the end; nil out of range).
 pub(crate) struct Lindex {
     key: Bytes,
-    index: i64,
+    /// Read after the key is looked up, as Redis reads it.
+    index: Bytes,
 }
 
 impl Command for Lindex {
@@ -19,7 +20,7 @@ impl Command for Lindex {
     fn parse(mut args: Args) -> Result<Self, Refusal> {
         Ok(Lindex {
             key: args.required()?,
-            index: args.integer()?,
+            index: args.required()?,
         })
     }
 }

@@ -38,7 +38,10 @@ impl WriteCommand for Lpop {
 /// refuses it when it is not a non-negative integer.
 pub(super) fn parse_pop(mut args: Args) -> Result<(Bytes, Option<u64>), Refusal> {
     let key = args.required()?;
-    let count = match args.next_arg() {
+    let count = args.next_arg();
+    // Too many words is the first error, before the count's.
+    args.finish()?;
+    let count = match count {
         None => None,
         Some(word) => {
             let refused = || Value::error("ERR", "value is out of range, must be positive");
@@ -46,6 +49,5 @@ pub(super) fn parse_pop(mut args: Args) -> Result<(Bytes, Option<u64>), Refusal>
             Some(u64::try_from(count).map_err(|_| refused())?)
         }
     };
-    args.finish()?;
     Ok((key, count))
 }
