@@ -92,11 +92,6 @@ impl Budget {
         self.used <= self.max
     }
 
-    /// Whether an item of `bytes` would still fit, without counting it.
-    pub fn fits(&self, bytes: usize) -> bool {
-        self.used.saturating_add(bytes + REPLY_ITEM_OVERHEAD_BYTES) <= self.max
-    }
-
     /// Whether the reply went past the budget.
     pub fn exceeded(&self) -> bool {
         self.used > self.max

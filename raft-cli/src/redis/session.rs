@@ -17,9 +17,10 @@ use crate::resp::{Protocol, Value};
 /// Commands a transaction may queue, at most; past it the transaction is discarded at EXEC
 /// (EXECABORT), as Redis does when it cannot queue a command.
 pub const TRANSACTION_COMMANDS_MAX: usize = 64 * 1024;
-/// Bytes of arguments a transaction may queue, at most: its commands travel in one log
-/// entry, which holds 4 MiB by default (`entry_bytes_max`).
-pub const TRANSACTION_BYTES_MAX: usize = 4 << 20;
+/// Bytes of arguments a transaction may queue, at most (each argument counted with 16 bytes
+/// of encoding besides its own): its commands travel in one log entry, which holds 4 MiB by
+/// default (`entry_bytes_max`); the rest is room for the entry's own encoding.
+pub const TRANSACTION_BYTES_MAX: usize = 3 << 20;
 /// Keys one connection may watch at once, at most: each is looked up again when EXEC is
 /// applied, on every replica.
 pub const WATCHED_KEYS_MAX: usize = 64 * 1024;
