@@ -18,7 +18,7 @@
 //! absent by its own clock. ARCHITECTURE.md states the guarantees.
 //!
 //! A plain SET (no option) needs no clock: it is proposed without a stamp, in the
-//! hand-written encoding of [`set_codec`], and applied without rmp-serde.
+//! hand-written encoding of `kv/set_codec.rs`, and applied without rmp-serde.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -700,6 +700,40 @@ mod tests {
         );
     }
 
+    /// RESP3's types go out as such after HELLO 3 and as their RESP2 counterparts before,
+    /// from a value and through a reply buffer alike (replies of redis-server 7.0.15).
+    #[test]
+    fn resp3_types_encode_in_either_protocol() {
+        let bulk = |s: &'static str| Value::Bulk(Bytes::from_static(s.as_bytes()));
+        let reply = Value::Array(vec![
+            Value::Map(vec![bulk("a"), bulk("1")]),
+            Value::Set(vec![bulk("x")]),
+            Value::Nil,
+            Value::NilArray,
+            Value::Verbatim(Bytes::from_static(b"k:v")),
+            Value::Status("hash".into()),
+        ]);
+        let resp2 = "*6\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$1\r\nx\r\n$-1\r\n*-1\r\n\
+                     $3\r\nk:v\r\n+hash\r\n";
+        let resp3 = "*6\r\n%1\r\n$1\r\na\r\n$1\r\n1\r\n~1\r\n$1\r\nx\r\n_\r\n_\r\n\
+                     =7\r\ntxt:k:v\r\n+hash\r\n";
+        for (protocol, expected) in [(Protocol::Resp2, resp2), (Protocol::Resp3, resp3)] {
+            let mut out = BytesMut::new();
+            reply.encode_as(&mut out, protocol);
+            assert_eq!(String::from_utf8_lossy(&out), expected, "{protocol:?}");
+            let mut buffer = ReplyBuffer::default();
+            buffer.set_protocol(protocol);
+            buffer.push(reply.clone());
+            let mut written = Vec::new();
+            while let Some(part) = buffer.front() {
+                written.extend_from_slice(part);
+                let n = part.len();
+                buffer.consume(n);
+            }
+            assert_eq!(String::from_utf8_lossy(&written), expected, "{protocol:?}");
+        }
+    }
+
     /// A reply buffer writes the same bytes as `Value::encode`, and a large value goes out
     /// from the allocation it came in (shared, not copied), however often the reply holds it.
     #[test]
