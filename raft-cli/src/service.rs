@@ -250,15 +250,19 @@ impl Service {
     }
 
     /// `command` as the leader proposes it: stamped with its clock if it needs one (every
-    /// command but a plain set; a stamp put on by someone else is replaced).
+    /// command but a plain set; a stamp put on by someone else is replaced), and a Redis
+    /// batch's reply budget no larger than this node's (a native client could ask for any).
     fn stamp(&self, command: KvCommand) -> KvCommand {
         if !command.needs_clock() {
             return command;
         }
-        let command = match command {
+        let mut command = match command {
             KvCommand::Clocked { command, .. } => command,
             command => Box::new(command),
         };
+        if let KvCommand::Redis(batch) = command.as_mut() {
+            batch.reply_bytes_max = batch.reply_bytes_max.min(self.reply_bytes_max as u64);
+        }
         let now_ms = self.now_ms_with(&read_db(&self.db));
         KvCommand::Clocked { now_ms, command }
     }

@@ -183,6 +183,34 @@ async fn replies_that_grow_with_the_data_are_bounded_and_transactions_fit_one_en
     assert!(reply.starts_with("*2\r\n-ERR reply of "), "{reply}");
     assert!(reply.ends_with(":1\r\n"), "{reply}");
 
+    // A native client cannot raise the budget: the leader lowers the one a batch carries to
+    // its own.
+    let keys = raft_cli::kv::ReadOp::Keys {
+        pattern: Bytes::from_static(b"*"),
+    };
+    let batch = raft_cli::kv::Batch {
+        ops: vec![raft_cli::kv::Op::Read(keys)],
+        watched: Vec::new(),
+        transaction: true,
+        reply_bytes_max: u64::MAX,
+    };
+    let request = Request::Write(raft_cli::kv::KvCommand::Redis(batch));
+    let addr = cluster.addr(node).to_string();
+    match cluster.client().call_at(&addr, &request).await {
+        Ok(Reply::Write(raft_cli::kv::KvResponse::Answer(raft_cli::kv::Answer::Array(items)))) => {
+            let refused = matches!(
+                &items[..],
+                [raft_cli::kv::Answer::Error(e)] if e.contains("reply_bytes_max")
+            );
+            assert!(refused, "KEYS answered {} items", items.len());
+        }
+        Ok(other) => {
+            let shown: String = format!("{other:?}").chars().take(200).collect();
+            panic!("KEYS through the native port answered {shown}")
+        }
+        Err(e) => panic!("KEYS through the native port failed: {e}"),
+    }
+
     // A transaction whose arguments would not fit one log entry.
     let large = "x".repeat(3 << 20);
     assert_eq!(conn.command(&["MULTI"]).await, "+OK\r\n");
