@@ -1,26 +1,25 @@
-//! The replicated key-value state machine: byte-string keys and values with put, conditional
-//! put (absent, present, equal to: compare-and-set), delete and increment, and streaming
-//! snapshots.
+//! The replicated key-value state machine: byte-string keys holding strings, hashes, lists
+//! or sets, with deadlines, the Redis data commands, and streaming snapshots.
 //!
-//! Commands travel through the Raft log encoded with MessagePack ([`KvCommand::encode`]); each
-//! applied command answers with a [`KvResponse`]. Reads do not go through the log: the service
-//! reads the shared map ([`Kv::map`]) after a read barrier.
+//! Commands travel through the Raft log encoded with MessagePack ([`KvCommand::encode`]);
+//! each applied command answers with a [`KvResponse`]. Reads do not go through the log: the
+//! service reads the shared table ([`Kv::db`]) after a read barrier.
 //!
-//! ## Snapshot format
+//! ## Determinism and time
 //!
-//! ```text
-//! offset  size  field
-//! 0       4     magic b"RKV1"
-//! 4       8     number of pairs N (u64, little-endian)
-//! 12      ...   N times: key length (u32 LE), key, value length (u32 LE), value
-//! ```
+//! Every replica applies the same entries and must reach the same table, so applying reads
+//! no clock of its own. A command whose effect depends on time (a relative deadline, whether
+//! a key is expired) is wrapped by the leader in [`KvCommand::Clocked`], stamped with the
+//! leader's clock; the table's clock ([`Db::clock_ms`]) is the latest stamp applied, and an
+//! entry's "now" is the later of its stamp and that clock, so time never goes back, whichever
+//! leader stamped. A key whose deadline is at or before "now" is absent for the command.
+//! Expired keys are deleted by entries the leader proposes ([`WriteOp::Reap`], see
+//! `crate::expiry`); until then they stay in the table and every reader treats them as
+//! absent by its own clock. ARCHITECTURE.md states the guarantees.
 //!
-//! The pairs are in no particular order.
-//!
-//! The snapshot store checks the CRC32 of the whole stream; the reader here bounds every
-//! length it reads before allocating.
+//! A plain SET (no option) needs no clock: it is proposed without a stamp, in the
+//! hand-written encoding of `kv/set_codec.rs`, and applied without rmp-serde.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -28,42 +27,39 @@ use bytes::Bytes;
 use raft_core::node::{SnapshotBuilder, StateMachine, StateMachineError};
 use raft_core::{Entry, EntryKind, SnapshotMeta};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use set_codec::{ConditionView, SetView};
 
-mod set_codec;
+pub use db::{Data, Db, Slot, Value, Version, SHARDS, TOMBSTONES_MAX};
+pub use number::{format_f64, parse_f64, parse_i64};
+pub use ops::{apply_batch, read as ops_read, read_batch as ops_read_batch};
+pub use ops::{
+    Answer, At, Batch, Budget, Condition, ExpireCommand, ExpireCondition, HashSetReply, Op, ReadOp,
+    SetExpiry, When, WriteOp, REPLY_ITEM_OVERHEAD_BYTES, WRONGTYPE,
+};
+pub use snapshot::{read_snapshot, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V1};
+pub use strings::STRING_BYTES_MAX;
 
-/// Bytes of one key or value, at most. Also bounds what a snapshot reader allocates for one
-/// item; raft-core's default entry limit (4 MiB) is the tighter bound for values written
-/// through the log.
+mod db;
+mod glob;
+mod hashes;
+mod keys;
+mod lists;
+mod number;
+mod ops;
+mod set_codec;
+mod sets;
+mod snapshot;
+mod strings;
+
+/// Bytes of one key, value or element, at most. Also bounds what a snapshot reader
+/// allocates for one item; raft-core's default entry limit (4 MiB) is the tighter bound for
+/// values written through the log.
 pub const KV_ITEM_BYTES_MAX: usize = 16 << 20;
 
-/// The first bytes of a snapshot of this state machine.
-pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RKV1";
-
-/// Pairs a snapshot reader makes room for before reading them: the count comes from the
-/// snapshot, so the room is bounded; the map grows past it as pairs arrive.
-const SNAPSHOT_PREALLOCATED_PAIRS_MAX: u64 = 1 << 20;
-
-/// Buffer size of the snapshot writer and reader: large enough that small pairs do not cost
-/// one system call each.
-const SNAPSHOT_BUFFER_BYTES: usize = 256 << 10;
-
-/// The table of a [`Kv`]: a hash map, because an ordered map of `Bytes` keys costs a cache
-/// miss per key comparison (each key lives in its own allocation), about 17 of them per
-/// lookup at 100,000 keys; that made the B-tree lookup the largest single cost of applying a
-/// write. Nothing here needs key order.
-pub type KvTable = HashMap<Bytes, Value>;
-
-/// A stored value. An `Arc<[u8]>` rather than `Bytes`: a snapshot captures the table by
-/// cloning every pair, and the first clone of a `Bytes` made from a `Vec` allocates its
-/// shared header, which made each capture of 100,000 freshly written values a 30 ms stall
-/// of the node; cloning an `Arc` only bumps its count.
-pub type Value = Arc<[u8]>;
-
-/// The shared map behind a [`Kv`].
-pub type KvMap = Arc<RwLock<KvTable>>;
+/// The shared table behind a [`Kv`].
+pub type SharedDb = Arc<RwLock<Db>>;
 
 /// When a [`KvCommand::Set`] writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +77,8 @@ pub enum SetCondition {
 /// A write, replicated through the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    /// Sets `key` to `value` when `condition` holds.
+    /// Sets `key` to the string `value` when `condition` holds (the native client's put and
+    /// compare-and-set, and Redis's plain SET). The key loses its deadline.
     Set {
         /// The key.
         key: Bytes,
@@ -107,6 +104,16 @@ pub enum KvCommand {
         /// The increment.
         delta: i64,
     },
+    /// `command`, applied with the clock stamp `now_ms` (milliseconds since the Unix epoch)
+    /// that the leader put on it when proposing it.
+    Clocked {
+        /// The leader's clock.
+        now_ms: u64,
+        /// The command (not itself `Clocked`).
+        command: Box<KvCommand>,
+    },
+    /// Redis data commands applied as one entry: one command, or a MULTI/EXEC transaction.
+    Redis(Batch),
 }
 
 /// What an applied [`KvCommand`] answers.
@@ -125,6 +132,8 @@ pub enum KvResponse {
     Integer(i64),
     /// The command was not applied; the message says why (deterministic on every replica).
     Error(String),
+    /// The answer to a [`KvCommand::Redis`] batch, as Redis gives it.
+    Answer(Answer),
 }
 
 /// Bytes MessagePack adds around the byte strings of a command or response, at most (enum
@@ -174,6 +183,17 @@ impl KvCommand {
         set_codec::decode_set(bytes).is_some()
     }
 
+    /// Whether `bytes` hold a plain `Set` (always, without the previous value) in the
+    /// canonical encoding: the one write that needs no clock stamp.
+    pub fn is_canonical_plain_set(bytes: &[u8]) -> bool {
+        set_codec::decode_set(bytes).is_some_and(|set| set.is_plain())
+    }
+
+    /// Whether the command needs the leader's clock stamp: every command but a plain set.
+    pub fn needs_clock(&self) -> bool {
+        !self.as_set().is_some_and(|set| set.is_plain())
+    }
+
     /// A `Set` as a borrowed view, for the hand-written codec and [`apply_set`].
     fn as_set(&self) -> Option<SetView<'_>> {
         match self {
@@ -209,6 +229,8 @@ impl KvCommand {
             }
             KvCommand::Delete { keys } => keys.iter().map(|k| k.len() + 8).sum(),
             KvCommand::Incr { key, .. } => key.len(),
+            KvCommand::Clocked { command, .. } => command.payload_bytes() + 16,
+            KvCommand::Redis(batch) => batch.payload_bytes(),
         }
     }
 
@@ -227,6 +249,7 @@ impl KvResponse {
         let payload_bytes = match self {
             KvResponse::Set { previous, .. } => previous.as_ref().map_or(0, Bytes::len),
             KvResponse::Error(message) => message.len(),
+            KvResponse::Answer(answer) => answer.payload_bytes(),
             KvResponse::Deleted(_) | KvResponse::Integer(_) => 0,
         };
         encode_msgpack(self, payload_bytes)
@@ -254,21 +277,35 @@ impl KvResponse {
     }
 }
 
+impl Answer {
+    /// Bytes of the strings the answer holds, plus a little per item (to size encodings).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Answer::Bulk(bytes) => bytes.len() + 8,
+            Answer::Status(text) | Answer::Error(text) => text.len() + 8,
+            Answer::Array(items) | Answer::Map(items) | Answer::Set(items) => {
+                items.iter().map(Answer::payload_bytes).sum::<usize>() + 8
+            }
+            Answer::Ok | Answer::Integer(_) | Answer::Nil | Answer::NilArray => 9,
+        }
+    }
+}
+
 /// The key-value [`StateMachine`].
 #[derive(Debug, Default)]
 pub struct Kv {
-    map: KvMap,
+    db: SharedDb,
 }
 
-/// Reads the map, ignoring poisoning: a panic elsewhere never leaves the map half-updated
-/// because every update is a single insert or remove.
-pub fn read_map(map: &KvMap) -> RwLockReadGuard<'_, KvTable> {
-    map.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Reads the table, ignoring poisoning: a panic elsewhere never leaves the table
+/// half-updated in a way readers could not handle (each command's changes are plain
+/// inserts and removes).
+pub fn read_db(db: &SharedDb) -> RwLockReadGuard<'_, Db> {
+    db.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn write_map(map: &KvMap) -> RwLockWriteGuard<'_, KvTable> {
-    map.write()
+fn write_db(db: &SharedDb) -> RwLockWriteGuard<'_, Db> {
+    db.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -278,14 +315,20 @@ impl Kv {
         Kv::default()
     }
 
-    /// The shared map; read it after a read barrier for a linearizable read.
-    pub fn map(&self) -> KvMap {
-        self.map.clone()
+    /// The shared table; read it after a read barrier for a linearizable read.
+    pub fn db(&self) -> SharedDb {
+        self.db.clone()
     }
 }
 
-/// Applies one command to `map`. Pure apart from the map: every replica computes the same.
-pub fn apply_command(map: &mut KvTable, command: KvCommand) -> KvResponse {
+/// Applies one command from the entry at `index` to `db`. Pure apart from the table: every
+/// replica computes the same.
+pub fn apply_command(db: &mut Db, command: KvCommand, index: u64) -> KvResponse {
+    let now_ms = db.clock_ms();
+    apply_at(db, command, At { now_ms, index })
+}
+
+fn apply_at(db: &mut Db, command: KvCommand, at: At) -> KvResponse {
     match command {
         KvCommand::Set {
             key,
@@ -293,102 +336,98 @@ pub fn apply_command(map: &mut KvTable, command: KvCommand) -> KvResponse {
             condition,
             return_previous,
         } => apply_set(
-            map,
+            db,
             SetView {
                 key: &key,
                 value: &value,
                 condition: ConditionView::of(&condition),
                 return_previous,
             },
+            at,
         ),
-        KvCommand::Delete { keys } => {
-            let removed = keys.iter().filter(|k| map.remove(*k).is_some()).count();
-            KvResponse::Deleted(removed as u64)
-        }
-        KvCommand::Incr { key, delta } => {
-            let current = match map.get(&key) {
-                None => 0,
-                Some(value) => match parse_i64(value) {
-                    Some(n) => n,
-                    None => {
-                        return KvResponse::Error("value is not an integer or out of range".into())
-                    }
-                },
-            };
-            match current.checked_add(delta) {
-                Some(next) => {
-                    map.insert(key, Value::from(next.to_string().as_bytes()));
-                    KvResponse::Integer(next)
-                }
-                None => KvResponse::Error("increment or decrement would overflow".into()),
+        KvCommand::Delete { keys } => match keys::del(db, &keys, at) {
+            Answer::Integer(deleted) => KvResponse::Deleted(deleted as u64),
+            other => KvResponse::Error(format!("unexpected answer {other:?}")),
+        },
+        KvCommand::Incr { key, delta } => match strings::incrby(db, key, delta, at) {
+            Answer::Integer(n) => KvResponse::Integer(n),
+            Answer::Error(message) => {
+                // The native protocol's errors carry no code word.
+                let message = message.strip_prefix("ERR ").unwrap_or(&message);
+                KvResponse::Error(message.to_string())
             }
+            other => KvResponse::Error(format!("unexpected answer {other:?}")),
+        },
+        KvCommand::Clocked { now_ms, command } => {
+            if matches!(*command, KvCommand::Clocked { .. }) {
+                return KvResponse::Error("a clocked command inside a clocked command".into());
+            }
+            let now_ms = db.advance_clock(now_ms);
+            apply_at(db, *command, At { now_ms, ..at })
         }
+        KvCommand::Redis(batch) => KvResponse::Answer(ops::apply_batch(db, batch, at)),
     }
 }
 
 /// Applies a `Set` borrowed from its log entry: the key is copied only when it is new, the
-/// value once (into an allocation of its own, so the table never pins a larger buffer).
-fn apply_set(map: &mut KvTable, set: SetView<'_>) -> KvResponse {
-    let slot = map.get_mut(set.key);
-    let written = holds(set.condition, slot.as_deref());
-    let previous = slot
-        .as_deref()
+/// value once (into an allocation of its own, so the table never pins a larger buffer). A
+/// plain set takes one look-up and reads no clock.
+fn apply_set(db: &mut Db, set: SetView<'_>, at: At) -> KvResponse {
+    if set.is_plain() {
+        db.put_string(set.key, Value::from(set.value), at.index);
+        return KvResponse::Set {
+            written: true,
+            previous: None,
+        };
+    }
+    db.expire_if_due(set.key, at.now_ms);
+    let slot = db.slot(set.key);
+    let current = slot.and_then(|slot| match &slot.data {
+        Data::Str(value) => Some(value),
+        _ => None,
+    });
+    let written = match set.condition {
+        ConditionView::Always => true,
+        ConditionView::IfAbsent => slot.is_none(),
+        ConditionView::IfPresent => slot.is_some(),
+        ConditionView::IfEqual(expected) => current.is_some_and(|v| **v == *expected),
+    };
+    let previous = current
         .filter(|_| set.return_previous)
         .map(|v| Bytes::copy_from_slice(v));
     if written {
-        let value = Value::from(set.value);
-        match slot {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert(Bytes::copy_from_slice(set.key), value);
-            }
-        }
+        db.put_string(set.key, Value::from(set.value), at.index);
     }
     KvResponse::Set { written, previous }
 }
 
-/// Whether a `Set`'s condition holds for the key's current value.
-fn holds(condition: ConditionView<'_>, current: Option<&Value>) -> bool {
-    match condition {
-        ConditionView::Always => true,
-        ConditionView::IfAbsent => current.is_none(),
-        ConditionView::IfPresent => current.is_some(),
-        ConditionView::IfEqual(expected) => current.is_some_and(|v| **v == *expected),
-    }
-}
-
 /// Applies one normal entry: a `Set` in the canonical encoding without rmp-serde or any
 /// allocation but the value's; everything else through [`KvCommand::decode`].
-fn apply_entry(map: &mut KvTable, data: &[u8]) -> KvResponse {
+fn apply_entry(db: &mut Db, index: u64, data: &[u8]) -> KvResponse {
     if let Some(set) = set_codec::decode_set(data) {
-        return apply_set(map, set);
+        let now_ms = db.clock_ms();
+        return apply_set(db, set, At { now_ms, index });
     }
     match KvCommand::decode(data) {
-        Ok(command) => apply_command(map, command),
+        Ok(command) => apply_command(db, command, index),
         // Only this binary proposes, so this means a bug or a foreign writer; the entry is
         // answered with an error on every replica alike.
         Err(e) => KvResponse::Error(format!("malformed command: {e}")),
     }
 }
 
-/// Parses a decimal integer the way Redis does for INCR: optional minus, digits, no spaces.
-pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty() || text.starts_with('+') || text.trim() != text {
-        return None;
-    }
-    text.parse().ok()
-}
-
 #[async_trait]
 impl StateMachine for Kv {
     async fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
-        let mut map = write_map(&self.map);
+        let mut db = write_db(&self.db);
         let responses = entries
             .iter()
-            .map(|entry| match entry.kind {
-                EntryKind::Normal => apply_entry(&mut map, &entry.data).encode(),
-                _ => Bytes::new(),
+            .map(|entry| {
+                db.set_applied_index(entry.index);
+                match entry.kind {
+                    EntryKind::Normal => apply_entry(&mut db, entry.index, &entry.data).encode(),
+                    _ => Bytes::new(),
+                }
             })
             .collect();
         Ok(responses)
@@ -405,62 +444,30 @@ impl StateMachine for Kv {
     /// pairs taken under the read lock, so applying (and answering clients) goes on while a
     /// snapshot of the whole table is written and synced.
     fn snapshot_builder(&mut self) -> Option<Box<dyn SnapshotBuilder>> {
-        Some(Box::new(self.capture()))
+        Some(Box::new(KvSnapshot(self.capture())))
     }
 
     async fn restore(
         &mut self,
-        _meta: &SnapshotMeta,
+        meta: &SnapshotMeta,
         reader: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<(), StateMachineError> {
-        let map = read_snapshot(reader).await?;
-        *write_map(&self.map) = map;
+        let mut db = read_snapshot(reader).await?;
+        db.set_applied_index(meta.last_log_id.index);
+        *write_db(&self.db) = db;
         Ok(())
     }
 }
 
-/// The pairs of a [`Kv`] at one moment, to be written as a snapshot.
-struct KvSnapshot {
-    items: Vec<(Bytes, Value)>,
-}
+/// The table of a [`Kv`] at one moment, to be written as a snapshot.
+struct KvSnapshot(snapshot::Capture);
 
 impl Kv {
-    /// Copies the table's pairs. Cloning only bumps reference counts (a key's `Bytes`
-    /// allocates its shared header on its first clone, once per key): the lock is held
-    /// briefly and no key or value is copied.
-    fn capture(&self) -> KvSnapshot {
-        let items = read_map(&self.map)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        KvSnapshot { items }
-    }
-}
-
-impl KvSnapshot {
-    /// Writes the snapshot format (see the module documentation).
-    async fn write_to(
-        self,
-        writer: &mut (dyn AsyncWrite + Send + Unpin),
-    ) -> Result<(), StateMachineError> {
-        let io = |e: std::io::Error| StateMachineError(format!("snapshot write: {e}"));
-        // Pairs are laid out into a plain buffer and written a buffer at a time: one await
-        // per buffer, not four per pair.
-        let mut chunk = Vec::with_capacity(SNAPSHOT_BUFFER_BYTES);
-        chunk.extend_from_slice(&SNAPSHOT_MAGIC);
-        chunk.extend_from_slice(&(self.items.len() as u64).to_le_bytes());
-        for (key, value) in &self.items {
-            for item in [&key[..], &value[..]] {
-                chunk.extend_from_slice(&(item.len() as u32).to_le_bytes());
-                chunk.extend_from_slice(item);
-            }
-            if chunk.len() >= SNAPSHOT_BUFFER_BYTES {
-                writer.write_all(&chunk).await.map_err(io)?;
-                chunk.clear();
-            }
-        }
-        writer.write_all(&chunk).await.map_err(io)?;
-        writer.flush().await.map_err(io)
+    /// Copies the table's keys, values and metadata. Cloning only bumps reference counts (a
+    /// key's `Bytes` allocates its shared header on its first clone, once per key): the lock
+    /// is held briefly and no key or value is copied.
+    fn capture(&self) -> snapshot::Capture {
+        snapshot::Capture::of(&read_db(&self.db))
     }
 }
 
@@ -470,199 +477,9 @@ impl SnapshotBuilder for KvSnapshot {
         self: Box<Self>,
         writer: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<(), StateMachineError> {
-        self.write_to(writer).await
+        self.0.write_to(writer).await
     }
-}
-
-/// Reads a snapshot written by [`Kv`]'s `build_snapshot`.
-pub async fn read_snapshot(
-    reader: &mut (dyn AsyncRead + Send + Unpin),
-) -> Result<KvTable, StateMachineError> {
-    let io = |e: std::io::Error| StateMachineError(format!("snapshot read: {e}"));
-    let mut input = BufReader::with_capacity(SNAPSHOT_BUFFER_BYTES, reader);
-    let mut magic = [0u8; 4];
-    input.read_exact(&mut magic).await.map_err(io)?;
-    if magic != SNAPSHOT_MAGIC {
-        return Err(StateMachineError(format!(
-            "not a key-value snapshot (magic {magic:?})"
-        )));
-    }
-    let count = input.read_u64_le().await.map_err(io)?;
-    let mut map = KvTable::with_capacity(count.min(SNAPSHOT_PREALLOCATED_PAIRS_MAX) as usize);
-    for _ in 0..count {
-        let key = read_item(&mut input).await?;
-        let value = read_item(&mut input).await?;
-        map.insert(Bytes::from(key), Value::from(value));
-    }
-    let mut rest = [0u8; 1];
-    if input.read(&mut rest).await.map_err(io)? != 0 {
-        return Err(StateMachineError("snapshot has trailing bytes".into()));
-    }
-    Ok(map)
-}
-
-/// Reads one length-prefixed key or value of a snapshot, bounding the length first.
-async fn read_item<R: AsyncRead + Unpin>(input: &mut R) -> Result<Vec<u8>, StateMachineError> {
-    let io = |e: std::io::Error| StateMachineError(format!("snapshot read: {e}"));
-    let len = input.read_u32_le().await.map_err(io)? as usize;
-    if len > KV_ITEM_BYTES_MAX {
-        return Err(StateMachineError(format!(
-            "snapshot item of {len} bytes exceeds {KV_ITEM_BYTES_MAX}"
-        )));
-    }
-    let mut buf = vec![0; len];
-    input.read_exact(&mut buf).await.map_err(io)?;
-    Ok(buf)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(key: &str, value: &str, condition: SetCondition) -> KvCommand {
-        KvCommand::Set {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            condition,
-            return_previous: true,
-        }
-    }
-
-    #[test]
-    fn conditional_sets_follow_redis() {
-        let mut map = KvTable::new();
-        let r = apply_command(&mut map, set("k", "1", SetCondition::IfPresent));
-        assert_eq!(
-            r,
-            KvResponse::Set {
-                written: false,
-                previous: None
-            }
-        );
-        let r = apply_command(&mut map, set("k", "1", SetCondition::IfAbsent));
-        assert!(matches!(r, KvResponse::Set { written: true, .. }));
-        let r = apply_command(&mut map, set("k", "2", SetCondition::IfAbsent));
-        assert!(matches!(r, KvResponse::Set { written: false, .. }));
-        let r = apply_command(
-            &mut map,
-            set("k", "3", SetCondition::IfEqual(Bytes::from_static(b"2"))),
-        );
-        assert!(matches!(r, KvResponse::Set { written: false, .. }));
-        let r = apply_command(
-            &mut map,
-            set("k", "3", SetCondition::IfEqual(Bytes::from_static(b"1"))),
-        );
-        assert_eq!(
-            r,
-            KvResponse::Set {
-                written: true,
-                previous: Some(Bytes::from_static(b"1"))
-            }
-        );
-        let r = apply_command(
-            &mut map,
-            set("absent", "x", SetCondition::IfEqual(Bytes::new())),
-        );
-        assert!(matches!(r, KvResponse::Set { written: false, .. }));
-    }
-
-    #[test]
-    fn incr_parses_like_redis_and_refuses_overflow() {
-        let mut map = KvTable::new();
-        let incr = |delta| KvCommand::Incr {
-            key: Bytes::from_static(b"n"),
-            delta,
-        };
-        assert_eq!(apply_command(&mut map, incr(1)), KvResponse::Integer(1));
-        assert_eq!(apply_command(&mut map, incr(-3)), KvResponse::Integer(-2));
-        map.insert(
-            Bytes::from_static(b"n"),
-            Value::from(i64::MAX.to_string().as_bytes()),
-        );
-        assert!(matches!(
-            apply_command(&mut map, incr(1)),
-            KvResponse::Error(_)
-        ));
-        map.insert(Bytes::from_static(b"n"), Value::from(&b" 1"[..]));
-        assert!(matches!(
-            apply_command(&mut map, incr(1)),
-            KvResponse::Error(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn snapshot_round_trips_and_rejects_garbage() {
-        let mut kv = Kv::new();
-        for i in 0..100 {
-            let key = Bytes::from(format!("key{i}"));
-            write_map(&kv.map).insert(key, Value::from(vec![i as u8; i]));
-        }
-        let mut buf = Vec::new();
-        kv.build_snapshot(&mut buf).await.unwrap();
-        let map = read_snapshot(&mut &buf[..]).await.unwrap();
-        assert_eq!(map, *read_map(&kv.map));
-
-        let mut bad = buf.clone();
-        bad[0] = b'X';
-        assert!(read_snapshot(&mut &bad[..]).await.is_err());
-        assert!(read_snapshot(&mut &buf[..buf.len() - 1]).await.is_err());
-        let mut huge = SNAPSHOT_MAGIC.to_vec();
-        huge.extend_from_slice(&1u64.to_le_bytes());
-        huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(read_snapshot(&mut &huge[..]).await.is_err());
-    }
-
-    /// Entries written before `return_previous` existed decode with it off.
-    #[test]
-    fn commands_without_return_previous_still_decode() {
-        #[derive(Serialize)]
-        enum Legacy {
-            Set {
-                key: Bytes,
-                value: Bytes,
-                condition: SetCondition,
-            },
-        }
-        let old = Legacy::Set {
-            key: Bytes::from_static(b"k"),
-            value: Bytes::from_static(b"v"),
-            condition: SetCondition::IfAbsent,
-        };
-        let bytes = rmp_serde::to_vec(&old).unwrap();
-        let mut expected = set("k", "v", SetCondition::IfAbsent);
-        if let KvCommand::Set {
-            return_previous, ..
-        } = &mut expected
-        {
-            *return_previous = false;
-        }
-        assert_eq!(KvCommand::decode(&bytes).unwrap(), expected);
-    }
-
-    #[test]
-    fn previous_values_are_returned_only_when_asked_for() {
-        let mut map = KvTable::new();
-        apply_command(&mut map, set("k", "1", SetCondition::Always));
-        let mut plain = set("k", "2", SetCondition::Always);
-        if let KvCommand::Set {
-            return_previous, ..
-        } = &mut plain
-        {
-            *return_previous = false;
-        }
-        assert_eq!(
-            apply_command(&mut map, plain),
-            KvResponse::Set {
-                written: true,
-                previous: None
-            }
-        );
-        assert_eq!(
-            apply_command(&mut map, set("k", "3", SetCondition::Always)),
-            KvResponse::Set {
-                written: true,
-                previous: Some(Bytes::from_static(b"2"))
-            }
-        );
-    }
-}
+mod tests;

@@ -29,6 +29,7 @@ pub mod bench_log;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod expiry;
 pub mod join;
 pub mod kv;
 pub mod local;

@@ -68,7 +68,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     };
     let seeded = Arc::new(StickyTransport::new(transport.clone(), seeds));
     let kv = Kv::new();
-    let map = kv.map();
+    let db = kv.db();
     let node_config = settings.node_config()?;
     // Snapshots travel with raft-snapshot's windowed, resumable sender.
     let sender = raft_snapshot::SnapshotSender::new(
@@ -93,7 +93,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     .context("starting the node")?;
     let service = Service::new(
         handle.clone(),
-        map,
+        db,
         snapshot_store,
         settings.advertised().to_string(),
         settings.cluster_id,
@@ -134,6 +134,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let (stop_expiry, expiry_stopped) = tokio::sync::watch::channel(false);
+    let expiry = tokio::spawn(crate::expiry::run(service.clone(), expiry_stopped));
     info!(
         id = settings.id,
         listen = %settings.listen,
@@ -164,6 +166,8 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     if let Some(redis) = redis {
         redis.shutdown().await;
     }
+    let _ = stop_expiry.send(true);
+    let _ = expiry.await;
     server.drain_clients().await;
     handle.shutdown().await;
     server.shutdown().await;

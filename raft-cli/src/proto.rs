@@ -283,6 +283,7 @@ pub fn encode_outcome(outcome: &Outcome) -> Bytes {
         }
         Ok(Reply::BackupChunk { data, .. }) => data.len() + SMALL_MESSAGE_BYTES,
         Ok(Reply::BackupBegun { meta, .. }) => meta.len() + SMALL_MESSAGE_BYTES,
+        Ok(Reply::Write(KvResponse::Answer(answer))) => answer.payload_bytes(),
         _ => SMALL_MESSAGE_BYTES,
     };
     encode_msgpack(outcome, payload_bytes)
@@ -312,12 +313,13 @@ const WRITE_REQUEST_PREFIX: &[u8] = b"\x81\xa5Write";
 /// How an `Ok(Reply::Write(..))` outcome opens, before the state machine's answer.
 const WRITE_OUTCOME_PREFIX: &[u8] = b"\x81\xa2Ok\x81\xa5Write";
 
-/// The command of a native write request whose command is a `Set` in the canonical
-/// encoding, sliced out of the request without copying: the leader proposes these bytes as
-/// they are, with no decoding and re-encoding. `None` for any other request.
+/// The command of a native write request whose command is a plain `Set` (always written,
+/// no previous value) in the canonical encoding, sliced out of the request without copying:
+/// the leader proposes these bytes as they are, with no decoding and re-encoding (a plain
+/// set needs no clock stamp). `None` for any other request.
 pub fn encoded_set_write(payload: &Bytes) -> Option<Bytes> {
     let command = payload.strip_prefix(WRITE_REQUEST_PREFIX)?;
-    KvCommand::is_canonical_set(command).then(|| payload.slice(WRITE_REQUEST_PREFIX.len()..))
+    KvCommand::is_canonical_plain_set(command).then(|| payload.slice(WRITE_REQUEST_PREFIX.len()..))
 }
 
 /// Encodes the outcome of a write the state machine answered with `answer` (an encoded
@@ -372,7 +374,7 @@ mod tests {
             SetCondition::IfAbsent,
             SetCondition::IfEqual(Bytes::from_static(b"old")),
         ];
-        conditions
+        let mut sets: Vec<KvCommand> = conditions
             .into_iter()
             .map(|condition| KvCommand::Set {
                 key: Bytes::from_static(b"key"),
@@ -380,7 +382,14 @@ mod tests {
                 condition,
                 return_previous: true,
             })
-            .collect()
+            .collect();
+        sets.push(KvCommand::Set {
+            key: Bytes::from_static(b"key"),
+            value: Bytes::from(vec![7; 300]),
+            condition: SetCondition::Always,
+            return_previous: false,
+        });
+        sets
     }
 
     /// The shortcuts splice encodings together; each must give exactly the bytes rmp-serde
@@ -395,8 +404,9 @@ mod tests {
             let encoded = request.encode();
             assert_eq!(&encoded[..], &rmp_serde::to_vec(&request).unwrap()[..]);
             assert_eq!(Request::decode(&encoded).unwrap(), request);
+            // Only a plain set, which needs no clock stamp, goes into the log as sent.
             let sliced = encoded_set_write(&encoded);
-            if command == delete {
+            if command.needs_clock() {
                 assert_eq!(sliced, None);
             } else {
                 assert_eq!(sliced, Some(command.encode()));

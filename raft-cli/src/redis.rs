@@ -1,11 +1,14 @@
-//! The Redis-protocol (RESP2) front end: a connection loop over [`crate::resp`] and the
-//! commands, executed through the [`Service`] (writes through the log, reads after a read
-//! barrier, forwarded to the leader when needed).
+//! The Redis-protocol front end (RESP2, and RESP3 after `HELLO 3`): a connection loop over
+//! [`crate::resp`] and the commands, executed through the [`Service`] (writes through the
+//! log, forwarded to the leader when needed; reads after a read barrier).
 //!
-//! Commands: PING, ECHO, GET, SET (NX, XX, GET, IFEQ as in Valkey 8.1), DEL, EXISTS, INCR,
-//! MGET, DBSIZE, INFO, and harmless answers to what `redis-cli` and `redis-benchmark` send at
-//! start-up (COMMAND, CONFIG GET, CLIENT, SELECT 0, READONLY, READWRITE). Each is a type of
-//! its own in `redis/cmd/`, with its name, arity and options in one place.
+//! Commands: the string, key, expiry, hash, list and set commands of Redis 7 with their
+//! replies and errors, MULTI/EXEC/DISCARD/WATCH/UNWATCH (a transaction is one log entry),
+//! HELLO, CLIENT, SELECT 0, COMMAND, INFO, CONFIG GET and what `redis-cli` and
+//! `redis-benchmark` send at start-up (raft-cli/README.md lists them all, and how they
+//! differ from Redis). Each is a type of its own in `redis/cmd/`, with its name, arity, key
+//! positions and options in one place; a connection's state (protocol, transaction, watched
+//! keys) is in `redis/session.rs`.
 //!
 //! Requests of one connection run one at a time, in order; replies to pipelined requests are
 //! written together. Every connection is bounded: in number ([`RedisLimits::connections_max`]),
@@ -31,6 +34,7 @@ use crate::service::Service;
 
 mod cmd;
 mod connection;
+mod session;
 
 pub(crate) use cmd::{COMMAND_NAMES, INVALID_COMMAND};
 
@@ -161,6 +165,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1) as usize));
+    let clients = Arc::new(session::Clients::default());
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -188,6 +193,7 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         let service = service.clone();
+        let clients = clients.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         connections.spawn(async move {
@@ -196,7 +202,7 @@ async fn accept_loop(
             let Some(socket) = secure(socket, tls.as_ref(), peer).await else {
                 return;
             };
-            match connection::serve(socket, &service, limits, shutdown).await {
+            match connection::serve(socket, &service, clients, limits, shutdown).await {
                 Ok(end) => debug!(%peer, ?end, "redis connection closed"),
                 Err(e) => debug!(%peer, error = %e, "redis connection failed"),
             }

@@ -1,5 +1,6 @@
-//! A pure RESP2 codec: request bytes in, argument lists out; reply values in, bytes out. No
-//! I/O. "Not enough bytes yet" is `Ok(None)`, never an error.
+//! A pure RESP codec: request bytes in, argument lists out; reply values in, bytes out, in
+//! RESP2 or (after `HELLO 3`) RESP3. No I/O. "Not enough bytes yet" is `Ok(None)`, never an
+//! error.
 //!
 //! Requests are arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`), as every client
 //! sends, or inline commands (`PING\r\n`), as people type in telnet. Every length is checked
@@ -48,21 +49,32 @@ pub enum ProtocolError {
     },
 }
 
-/// A reply value.
+/// A reply value. The types RESP3 adds (maps, sets, verbatim strings, one null) are sent
+/// as their RESP2 counterparts on a RESP2 connection, as Redis sends them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     /// `+OK`.
     Simple(&'static str),
+    /// `+text`, made at run time (TYPE's answer).
+    Status(String),
     /// `-ERR ...` (the text includes the error code word).
     Error(String),
     /// `:42`.
     Integer(i64),
     /// `$3\r\nabc`.
     Bulk(Bytes),
-    /// `$-1` (nil).
+    /// Nil: `$-1` in RESP2, `_` in RESP3.
     Nil,
+    /// A nil array: `*-1` in RESP2, `_` in RESP3.
+    NilArray,
     /// `*N` followed by the values.
     Array(Vec<Value>),
+    /// Keys and values alternating: `%N` (N pairs) in RESP3, an array of 2N in RESP2.
+    Map(Vec<Value>),
+    /// `~N` in RESP3, an array in RESP2.
+    Set(Vec<Value>),
+    /// Text: `=N\r\ntxt:...` in RESP3, a bulk string in RESP2.
+    Verbatim(Bytes),
 }
 
 impl Value {
@@ -73,10 +85,23 @@ impl Value {
         Value::Error(text)
     }
 
-    /// Appends the encoding of the value to `out`.
+    /// Appends the RESP2 encoding of the value to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_as(out, Protocol::Resp2);
+    }
+
+    /// Appends the encoding of the value in `protocol` to `out`.
+    pub fn encode_as(&self, out: &mut BytesMut, protocol: Protocol) {
+        if let Some(items) = self.items() {
+            self.encode_header(out, items.len(), protocol);
+            for item in items {
+                item.encode_as(out, protocol);
+            }
+            return;
+        }
         match self {
             Value::Simple(s) => line(out, b'+', s.as_bytes()),
+            Value::Status(s) => line(out, b'+', s.as_bytes()),
             Value::Error(s) => line(out, b'-', s.as_bytes()),
             Value::Integer(n) => line(out, b':', n.to_string().as_bytes()),
             Value::Bulk(b) => {
@@ -84,15 +109,53 @@ impl Value {
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
-            Value::Nil => out.extend_from_slice(b"$-1\r\n"),
-            Value::Array(items) => {
-                line(out, b'*', items.len().to_string().as_bytes());
-                for item in items {
-                    item.encode(out);
+            Value::Verbatim(text) => match protocol {
+                Protocol::Resp2 => Value::Bulk(text.clone()).encode_as(out, protocol),
+                Protocol::Resp3 => {
+                    line(out, b'=', (text.len() + 4).to_string().as_bytes());
+                    out.extend_from_slice(b"txt:");
+                    out.extend_from_slice(text);
+                    out.extend_from_slice(b"\r\n");
                 }
+            },
+            Value::Nil | Value::NilArray if protocol == Protocol::Resp3 => {
+                out.extend_from_slice(b"_\r\n")
+            }
+            Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Value::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Value::Array(_) | Value::Map(_) | Value::Set(_) => {
+                unreachable!("aggregates are encoded above")
             }
         }
     }
+
+    /// The items of an aggregate (array, map, set).
+    fn items(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(items) | Value::Map(items) | Value::Set(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// Appends the header of an aggregate of `len` items.
+    fn encode_header(&self, out: &mut BytesMut, len: usize, protocol: Protocol) {
+        let (tag, count) = match (self, protocol) {
+            (Value::Map(_), Protocol::Resp3) => (b'%', len / 2),
+            (Value::Set(_), Protocol::Resp3) => (b'~', len),
+            _ => (b'*', len),
+        };
+        line(out, tag, count.to_string().as_bytes());
+    }
+}
+
+/// The protocol a connection speaks: RESP2 until `HELLO 3`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2.
+    #[default]
+    Resp2,
+    /// RESP3.
+    Resp3,
 }
 
 fn line(out: &mut BytesMut, tag: u8, body: &[u8]) {
@@ -114,9 +177,16 @@ pub struct ReplyBuffer {
     len: usize,
     /// The most bytes `tail` held since its allocation was made.
     tail_bytes_max: usize,
+    /// The protocol replies are encoded in.
+    protocol: Protocol,
 }
 
 impl ReplyBuffer {
+    /// Encodes the replies pushed from now on in `protocol`.
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+    }
+
     /// Appends the encoding of `value`.
     pub fn push(&mut self, value: Value) {
         let before = self.tail.len();
@@ -130,15 +200,18 @@ impl ReplyBuffer {
                 self.len += 2;
                 return;
             }
-            Value::Array(items) => {
-                line(&mut self.tail, b'*', items.len().to_string().as_bytes());
+            Value::Array(_) | Value::Map(_) | Value::Set(_) => {
+                let len = value.items().map_or(0, <[Value]>::len);
+                value.encode_header(&mut self.tail, len, self.protocol);
                 self.len += self.tail.len() - before;
-                for item in items {
-                    self.push(item);
+                if let Value::Array(items) | Value::Map(items) | Value::Set(items) = value {
+                    for item in items {
+                        self.push(item);
+                    }
                 }
                 return;
             }
-            value => value.encode(&mut self.tail),
+            value => value.encode_as(&mut self.tail, self.protocol),
         }
         self.len += self.tail.len() - before;
         self.tail_bytes_max = self.tail_bytes_max.max(self.tail.len());
@@ -625,6 +698,40 @@ mod tests {
             &out[..],
             b"*5\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n"
         );
+    }
+
+    /// RESP3's types go out as such after HELLO 3 and as their RESP2 counterparts before,
+    /// from a value and through a reply buffer alike (replies of redis-server 7.0.15).
+    #[test]
+    fn resp3_types_encode_in_either_protocol() {
+        let bulk = |s: &'static str| Value::Bulk(Bytes::from_static(s.as_bytes()));
+        let reply = Value::Array(vec![
+            Value::Map(vec![bulk("a"), bulk("1")]),
+            Value::Set(vec![bulk("x")]),
+            Value::Nil,
+            Value::NilArray,
+            Value::Verbatim(Bytes::from_static(b"k:v")),
+            Value::Status("hash".into()),
+        ]);
+        let resp2 = "*6\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n*1\r\n$1\r\nx\r\n$-1\r\n*-1\r\n\
+                     $3\r\nk:v\r\n+hash\r\n";
+        let resp3 = "*6\r\n%1\r\n$1\r\na\r\n$1\r\n1\r\n~1\r\n$1\r\nx\r\n_\r\n_\r\n\
+                     =7\r\ntxt:k:v\r\n+hash\r\n";
+        for (protocol, expected) in [(Protocol::Resp2, resp2), (Protocol::Resp3, resp3)] {
+            let mut out = BytesMut::new();
+            reply.encode_as(&mut out, protocol);
+            assert_eq!(String::from_utf8_lossy(&out), expected, "{protocol:?}");
+            let mut buffer = ReplyBuffer::default();
+            buffer.set_protocol(protocol);
+            buffer.push(reply.clone());
+            let mut written = Vec::new();
+            while let Some(part) = buffer.front() {
+                written.extend_from_slice(part);
+                let n = part.len();
+                buffer.consume(n);
+            }
+            assert_eq!(String::from_utf8_lossy(&written), expected, "{protocol:?}");
+        }
     }
 
     /// A reply buffer writes the same bytes as `Value::encode`, and a large value goes out

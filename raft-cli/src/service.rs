@@ -19,7 +19,10 @@ use raft_net_tcp::{ClientHandler, ClientRequest, ClientResponse, TcpClient, TcpC
 use tokio::sync::Mutex;
 
 use crate::backup::serve::BackupSessions;
-use crate::kv::{read_map, KvCommand, KvMap, KvResponse};
+use crate::kv::{
+    read_db, Answer, Budget, Data, KvCommand, KvResponse, ReadOp, SharedDb, Version,
+    REPLY_ITEM_OVERHEAD_BYTES,
+};
 use crate::metrics::ClientMetrics;
 use crate::proto::{
     decode_outcome_bytes, encode_outcome, encode_write_outcome, encoded_set_write, MemberInfo,
@@ -38,11 +41,6 @@ pub const REPLY_BYTES_MAX_LIMIT: usize = 15 << 20;
 /// Smallest accepted reply budget: enough for the replies that do not grow with the data
 /// (status, counts, errors).
 pub const REPLY_BYTES_MAX_MIN: usize = 64 << 10;
-/// Bytes a reply spends on one value besides the value itself, counted against the budget
-/// whether the key is present or not: a RESP bulk header and CRLF take at most 14, a
-/// MessagePack one at most 6.
-const REPLY_ITEM_OVERHEAD_BYTES: usize = 16;
-
 const _: () = assert!(REPLY_BYTES_MAX_LIMIT < raft_net_tcp::FRAME_BYTES_MAX_DEFAULT as usize);
 
 /// Leader addresses a node keeps a forwarding connection to, at most. A cluster has few
@@ -55,6 +53,7 @@ pub(crate) const NATIVE_COMMANDS: &[&str] = &[
     "set",
     "delete",
     "incr",
+    "redis_write",
     "get",
     "exists",
     "dbsize",
@@ -85,7 +84,7 @@ pub(crate) const NATIVE_ERROR_KINDS: &[&str] = &[
 #[derive(Debug)]
 pub struct Service {
     handle: RaftHandle,
-    map: KvMap,
+    db: SharedDb,
     /// This node's own Raft address, so it never forwards to itself.
     own_addr: String,
     client_config: TcpConfig,
@@ -99,12 +98,12 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service over a running node, its state machine's map and its snapshot store
+    /// A service over a running node, its state machine's table and its snapshot store
     /// (backups read from it). `cluster_id` is used for forwarding connections;
     /// `reply_bytes_max` is the reply budget (see [`Service::read_values`]).
     pub fn new(
         handle: RaftHandle,
-        map: KvMap,
+        db: SharedDb,
         snapshots: Arc<Snapshots>,
         own_addr: String,
         cluster_id: u64,
@@ -112,7 +111,7 @@ impl Service {
     ) -> Service {
         Service {
             handle,
-            map,
+            db,
             own_addr,
             client_config: {
                 let mut config = TcpConfig::new(cluster_id, 0);
@@ -149,7 +148,7 @@ impl Service {
     pub async fn execute(&self, request: Request) -> Outcome {
         match request {
             Request::Write(command) => {
-                let response = self.handle.propose(command.encode()).await;
+                let response = self.handle.propose(self.stamp(command).encode()).await;
                 let bytes = response.map_err(from_raft)?;
                 KvResponse::decode_bytes(&bytes)
                     .map(Reply::Write)
@@ -161,13 +160,14 @@ impl Service {
             }
             Request::Exists { keys } => {
                 self.barrier().await?;
-                let map = read_map(&self.map);
-                let count = keys.iter().filter(|k| map.contains_key(*k)).count();
+                let db = read_db(&self.db);
+                let now_ms = self.now_ms_with(&db);
+                let count = keys.iter().filter(|k| db.live(k, now_ms).is_some()).count();
                 Ok(Reply::Count(count as u64))
             }
             Request::DbSize => {
                 self.barrier().await?;
-                Ok(Reply::Count(read_map(&self.map).len() as u64))
+                Ok(Reply::Count(read_db(&self.db).len() as u64))
             }
             Request::Status => Ok(Reply::Status(Box::new(self.status()))),
             Request::AddLearner { id, addr } => {
@@ -205,8 +205,8 @@ impl Service {
         }
     }
 
-    /// The values of `keys` (`None` for an absent key), sharing the stored values: none is
-    /// copied, however often `keys` names it. Refused with [`ServiceError::Invalid`] when
+    /// The values of `keys` (`None` for a key that is absent, expired or not a string),
+    /// sharing the stored values: none is copied, however often `keys` names it. Refused with [`ServiceError::Invalid`] when
     /// the reply would hold more than the reply budget, counting each value's bytes and
     /// 16 bytes per key. While the map is locked, each key costs a look-up and a reference;
     /// the reply is encoded after it is unlocked.
@@ -214,9 +214,13 @@ impl Service {
         let mut reply_bytes = 0usize;
         let mut values = Vec::with_capacity(keys.len());
         {
-            let map = read_map(&self.map);
+            let db = read_db(&self.db);
+            let now_ms = self.now_ms_with(&db);
             for key in keys {
-                let value = map.get(key);
+                let value = db.live(key, now_ms).and_then(|slot| match &slot.data {
+                    Data::Str(value) => Some(value),
+                    _ => None,
+                });
                 reply_bytes += REPLY_ITEM_OVERHEAD_BYTES + value.map_or(0, |v| v.len());
                 // Past the budget only the sizes are added up, for the error message.
                 if reply_bytes <= self.reply_bytes_max {
@@ -232,6 +236,93 @@ impl Service {
             )));
         }
         Ok(values)
+    }
+
+    /// Executes a Redis read on this node: after a read barrier, on the table as it stands,
+    /// keys past their deadline by this node's clock absent, the reply within the budget.
+    pub async fn read(&self, op: &ReadOp) -> Result<Answer, ServiceError> {
+        self.barrier().await?;
+        let db = read_db(&self.db);
+        let now_ms = self.now_ms_with(&db);
+        Ok(crate::kv::ops_read(&db, op, now_ms, &mut self.budget()))
+    }
+
+    /// Executes the reads of a transaction on this node, at one moment after a read barrier:
+    /// a nil array if a watched key changed since it was watched, otherwise every answer.
+    /// (A transaction that only reads needs no log entry.)
+    pub async fn read_transaction(
+        &self,
+        ops: &[ReadOp],
+        watched: &[(Bytes, Version)],
+    ) -> Result<Answer, ServiceError> {
+        self.barrier().await?;
+        let db = read_db(&self.db);
+        let now_ms = self.now_ms_with(&db);
+        Ok(crate::kv::ops_read_batch(
+            &db,
+            ops,
+            watched,
+            now_ms,
+            &mut self.budget(),
+        ))
+    }
+
+    /// The versions of `keys` after a read barrier (WATCH): linearizable, so an EXEC applied
+    /// later on any replica compares them with the keys' versions at its own index.
+    pub async fn watch(&self, keys: &[Bytes]) -> Result<Vec<(Bytes, Version)>, ServiceError> {
+        self.barrier().await?;
+        let db = read_db(&self.db);
+        let now_ms = self.now_ms_with(&db);
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), db.version(key, now_ms)))
+            .collect())
+    }
+
+    /// Up to `max` keys expired by this node's clock, earliest deadline first (what the
+    /// leader proposes to delete).
+    pub fn expired_keys(&self, max: usize) -> Vec<Bytes> {
+        let db = read_db(&self.db);
+        let now_ms = self.now_ms_with(&db);
+        db.due(now_ms, max)
+    }
+
+    /// Keys with a deadline in this node's table.
+    pub fn expiring_keys(&self) -> usize {
+        read_db(&self.db).expiring_len()
+    }
+
+    /// The reply budget, in bytes.
+    pub fn reply_bytes_max(&self) -> usize {
+        self.reply_bytes_max
+    }
+
+    fn budget(&self) -> Budget {
+        Budget::new(self.reply_bytes_max)
+    }
+
+    /// This node's clock, in milliseconds since the Unix epoch, never behind the latest
+    /// stamp its table applied.
+    fn now_ms_with(&self, db: &crate::kv::Db) -> u64 {
+        wall_clock_ms().max(db.clock_ms())
+    }
+
+    /// `command` as the leader proposes it: stamped with its clock if it needs one (every
+    /// command but a plain set; a stamp put on by someone else is replaced), and a Redis
+    /// batch's reply budget no larger than this node's (a native client could ask for any).
+    fn stamp(&self, command: KvCommand) -> KvCommand {
+        if !command.needs_clock() {
+            return command;
+        }
+        let mut command = match command {
+            KvCommand::Clocked { command, .. } => command,
+            command => Box::new(command),
+        };
+        if let KvCommand::Redis(batch) = command.as_mut() {
+            batch.reply_bytes_max = batch.reply_bytes_max.min(self.reply_bytes_max as u64);
+        }
+        let now_ms = self.now_ms_with(&read_db(&self.db));
+        KvCommand::Clocked { now_ms, command }
     }
 
     /// Proposes a write already encoded as the log holds it (see
@@ -349,9 +440,16 @@ impl Service {
                     match_index: p.match_index,
                 })
                 .collect(),
-            keys: read_map(&self.map).len() as u64,
+            keys: read_db(&self.db).len() as u64,
         }
     }
+}
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Whether a failed client request may have reached the server. Only failures to connect
@@ -440,6 +538,7 @@ fn native_command(request: &Request) -> &'static str {
         Request::Write(KvCommand::Set { .. }) => "set",
         Request::Write(KvCommand::Delete { .. }) => "delete",
         Request::Write(KvCommand::Incr { .. }) => "incr",
+        Request::Write(KvCommand::Clocked { .. } | KvCommand::Redis(_)) => "redis_write",
         Request::Get { .. } => "get",
         Request::Exists { .. } => "exists",
         Request::DbSize => "dbsize",

@@ -1,5 +1,6 @@
-//! The real `redis-cli` (Debian package redis-tools) against a cluster: SET, GET and the
-//! IFEQ compare-and-set. Skipped, with a notice, where redis-cli is not installed.
+//! The real `redis-cli` (Debian package redis-tools) against a cluster: SET, GET, the IFEQ
+//! compare-and-set, a hash and a deadline. Skipped, with a notice, where redis-cli is not
+//! installed.
 
 mod common;
 
@@ -46,4 +47,11 @@ async fn redis_cli_set_get_and_ifeq() {
     );
     assert_eq!(redis_cli(&addrs[2], &["GET", "greeting"]), "bye");
     assert!(redis_cli(&addrs[0], &["INFO"]).contains("raft_role:"));
+    // A hash and a deadline, as redis-cli prints them.
+    assert_eq!(redis_cli(&addrs[1], &["HSET", "user", "name", "ada"]), "1");
+    assert_eq!(redis_cli(&addrs[2], &["HGETALL", "user"]), "name\nada");
+    assert_eq!(redis_cli(&addrs[0], &["EXPIRE", "user", "100"]), "1");
+    assert_eq!(redis_cli(&addrs[1], &["TYPE", "user"]), "hash");
+    let ttl: i64 = redis_cli(&addrs[2], &["TTL", "user"]).parse().unwrap();
+    assert!((98..=100).contains(&ttl), "TTL {ttl}");
 }

@@ -52,8 +52,8 @@ async fn commands_answer_like_redis_on_leader_and_follower() {
     .await;
     check(
         &mut l,
-        &["SET", "k", "x", "EX", "10"],
-        "-ERR expiration options are not supported\r\n",
+        &["SET", "k", "x", "EX", "0"],
+        "-ERR invalid expire time in 'set' command\r\n",
     )
     .await;
 
@@ -95,8 +95,8 @@ async fn commands_answer_like_redis_on_leader_and_follower() {
     .await;
     check(
         &mut f,
-        &["FLUSHALL", "x"],
-        "-ERR unknown command 'FLUSHALL', with args beginning with: 'x' \r\n",
+        &["FLUSHALLX", "x"],
+        "-ERR unknown command 'FLUSHALLX', with args beginning with: 'x' \r\n",
     )
     .await;
 

@@ -54,6 +54,13 @@ pub(crate) struct SetView<'a> {
     pub return_previous: bool,
 }
 
+impl SetView<'_> {
+    /// Whether this is a plain SET: always written, the old value not asked for.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.condition == ConditionView::Always && !self.return_previous
+    }
+}
+
 /// A [`SetCondition`] borrowed from an encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ConditionView<'a> {

@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
 
-use super::cmd::{Context, Parsed, INVALID_COMMAND};
+use super::cmd::{command_label, respond, Context};
+use super::session::{Clients, Session};
 use super::{error_kind, RedisLimits};
 use crate::resp::{ReplyBuffer, RequestParser, Value};
 use crate::service::Service;
@@ -50,14 +51,19 @@ pub(super) enum End {
 pub(super) async fn serve(
     socket: Socket,
     service: &Service,
+    clients: std::sync::Arc<Clients>,
     limits: RedisLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<End> {
+    let mut session = Session::open(clients, socket.peer_addr()?, socket.local_addr()?);
     let mut connection = Connection::new(socket, limits);
-    let cx = Context { service };
+    let mut cx = Context {
+        service,
+        session: &mut session,
+    };
     let served = async {
         loop {
-            if let Some(end) = connection.answer_received(&cx).await? {
+            if let Some(end) = connection.answer_received(&mut cx).await? {
                 return Ok(end);
             }
             if *shutdown.borrow() {
@@ -93,6 +99,24 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
+    /// The TCP connection under the socket.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Tcp(socket) => socket,
+            Socket::Tls(socket) => socket.get_ref().0,
+        }
+    }
+
+    /// The client's address.
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    /// This end's address.
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().local_addr()
+    }
+
     /// Waits for bytes and reads them into `input`. A TCP connection without a buffer (new,
     /// or its buffer was just freed) waits until bytes are there before it makes one, so an
     /// idle connection holds no buffer; one with a buffer reads straight into it. A TLS
@@ -192,7 +216,7 @@ impl Connection {
 
     /// Executes every complete request in the input buffer and writes the replies; the end
     /// of the connection if a request ended it.
-    async fn answer_received(&mut self, cx: &Context<'_>) -> io::Result<Option<End>> {
+    async fn answer_received(&mut self, cx: &mut Context<'_>) -> io::Result<Option<End>> {
         loop {
             let words = match self.parser.parse(&mut self.input) {
                 Ok(Some(words)) if words.is_empty() => continue,
@@ -207,20 +231,13 @@ impl Connection {
             };
             self.request_started_at = None;
             let counters = &cx.service.client_metrics().redis;
-            let (reply, quit) = match Parsed::parse(words) {
-                Ok(command) => {
-                    counters.request(command.name());
-                    let quit = command.closes_connection();
-                    (command.execute(cx).await, quit)
-                }
-                Err(reply) => {
-                    counters.request(INVALID_COMMAND);
-                    (reply, false)
-                }
-            };
+            counters.request(command_label(&words[0]));
+            let (reply, quit) = respond(words, cx).await;
             if let Value::Error(text) = &reply {
                 counters.error(error_kind(text));
             }
+            // HELLO's own reply is in the protocol it switches to.
+            self.output.set_protocol(cx.session.protocol);
             self.output.push(reply);
             if quit {
                 self.write_replies().await?;

@@ -160,7 +160,7 @@ pub fn b(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
 }
 
-/// Length of the first complete RESP2 reply in `buf`, if it is complete.
+/// Length of the first complete RESP2 or RESP3 reply in `buf`, if it is complete.
 pub fn reply_len(buf: &[u8]) -> Option<usize> {
     fn line_end(buf: &[u8], at: usize) -> Option<usize> {
         buf.get(at..)?
@@ -172,8 +172,8 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
         let end = line_end(buf, at)?;
         let header = std::str::from_utf8(&buf[at + 1..end - 2]).ok()?;
         match buf[at] {
-            b'+' | b'-' | b':' => Some(end),
-            b'$' => {
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(end),
+            b'$' | b'=' | b'!' => {
                 let len: i64 = header.parse().ok()?;
                 if len < 0 {
                     return Some(end);
@@ -181,10 +181,11 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
                 let total = end + len as usize + 2;
                 (buf.len() >= total).then_some(total)
             }
-            b'*' => {
+            b'*' | b'~' | b'>' | b'%' => {
                 let count: i64 = header.parse().ok()?;
+                let items = if buf[at] == b'%' { count * 2 } else { count };
                 let mut at = end;
-                for _ in 0..count.max(0) {
+                for _ in 0..items.max(0) {
                     at = value(buf, at)?;
                 }
                 Some(at)

@@ -2,11 +2,12 @@
 
 use bytes::Bytes;
 
-use super::{Args, Command, Context};
+use super::{unknown_subcommand, Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
-/// The parameters redis-benchmark asks for, with harmless values; other parameters are left
-/// out of the reply, as Redis leaves out unknown ones. Only `GET` is supported.
+/// The parameters redis-benchmark and client libraries ask for, with harmless values; other
+/// parameters are left out of the reply, as Redis leaves out unknown ones. Only `GET` is
+/// supported.
 pub(crate) struct Config {
     parameters: Vec<Bytes>,
 }
@@ -15,16 +16,21 @@ impl Command for Config {
     const NAME: &'static str = "config";
     const ARITY: i32 = -2;
 
-    fn parse(mut args: Args) -> Result<Self, Value> {
+    fn parse(mut args: Args) -> Result<Self, Refusal> {
         let subcommand = args.required()?;
+        if !subcommand.eq_ignore_ascii_case(b"GET") {
+            return Err(unknown_subcommand(&subcommand, "CONFIG"));
+        }
         let parameters = args.rest();
-        if !subcommand.eq_ignore_ascii_case(b"GET") || parameters.is_empty() {
-            return Err(Value::error("ERR", "only CONFIG GET is supported"));
+        if parameters.is_empty() {
+            return Err(Refusal::Syntax(super::wrong_arity("config|get")));
         }
         Ok(Config { parameters })
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
+impl LocalCommand for Config {
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
         let mut pairs = Vec::new();
         for name in self.parameters {
             let value: &'static [u8] = match &name.to_ascii_lowercase()[..] {
@@ -36,6 +42,6 @@ impl Command for Config {
             pairs.push(Value::Bulk(name));
             pairs.push(Value::Bulk(Bytes::from_static(value)));
         }
-        Value::Array(pairs)
+        Value::Map(pairs)
     }
 }

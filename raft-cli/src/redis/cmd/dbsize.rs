@@ -1,21 +1,22 @@
 //! `DBSIZE`.
 
-use super::{count, Args, Command, Context};
-use crate::proto::Request;
-use crate::resp::Value;
+use super::{Args, Command, ReadCommand, Refusal};
+use crate::kv::ReadOp;
 
-/// The number of keys (linearizable).
+/// The number of keys (expired keys not deleted yet included, as in Redis).
 pub(crate) struct Dbsize;
 
 impl Command for Dbsize {
     const NAME: &'static str = "dbsize";
     const ARITY: i32 = 1;
 
-    fn parse(_args: Args) -> Result<Self, Value> {
+    fn parse(_args: Args) -> Result<Self, Refusal> {
         Ok(Dbsize)
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        count(cx.service, Request::DbSize).await
+impl ReadCommand for Dbsize {
+    fn op(self) -> ReadOp {
+        ReadOp::DbSize
     }
 }

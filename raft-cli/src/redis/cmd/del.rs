@@ -2,11 +2,10 @@
 
 use bytes::Bytes;
 
-use super::{unexpected, write, Args, Command, Context};
-use crate::kv::{KvCommand, KvResponse};
-use crate::resp::Value;
+use super::{Args, Command, Refusal, WriteCommand};
+use crate::kv::WriteOp;
 
-/// Deletes keys through the log; answers how many existed.
+/// Deletes keys; answers how many existed.
 pub(crate) struct Del {
     keys: Vec<Bytes>,
 }
@@ -14,17 +13,15 @@ pub(crate) struct Del {
 impl Command for Del {
     const NAME: &'static str = "del";
     const ARITY: i32 = -2;
+    const KEYS: (i64, i64, i64) = (1, -1, 1);
 
-    fn parse(args: Args) -> Result<Self, Value> {
+    fn parse(args: Args) -> Result<Self, Refusal> {
         Ok(Del { keys: args.rest() })
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        let command = KvCommand::Delete { keys: self.keys };
-        match write(cx.service, command).await {
-            Ok(KvResponse::Deleted(n)) => Value::Integer(n as i64),
-            Ok(other) => unexpected(other),
-            Err(e) => e,
-        }
+impl WriteCommand for Del {
+    fn op(self) -> WriteOp {
+        WriteOp::Del { keys: self.keys }
     }
 }

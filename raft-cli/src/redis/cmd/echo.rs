@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Args, Command, Context};
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
 /// Answers with the message.
@@ -14,13 +14,15 @@ impl Command for Echo {
     const NAME: &'static str = "echo";
     const ARITY: i32 = 2;
 
-    fn parse(mut args: Args) -> Result<Self, Value> {
+    fn parse(mut args: Args) -> Result<Self, Refusal> {
         Ok(Echo {
             message: args.required()?,
         })
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
+impl LocalCommand for Echo {
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
         Value::Bulk(self.message)
     }
 }

@@ -2,11 +2,10 @@
 
 use bytes::Bytes;
 
-use super::{count, Args, Command, Context};
-use crate::proto::Request;
-use crate::resp::Value;
+use super::{Args, Command, ReadCommand, Refusal};
+use crate::kv::ReadOp;
 
-/// Counts the keys present (linearizable); a key named twice counts twice, as in Redis.
+/// Counts the keys present; a key named twice counts twice, as in Redis.
 pub(crate) struct Exists {
     keys: Vec<Bytes>,
 }
@@ -14,12 +13,15 @@ pub(crate) struct Exists {
 impl Command for Exists {
     const NAME: &'static str = "exists";
     const ARITY: i32 = -2;
+    const KEYS: (i64, i64, i64) = (1, -1, 1);
 
-    fn parse(args: Args) -> Result<Self, Value> {
+    fn parse(args: Args) -> Result<Self, Refusal> {
         Ok(Exists { keys: args.rest() })
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        count(cx.service, Request::Exists { keys: self.keys }).await
+impl ReadCommand for Exists {
+    fn op(self) -> ReadOp {
+        ReadOp::Exists { keys: self.keys }
     }
 }

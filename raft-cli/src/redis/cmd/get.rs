@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 
-use super::{read_values, Args, Command, Context};
-use crate::resp::Value;
+use super::{Args, Command, ReadCommand, Refusal};
+use crate::kv::ReadOp;
 
-/// Reads one key (linearizable: after a read barrier on this node).
+/// Reads one string (linearizable: after a read barrier on this node).
 pub(crate) struct Get {
     key: Bytes,
 }
@@ -13,17 +13,17 @@ pub(crate) struct Get {
 impl Command for Get {
     const NAME: &'static str = "get";
     const ARITY: i32 = 2;
+    const KEYS: (i64, i64, i64) = (1, 1, 1);
 
-    fn parse(mut args: Args) -> Result<Self, Value> {
+    fn parse(mut args: Args) -> Result<Self, Refusal> {
         Ok(Get {
             key: args.required()?,
         })
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        match read_values(cx.service, vec![self.key]).await {
-            Ok(mut values) => values.pop().unwrap_or(Value::Nil),
-            Err(e) => e,
-        }
+impl ReadCommand for Get {
+    fn op(self) -> ReadOp {
+        ReadOp::Get { key: self.key }
     }
 }

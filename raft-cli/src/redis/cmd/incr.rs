@@ -2,11 +2,10 @@
 
 use bytes::Bytes;
 
-use super::{unexpected, write, Args, Command, Context};
-use crate::kv::{KvCommand, KvResponse};
-use crate::resp::Value;
+use super::{Args, Command, Refusal, WriteCommand};
+use crate::kv::WriteOp;
 
-/// Adds one to the decimal integer at the key, through the log.
+/// Adds one to the decimal integer at a key (absent: 0); the key keeps its deadline.
 pub(crate) struct Incr {
     key: Bytes,
 }
@@ -14,22 +13,20 @@ pub(crate) struct Incr {
 impl Command for Incr {
     const NAME: &'static str = "incr";
     const ARITY: i32 = 2;
+    const KEYS: (i64, i64, i64) = (1, 1, 1);
 
-    fn parse(mut args: Args) -> Result<Self, Value> {
+    fn parse(mut args: Args) -> Result<Self, Refusal> {
         Ok(Incr {
             key: args.required()?,
         })
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        let command = KvCommand::Incr {
+impl WriteCommand for Incr {
+    fn op(self) -> WriteOp {
+        WriteOp::IncrBy {
             key: self.key,
             delta: 1,
-        };
-        match write(cx.service, command).await {
-            Ok(KvResponse::Integer(n)) => Value::Integer(n),
-            Ok(other) => unexpected(other),
-            Err(e) => e,
         }
     }
 }

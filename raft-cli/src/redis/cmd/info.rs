@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use super::{Args, Command, Context};
+use super::hello::REDIS_VERSION;
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 use crate::service::Service;
 
@@ -14,12 +15,14 @@ impl Command for Info {
     const NAME: &'static str = "info";
     const ARITY: i32 = -1;
 
-    fn parse(_args: Args) -> Result<Self, Value> {
+    fn parse(_args: Args) -> Result<Self, Refusal> {
         Ok(Info)
     }
+}
 
-    async fn execute(self, cx: &Context<'_>) -> Value {
-        Value::Bulk(Bytes::from(info(cx.service)))
+impl LocalCommand for Info {
+    async fn execute(self, cx: &mut Context<'_>) -> Value {
+        Value::Verbatim(Bytes::from(info(cx.service)))
     }
 }
 
@@ -38,10 +41,10 @@ fn info(service: &Service) -> String {
         .leader
         .map_or(String::from("none"), |l| l.to_string());
     format!(
-        "# Server\r\nredis_version:7.2.0\r\nraft_cli_version:{}\r\n\r\n# Raft\r\n\
+        "# Server\r\nredis_version:{REDIS_VERSION}\r\nraft_cli_version:{}\r\n\r\n# Raft\r\n\
          raft_role:{}\r\nraft_node_id:{}\r\nraft_leader_id:{}\r\nraft_term:{}\r\n\
          raft_commit_index:{}\r\nraft_applied_index:{}\r\nraft_members:{}\r\n\r\n\
-         # Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+         # Keyspace\r\ndb0:keys={},expires={},avg_ttl=0\r\n",
         env!("CARGO_PKG_VERSION"),
         status.role,
         status.id,
@@ -51,5 +54,6 @@ fn info(service: &Service) -> String {
         status.applied_index,
         members.join(","),
         status.keys,
+        service.expiring_keys(),
     )
 }

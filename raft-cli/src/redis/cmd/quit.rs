@@ -1,6 +1,6 @@
 //! `QUIT`.
 
-use super::{Args, Command, Context};
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
 /// Answers `OK`; the connection closes after the reply.
@@ -9,13 +9,17 @@ pub(crate) struct Quit;
 impl Command for Quit {
     const NAME: &'static str = "quit";
     const ARITY: i32 = -1;
-    const CLOSES_CONNECTION: bool = true;
 
-    fn parse(_args: Args) -> Result<Self, Value> {
+    fn parse(_args: Args) -> Result<Self, Refusal> {
         Ok(Quit)
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
+impl LocalCommand for Quit {
+    const CLOSES_CONNECTION: bool = true;
+    const RUNS_IN_TRANSACTION: bool = true;
+
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
         Value::Simple("OK")
     }
 }

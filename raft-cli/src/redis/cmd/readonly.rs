@@ -1,6 +1,6 @@
 //! `READONLY`.
 
-use super::{Args, Command, Context};
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
 /// Accepted and ignored: every member serves linearizable reads anyway.
@@ -10,11 +10,13 @@ impl Command for Readonly {
     const NAME: &'static str = "readonly";
     const ARITY: i32 = 1;
 
-    fn parse(_args: Args) -> Result<Self, Value> {
+    fn parse(_args: Args) -> Result<Self, Refusal> {
         Ok(Readonly)
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
+impl LocalCommand for Readonly {
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
         Value::Simple("OK")
     }
 }

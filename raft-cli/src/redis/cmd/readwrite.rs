@@ -1,6 +1,6 @@
 //! `READWRITE`.
 
-use super::{Args, Command, Context};
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
 /// Accepted and ignored: a member forwards writes to the leader anyway.
@@ -10,11 +10,13 @@ impl Command for Readwrite {
     const NAME: &'static str = "readwrite";
     const ARITY: i32 = 1;
 
-    fn parse(_args: Args) -> Result<Self, Value> {
+    fn parse(_args: Args) -> Result<Self, Refusal> {
         Ok(Readwrite)
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
+impl LocalCommand for Readwrite {
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
         Value::Simple("OK")
     }
 }

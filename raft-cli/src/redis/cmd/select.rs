@@ -1,28 +1,29 @@
 //! `SELECT index`.
 
-use bytes::Bytes;
-
-use super::{Args, Command, Context};
+use super::{Args, Command, Context, LocalCommand, Refusal};
 use crate::resp::Value;
 
-/// Selects database 0, the only one.
+/// Selects database 0, the only one; any other index is out of range, as in a Redis
+/// configured with `databases 1`.
 pub(crate) struct Select {
-    index: Bytes,
+    index: i64,
 }
 
 impl Command for Select {
     const NAME: &'static str = "select";
     const ARITY: i32 = 2;
 
-    fn parse(mut args: Args) -> Result<Self, Value> {
+    fn parse(mut args: Args) -> Result<Self, Refusal> {
         Ok(Select {
-            index: args.required()?,
+            index: args.integer()?,
         })
     }
+}
 
-    async fn execute(self, _cx: &Context<'_>) -> Value {
-        match &self.index[..] {
-            b"0" => Value::Simple("OK"),
+impl LocalCommand for Select {
+    async fn execute(self, _cx: &mut Context<'_>) -> Value {
+        match self.index {
+            0 => Value::Simple("OK"),
             _ => Value::error("ERR", "DB index is out of range"),
         }
     }
