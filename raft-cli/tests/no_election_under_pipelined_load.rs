@@ -76,9 +76,7 @@ async fn the_term_never_changes_under_pipelined_writes_across_snapshots() {
         .collect();
     let load = async {
         for writer in writers {
-            if let Err(e) = writer.await {
-                return Err(e);
-            }
+            writer.await?;
         }
         Ok(())
     };
