@@ -78,7 +78,7 @@ async fn the_term_never_changes_under_pipelined_writes_across_snapshots() {
         for writer in writers {
             writer.await?;
         }
-        Ok(())
+        Ok::<(), tokio::task::JoinError>(())
     };
     match tokio::time::timeout(LOAD_TIME_MAX, load).await {
         Ok(Ok(())) => {}
