@@ -175,10 +175,16 @@ impl Tombstones {
     }
 }
 
+/// One shard of the table.
+pub type Shard = HashMap<Bytes, Slot>;
+
 /// The state of the key-value state machine.
 #[derive(Debug)]
 pub struct Db {
-    shards: Box<[HashMap<Bytes, Slot>]>,
+    /// Each shard behind its own reference count: a snapshot's capture shares them all
+    /// (`Db::shards`), and the first change to a shard after it copies that shard alone
+    /// (`Arc::make_mut`), so neither the capture nor any one write costs more than a shard.
+    shards: Box<[Arc<Shard>]>,
     len: usize,
     /// Keys with a deadline, by deadline.
     deadlines: BTreeSet<(u64, Bytes)>,
@@ -193,7 +199,7 @@ pub struct Db {
 impl Default for Db {
     fn default() -> Db {
         Db {
-            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
             len: 0,
             deadlines: BTreeSet::new(),
             tombstones: Tombstones::default(),
@@ -301,6 +307,17 @@ impl Db {
         self.applied_index = index;
     }
 
+    /// The shard of `key`, to change: copied first if a snapshot's capture still shares it.
+    fn shard_mut(&mut self, key: &[u8]) -> &mut Shard {
+        Arc::make_mut(&mut self.shards[shard_of(position(key))])
+    }
+
+    /// Every shard, shared: what a snapshot captures, in O(shards) whatever the number of
+    /// keys. Changes made afterwards copy the shard they touch and leave these as they are.
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards.to_vec()
+    }
+
     /// The slot of `key`, expired or not.
     pub fn slot(&self, key: &[u8]) -> Option<&Slot> {
         self.shards[shard_of(position(key))].get(key)
@@ -314,14 +331,14 @@ impl Db {
     /// The slot of `key` to change in place. Its deadline must be changed through
     /// [`Db::set_deadline`], which keeps the deadline index.
     pub fn slot_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
-        self.shards[shard_of(position(key))].get_mut(key)
+        self.shard_mut(key).get_mut(key)
     }
 
     /// Stores `slot` at `key`; returns the slot it replaced.
     pub fn insert(&mut self, key: Bytes, slot: Slot) -> Option<Slot> {
         use std::collections::hash_map::Entry;
         let deadline_ms = slot.deadline_ms;
-        match self.shards[shard_of(position(&key))].entry(key) {
+        match Arc::make_mut(&mut self.shards[shard_of(position(&key))]).entry(key) {
             Entry::Occupied(mut entry) => {
                 let old = entry.insert(slot);
                 if old.deadline_ms != deadline_ms {
@@ -362,7 +379,7 @@ impl Db {
     /// Sets `key` to the string `value` without a deadline, changed at `index`: a plain SET,
     /// the hot path. One look-up; the key is copied only when it is new.
     pub fn put_string(&mut self, key: &[u8], value: Value, index: u64) {
-        let shard = &mut self.shards[shard_of(position(key))];
+        let shard = Arc::make_mut(&mut self.shards[shard_of(position(key))]);
         match shard.get_mut(key) {
             Some(slot) => {
                 if slot.deadline_ms != 0 {
@@ -383,7 +400,7 @@ impl Db {
 
     /// Removes `key` without recording a deletion (the caller records one).
     fn take(&mut self, key: &[u8]) -> Option<(Bytes, Slot)> {
-        let (key, slot) = self.shards[shard_of(position(key))].remove_entry(key)?;
+        let (key, slot) = self.shard_mut(key).remove_entry(key)?;
         self.len -= 1;
         if slot.deadline_ms != 0 {
             self.deadlines.remove(&(slot.deadline_ms, key.clone()));
@@ -441,7 +458,7 @@ impl Db {
         if deadline_ms != 0 {
             self.deadlines.insert((deadline_ms, stored));
         }
-        if let Some(slot) = self.shards[shard].get_mut(key) {
+        if let Some(slot) = Arc::make_mut(&mut self.shards[shard]).get_mut(key) {
             slot.deadline_ms = deadline_ms;
         }
     }
@@ -457,7 +474,7 @@ impl Db {
             }
         }
         for shard in self.shards.iter_mut() {
-            *shard = HashMap::new();
+            *shard = Arc::new(Shard::new());
         }
         self.deadlines.clear();
         self.len = 0;
