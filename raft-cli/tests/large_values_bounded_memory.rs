@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{binary, dump_logs, WAIT};
+use common::{dump_logs, WAIT};
 use raft_cli::local::LocalCluster;
 
 /// Resident memory every node must stay under (its peak, `VmHWM`).
@@ -118,7 +118,7 @@ async fn value_number(cluster: &LocalCluster) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_overwriting_a_large_value_stays_within_its_memory_bound() {
-    let mut cluster = LocalCluster::start(binary(), 1, ARGS).expect("node starts");
+    let mut cluster = common::cluster_with_exactly(1, ARGS).await;
     cluster.wait_leader(WAIT).await.expect("a leader");
     let last = overwrite(&cluster, 1_500).await;
     check_peaks(&mut cluster, "after 1,500 overwrites of 1 MiB");
@@ -141,7 +141,7 @@ async fn one_node_overwriting_a_large_value_stays_within_its_memory_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_catches_up_large_values_from_the_log() {
-    let mut cluster = LocalCluster::start(binary(), 3, ARGS).expect("cluster starts");
+    let mut cluster = common::cluster_with_exactly(3, ARGS).await;
     let leader = cluster.wait_leader(WAIT).await.expect("a leader").id;
     let follower = if leader == 3 { 2 } else { 3 };
     overwrite(&cluster, 40).await;

@@ -19,8 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{binary, dump_logs, Resp};
-use raft_cli::local::LocalCluster;
+use common::{dump_logs, Resp};
 
 /// Keys written by default: enough for several snapshots at the distance below.
 const KEYS_DEFAULT: usize = 150_000;
@@ -62,7 +61,7 @@ async fn the_term_never_changes_under_pipelined_writes_across_snapshots() {
             ELECTION_TIMEOUT_MS[1],
         ]);
     }
-    let cluster = LocalCluster::start(binary(), 3, &args).expect("cluster starts");
+    let cluster = common::cluster_with_exactly(3, &args).await;
     let leader = cluster.wait_leader(common::WAIT).await.unwrap_or_else(|e| {
         dump_logs(&cluster);
         panic!("{e}")

@@ -75,8 +75,23 @@ pub async fn cluster_prepared_with_tls(
     prepare: impl Fn(&LocalCluster),
 ) -> LocalCluster {
     let args: Vec<&str> = NODE_ARGS.iter().chain(extra).copied().collect();
+    start_retrying(voters, &args, tls, prepare).await
+}
+
+/// Starts `voters` nodes with exactly `args` (no [`NODE_ARGS`]) and waits for a leader,
+/// replacing a cluster whose node found its port taken, as [`cluster_with`] does.
+pub async fn cluster_with_exactly(voters: u64, args: &[&str]) -> LocalCluster {
+    start_retrying(voters, args, None, |_| {}).await
+}
+
+async fn start_retrying(
+    voters: u64,
+    args: &[&str],
+    tls: Option<LocalTls>,
+    prepare: impl Fn(&LocalCluster),
+) -> LocalCluster {
     for attempt in 1..=CLUSTER_START_ATTEMPTS {
-        let mut cluster = LocalCluster::define_with_tls(binary(), voters, &args, tls.clone())
+        let mut cluster = LocalCluster::define_with_tls(binary(), voters, args, tls.clone())
             .expect("cluster defined");
         prepare(&cluster);
         cluster.start_defined().expect("cluster starts");
